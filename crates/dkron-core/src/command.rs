@@ -1,0 +1,74 @@
+//! The replicated-log commands and what applying them answers.
+//!
+//! This is a persisted protocol: entries written today are replayed by future versions, so
+//! variants are only ever added, and every field that may be missing in old entries has a
+//! default. Timestamps and ids are stamped by the leader before proposing, never in `apply`.
+//! Execution output is not carried here beyond a short tail (see ARCHITECTURE.md).
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Execution, Job};
+use crate::validate::FieldError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Create or fully replace a job (Dkron's SetJob). `now` anchors a new schedule's phase.
+    SetJob { job: Job, now: Timestamp },
+    DeleteJob { name: String },
+    /// Flip `disabled` atomically (Dkron read-modify-wrote it from a possibly stale replica).
+    ToggleJob { name: String },
+    /// Claim a run: records it as running. With `enforce_forbid`, refused while the job
+    /// (`concurrency: forbid`) has another run in progress — decided here, atomically.
+    StartExecution { execution: Execution, enforce_forbid: bool },
+    /// Record a finished run (output already cut to a short tail by the proposer).
+    FinishExecution { execution: Execution },
+    /// Delete a job's executions and reset its counters.
+    DeleteExecutions { job: String },
+    /// Pause or resume job submissions cluster-wide.
+    SetPaused { paused: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// Raft's own entries (blank, membership).
+    None,
+    Job { job: Job },
+    Started { execution: Execution },
+    Finished(FinishOutcome),
+    Paused { paused: bool },
+    Rejected { error: ApplyError },
+}
+
+/// What the leader must do after a run finished, decided by the state machine.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FinishOutcome {
+    /// The failed run gets another attempt on the same group.
+    pub retry: bool,
+    /// Every target of the trigger has finished; `status` is final for it.
+    pub group_done: bool,
+    pub status: String,
+    /// Children to trigger (the group succeeded).
+    pub dependents: Vec<String>,
+    /// The job was ephemeral and has been deleted.
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ApplyError {
+    #[error("job {job} not found")]
+    JobNotFound { job: String },
+    #[error("specified parent job not found")]
+    ParentNotFound { parent: String },
+    #[error("could not delete job with dependent jobs, delete children first: {children:?}")]
+    HasDependents { children: Vec<String> },
+    #[error("parent_job would create a cycle: {}", chain.join(" -> "))]
+    Cycle { chain: Vec<String> },
+    #[error("{}", crate::validate::summary(errors))]
+    Invalid { errors: Vec<FieldError> },
+    #[error("job {job} is already running and its concurrency is forbid")]
+    AlreadyRunning { job: String, running: Vec<String> },
+}

@@ -1,0 +1,220 @@
+//! Dkron's job and execution records, exactly as its REST API shows them.
+//!
+//! These structs are both the API shape and the stored shape: Dkron clients read back what
+//! they wrote, so keeping one definition avoids drift. Computed fields (`status`, `next`,
+//! counters) are filled by the state machine and by [`crate::state::State::job_view`].
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::timefmt;
+
+pub type StringMap = BTreeMap<String, String>;
+
+/// A scheduled task. Field order follows Dkron's JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Job {
+    /// Always equal to `name` when read back; ignored on input.
+    pub id: String,
+    pub name: String,
+    pub displayname: String,
+    pub timezone: String,
+    pub schedule: String,
+    pub owner: String,
+    pub owner_email: String,
+    pub success_count: u64,
+    pub error_count: u64,
+    #[serde(with = "timefmt::nullable")]
+    pub last_success: Option<Timestamp>,
+    #[serde(with = "timefmt::nullable")]
+    pub last_error: Option<Timestamp>,
+    pub disabled: bool,
+    pub tags: Option<StringMap>,
+    pub metadata: Option<StringMap>,
+    pub retries: u32,
+    pub dependent_jobs: Option<Vec<String>>,
+    pub parent_job: String,
+    pub processors: BTreeMap<String, StringMap>,
+    pub concurrency: String,
+    pub executor: String,
+    pub executor_config: Option<StringMap>,
+    pub status: String,
+    #[serde(with = "timefmt::zero_is_none")]
+    pub next: Option<Timestamp>,
+    pub ephemeral: bool,
+    #[serde(with = "timefmt::nullable")]
+    pub expires_at: Option<Timestamp>,
+    #[serde(with = "timefmt::nullable")]
+    pub starts_at: Option<Timestamp>,
+}
+
+impl Default for Job {
+    fn default() -> Self {
+        Job {
+            id: String::new(),
+            name: String::new(),
+            displayname: String::new(),
+            timezone: String::new(),
+            schedule: String::new(),
+            owner: String::new(),
+            owner_email: String::new(),
+            success_count: 0,
+            error_count: 0,
+            last_success: None,
+            last_error: None,
+            disabled: false,
+            tags: None,
+            metadata: None,
+            retries: 0,
+            dependent_jobs: None,
+            parent_job: String::new(),
+            processors: BTreeMap::new(),
+            // Dkron pre-sets `allow` before decoding, so an absent field means allow.
+            concurrency: CONCURRENCY_ALLOW.to_string(),
+            executor: String::new(),
+            executor_config: None,
+            status: String::new(),
+            next: None,
+            ephemeral: false,
+            expires_at: None,
+            starts_at: None,
+        }
+    }
+}
+
+pub const CONCURRENCY_ALLOW: &str = "allow";
+pub const CONCURRENCY_FORBID: &str = "forbid";
+
+pub const STATUS_SUCCESS: &str = "success";
+pub const STATUS_FAILED: &str = "failed";
+pub const STATUS_PARTIALLY_FAILED: &str = "partially_failed";
+
+impl Job {
+    pub fn forbids_overlap(&self) -> bool {
+        self.concurrency == CONCURRENCY_FORBID
+    }
+
+    pub fn executor_config(&self) -> StringMap {
+        self.executor_config.clone().unwrap_or_default()
+    }
+
+    pub fn dependents(&self) -> &[String] {
+        self.dependent_jobs.as_deref().unwrap_or(&[])
+    }
+}
+
+/// One run of a job on one node.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Execution {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub job_name: String,
+    #[serde(with = "timefmt::zero_is_none")]
+    pub started_at: Option<Timestamp>,
+    /// `None` (rendered as the zero time) while the execution runs.
+    #[serde(with = "timefmt::zero_is_none")]
+    pub finished_at: Option<Timestamp>,
+    pub success: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub output: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub node_name: String,
+    /// One trigger = one group; all nodes and retries of that trigger share it.
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub group: i64,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub attempt: u32,
+    /// The nominal fire time this run belongs to (absent for manual runs).
+    #[serde(
+        with = "timefmt::nullable",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub scheduled_at: Option<Timestamp>,
+    /// Size of the whole captured output; `output` may hold only its tail (see ARCHITECTURE.md,
+    /// "execution output stays out of consensus").
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub output_size: u64,
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Execution {
+    /// Dkron's execution id: `<started_at unix ns>-<node name>`.
+    pub fn make_id(started_at: Timestamp, node_name: &str) -> String {
+        format!("{:019}-{}", timefmt::unix_nanos(started_at), node_name)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.finished_at.is_none()
+    }
+}
+
+/// Keeps the last `max` bytes of `s`, never splitting a UTF-8 character.
+pub fn tail_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_job_decodes_with_string_typed_config() {
+        let raw = r#"{"name":"job2","schedule":"@every 10m","timezone":"Europe/Berlin",
+            "tags":{"server":"true:1"},"metadata":{"user":"12345"},"concurrency":"forbid",
+            "executor":"http","executor_config":{"timeout":"30","headers":"[]"},"retries":1}"#;
+        let job: Job = serde_json::from_str(raw).unwrap();
+        assert_eq!(job.executor_config()["timeout"], "30");
+        assert!(job.forbids_overlap());
+        assert_eq!(job.retries, 1);
+    }
+
+    #[test]
+    fn absent_concurrency_means_allow() {
+        let job: Job = serde_json::from_str(r#"{"name":"a"}"#).unwrap();
+        assert_eq!(job.concurrency, "allow");
+    }
+
+    #[test]
+    fn numbers_in_executor_config_are_refused() {
+        let err = serde_json::from_str::<Job>(r#"{"name":"a","executor_config":{"timeout":30}}"#);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn execution_json_omits_empty_fields_like_dkron() {
+        let e = Execution::default();
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"started_at":"0001-01-01T00:00:00Z","finished_at":"0001-01-01T00:00:00Z","success":false}"#
+        );
+    }
+
+    #[test]
+    fn tail_never_splits_a_character() {
+        assert_eq!(tail_utf8("héllo", 4), "llo");
+        assert_eq!(tail_utf8("abc", 10), "abc");
+        assert_eq!(tail_utf8("日本語", 4), "語");
+    }
+}

@@ -1,0 +1,27 @@
+//! The IO-free core of dkron-rs.
+//!
+//! Everything here is deterministic: no sockets, no tokio, no clock. Time and randomness arrive
+//! as arguments (`now`, `rng`), stamped by the shell (the `dkron` crate). That is what lets the
+//! state machine be replayed identically on every server and lets the tests be plain functions.
+//!
+//! - [`job`]: Dkron's job and execution records, with their exact JSON shapes.
+//! - [`validate`]: job validation that reports every problem at once, naming the field.
+//! - [`schedule`]: the schedule language (6-field cron, descriptors, `@every`, `@at`, `~`).
+//! - [`placement`]: choosing target nodes from a job's tags.
+//! - [`command`]: the replicated-log commands and their responses.
+//! - [`state`]: the state machine (`apply`).
+//! - [`timefmt`]: Dkron's timestamp JSON conventions.
+
+pub mod command;
+pub mod godur;
+pub mod job;
+pub mod placement;
+pub mod schedule;
+pub mod state;
+pub mod timefmt;
+pub mod validate;
+
+pub use jiff::Timestamp;
+
+/// How many executions each job keeps (Dkron's `MaxExecutions`).
+pub const MAX_EXECUTIONS_PER_JOB: usize = 100;

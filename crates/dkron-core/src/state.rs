@@ -1,0 +1,387 @@
+//! The replicated state machine: jobs, their running executions, and what each command does.
+//!
+//! `apply` is a pure function of the state and the command. Execution records themselves are
+//! bulky and live in the shell's store; `apply` tells the shell what to write through
+//! [`Effect`]s, which the shell commits in the same transaction as the state change.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::command::{ApplyError, Command, FinishOutcome, Response};
+use crate::job::{Execution, Job, STATUS_FAILED, STATUS_PARTIALLY_FAILED, STATUS_SUCCESS};
+use crate::schedule::{Schedule, load_timezone};
+use crate::validate::validate_job;
+use crate::MAX_EXECUTIONS_PER_JOB;
+
+/// Groups kept open per job at most; older ones are dropped (their runs were lost).
+const MAX_OPEN_GROUPS: usize = 64;
+
+/// Storage work the shell must do for an applied command, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Persist the job entry under this name (it changed).
+    PutJob(String),
+    /// Remove the job entry.
+    RemoveJob(String),
+    PutExecution(Execution),
+    /// Remove every execution of exactly this job.
+    DeleteExecutionsOf(String),
+    /// Keep only the newest `keep` executions of the job.
+    PruneExecutions { job: String, keep: usize },
+}
+
+/// A job as stored, with the scheduler bookkeeping that is not part of Dkron's JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEntry {
+    pub job: Job,
+    /// Phase origin of `@every` schedules: when the schedule was last set.
+    pub anchor: Timestamp,
+    /// Runs in progress, by execution id (output-free copies).
+    #[serde(default)]
+    pub running: BTreeMap<String, Execution>,
+    /// Triggers still in progress, by group id.
+    #[serde(default)]
+    pub groups: BTreeMap<i64, GroupProgress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GroupProgress {
+    pub nodes: BTreeMap<String, NodeProgress>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeProgress {
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+}
+
+impl JobEntry {
+    /// The first fire strictly after `after`, honouring the job's zone, `starts_at`,
+    /// `expires_at`, `disabled` and chaining. `None`: it will not fire on its own.
+    pub fn next_fire_after(&self, after: Timestamp) -> Option<Timestamp> {
+        let job = &self.job;
+        if job.disabled || !job.parent_job.is_empty() {
+            return None;
+        }
+        let schedule = Schedule::parse(&job.schedule, &job.name).ok()?;
+        let tz = load_timezone(&job.timezone).ok()?;
+        let from = match job.starts_at {
+            // Fire no earlier than starts_at: search from just before it.
+            Some(s) if s > after => s
+                .checked_sub(jiff::SignedDuration::from_nanos(1))
+                .unwrap_or(s),
+            _ => after,
+        };
+        let next = schedule.next_after(from, &tz, self.anchor)?;
+        match job.expires_at {
+            Some(e) if next > e => None,
+            _ => Some(next),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct State {
+    pub jobs: BTreeMap<String, JobEntry>,
+    pub paused: bool,
+}
+
+impl State {
+    /// The job as the API shows it at `now` (computed `next` filled).
+    pub fn job_view(&self, name: &str, now: Timestamp) -> Option<Job> {
+        self.jobs.get(name).map(|e| view(e, now))
+    }
+
+    pub fn apply(&mut self, command: Command) -> (Response, Vec<Effect>) {
+        let mut effects = Vec::new();
+        let result = match command {
+            Command::SetJob { job, now } => self.set_job(job, now, &mut effects),
+            Command::DeleteJob { name } => self.delete_job(&name, &mut effects),
+            Command::ToggleJob { name } => self.toggle_job(&name, &mut effects),
+            Command::StartExecution {
+                execution,
+                enforce_forbid,
+            } => self.start_execution(execution, enforce_forbid, &mut effects),
+            Command::FinishExecution { execution } => {
+                self.finish_execution(execution, &mut effects)
+            }
+            Command::DeleteExecutions { job } => self.delete_executions(&job, &mut effects),
+            Command::SetPaused { paused } => {
+                self.paused = paused;
+                Ok(Response::Paused { paused })
+            }
+        };
+        match result {
+            Ok(response) => (response, effects),
+            // A rejected command changes nothing: effects gathered before the error are dropped.
+            Err(error) => (Response::Rejected { error }, Vec::new()),
+        }
+    }
+
+    fn entry(&self, name: &str) -> Result<&JobEntry, ApplyError> {
+        self.jobs.get(name).ok_or_else(|| ApplyError::JobNotFound {
+            job: name.to_string(),
+        })
+    }
+
+    fn entry_mut(&mut self, name: &str) -> Result<&mut JobEntry, ApplyError> {
+        self.jobs
+            .get_mut(name)
+            .ok_or_else(|| ApplyError::JobNotFound {
+                job: name.to_string(),
+            })
+    }
+
+    fn set_job(
+        &mut self,
+        mut job: Job,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, ApplyError> {
+        let errors = validate_job(&job);
+        if !errors.is_empty() {
+            return Err(ApplyError::Invalid { errors });
+        }
+        let name = job.name.clone();
+        if !job.parent_job.is_empty() {
+            if !self.jobs.contains_key(&job.parent_job) {
+                return Err(ApplyError::ParentNotFound {
+                    parent: job.parent_job.clone(),
+                });
+            }
+            // Walk up from the new parent: meeting ourselves means a cycle.
+            let mut chain = vec![name.clone(), job.parent_job.clone()];
+            let mut cursor = job.parent_job.clone();
+            while let Some(parent) = self.jobs.get(&cursor).map(|e| e.job.parent_job.clone()) {
+                if parent.is_empty() {
+                    break;
+                }
+                chain.push(parent.clone());
+                if parent == name || chain.len() > self.jobs.len() + 2 {
+                    return Err(ApplyError::Cycle { chain });
+                }
+                cursor = parent;
+            }
+        }
+        job.id = name.clone();
+        job.next = None;
+        let previous = self.jobs.remove(&name);
+        let (anchor, running, groups, old_parent) = match &previous {
+            Some(prev) => {
+                let p = &prev.job;
+                job.success_count = job.success_count.max(p.success_count);
+                job.error_count = job.error_count.max(p.error_count);
+                job.last_success = job.last_success.max(p.last_success);
+                job.last_error = job.last_error.max(p.last_error);
+                // Dependents are derived from the children's parent_job; clients can't set them.
+                job.dependent_jobs = p.dependent_jobs.clone();
+                if !p.status.is_empty() {
+                    job.status = p.status.clone();
+                }
+                let anchor = if p.schedule == job.schedule {
+                    prev.anchor
+                } else {
+                    now
+                };
+                (
+                    anchor,
+                    prev.running.clone(),
+                    prev.groups.clone(),
+                    p.parent_job.clone(),
+                )
+            }
+            None => {
+                job.dependent_jobs = None;
+                (now, BTreeMap::new(), BTreeMap::new(), String::new())
+            }
+        };
+        if old_parent != job.parent_job {
+            if let Some(parent) = self.jobs.get_mut(&old_parent) {
+                let deps = parent.job.dependent_jobs.get_or_insert_with(Vec::new);
+                deps.retain(|d| *d != name);
+                effects.push(Effect::PutJob(old_parent.clone()));
+            }
+            if let Some(parent) = self.jobs.get_mut(&job.parent_job) {
+                let deps = parent.job.dependent_jobs.get_or_insert_with(Vec::new);
+                if !deps.contains(&name) {
+                    deps.push(name.clone());
+                }
+                effects.push(Effect::PutJob(job.parent_job.clone()));
+            }
+        }
+        self.jobs.insert(
+            name.clone(),
+            JobEntry {
+                job: job.clone(),
+                anchor,
+                running,
+                groups,
+            },
+        );
+        effects.push(Effect::PutJob(name));
+        Ok(Response::Job { job })
+    }
+
+    fn delete_job(&mut self, name: &str, effects: &mut Vec<Effect>) -> Result<Response, ApplyError> {
+        let entry = self.entry(name)?;
+        let children = entry.job.dependents().to_vec();
+        if !children.is_empty() {
+            return Err(ApplyError::HasDependents { children });
+        }
+        let entry = self.jobs.remove(name).expect("checked above");
+        if let Some(parent) = self.jobs.get_mut(&entry.job.parent_job) {
+            if let Some(deps) = parent.job.dependent_jobs.as_mut() {
+                deps.retain(|d| d != name);
+            }
+            effects.push(Effect::PutJob(entry.job.parent_job.clone()));
+        }
+        effects.push(Effect::RemoveJob(name.to_string()));
+        effects.push(Effect::DeleteExecutionsOf(name.to_string()));
+        Ok(Response::Job { job: entry.job })
+    }
+
+    fn toggle_job(&mut self, name: &str, effects: &mut Vec<Effect>) -> Result<Response, ApplyError> {
+        let entry = self.entry_mut(name)?;
+        entry.job.disabled = !entry.job.disabled;
+        let job = entry.job.clone();
+        effects.push(Effect::PutJob(name.to_string()));
+        Ok(Response::Job { job })
+    }
+
+    fn start_execution(
+        &mut self,
+        mut execution: Execution,
+        enforce_forbid: bool,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, ApplyError> {
+        let entry = self.entry_mut(&execution.job_name)?;
+        if enforce_forbid && entry.job.forbids_overlap() && !entry.running.is_empty() {
+            return Err(ApplyError::AlreadyRunning {
+                job: execution.job_name.clone(),
+                running: entry.running.keys().cloned().collect(),
+            });
+        }
+        execution.finished_at = None;
+        execution.success = false;
+        entry.running.insert(execution.id.clone(), execution.clone());
+        entry
+            .groups
+            .entry(execution.group)
+            .or_default()
+            .nodes
+            .insert(execution.node_name.clone(), NodeProgress::Running);
+        while entry.groups.len() > MAX_OPEN_GROUPS {
+            entry.groups.pop_first();
+        }
+        effects.push(Effect::PutJob(execution.job_name.clone()));
+        effects.push(Effect::PutExecution(execution.clone()));
+        effects.push(Effect::PruneExecutions {
+            job: execution.job_name.clone(),
+            keep: MAX_EXECUTIONS_PER_JOB,
+        });
+        Ok(Response::Started { execution })
+    }
+
+    fn finish_execution(
+        &mut self,
+        execution: Execution,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, ApplyError> {
+        let name = execution.job_name.clone();
+        let entry = self.entry_mut(&name)?;
+        entry.running.remove(&execution.id);
+        let finished = execution.finished_at;
+        if execution.success {
+            entry.job.success_count += 1;
+            entry.job.last_success = entry.job.last_success.max(finished);
+        } else {
+            entry.job.error_count += 1;
+            entry.job.last_error = entry.job.last_error.max(finished);
+        }
+        let retry = !execution.success && execution.attempt < entry.job.retries.saturating_add(1);
+        let progress = if retry {
+            NodeProgress::Retrying
+        } else if execution.success {
+            NodeProgress::Succeeded
+        } else {
+            NodeProgress::Failed
+        };
+        let group = entry.groups.entry(execution.group).or_default();
+        group.nodes.insert(execution.node_name.clone(), progress);
+        let mut outcome = FinishOutcome {
+            retry,
+            ..FinishOutcome::default()
+        };
+        let open = group
+            .nodes
+            .values()
+            .any(|p| matches!(p, NodeProgress::Running | NodeProgress::Retrying));
+        if !open {
+            let ok = group
+                .nodes
+                .values()
+                .filter(|p| **p == NodeProgress::Succeeded)
+                .count();
+            let status = if ok == group.nodes.len() {
+                STATUS_SUCCESS
+            } else if ok == 0 {
+                STATUS_FAILED
+            } else {
+                STATUS_PARTIALLY_FAILED
+            };
+            entry.groups.remove(&execution.group);
+            entry.job.status = status.to_string();
+            outcome.group_done = true;
+            outcome.status = status.to_string();
+            if status == STATUS_SUCCESS {
+                outcome.dependents = entry.job.dependents().to_vec();
+            }
+        }
+        effects.push(Effect::PutExecution(execution));
+        let ephemeral_done = outcome.status == STATUS_SUCCESS
+            && entry.job.ephemeral
+            && entry.job.dependents().is_empty()
+            && entry.running.is_empty();
+        if ephemeral_done {
+            let deleted = self.delete_job(&name, effects);
+            outcome.deleted = deleted.is_ok();
+        } else {
+            effects.push(Effect::PutJob(name));
+        }
+        Ok(Response::Finished(outcome))
+    }
+
+    fn delete_executions(
+        &mut self,
+        name: &str,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, ApplyError> {
+        let entry = self.entry_mut(name)?;
+        entry.job.success_count = 0;
+        entry.job.error_count = 0;
+        entry.job.last_success = None;
+        entry.job.last_error = None;
+        entry.running.clear();
+        entry.groups.clear();
+        let job = entry.job.clone();
+        effects.push(Effect::PutJob(name.to_string()));
+        effects.push(Effect::DeleteExecutionsOf(name.to_string()));
+        Ok(Response::Job { job })
+    }
+}
+
+/// The API view of a stored job at `now`.
+pub fn view(entry: &JobEntry, now: Timestamp) -> Job {
+    let mut job = entry.job.clone();
+    job.id = job.name.clone();
+    job.next = entry.next_fire_after(now);
+    job
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,334 @@
+//! State machine tests: each one drives `apply` with commands and checks responses, state and
+//! effects. `Harness` is the in-memory twin of the shell's execution store.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::command::{ApplyError, Command, Response};
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+const T0: &str = "2026-01-01T00:00:00Z";
+
+#[derive(Default)]
+struct Harness {
+    state: State,
+    executions: BTreeMap<String, BTreeMap<String, Execution>>,
+}
+
+impl Harness {
+    fn apply(&mut self, command: Command) -> Response {
+        let (response, effects) = self.state.apply(command);
+        for effect in effects {
+            match effect {
+                Effect::PutExecution(e) => {
+                    self.executions
+                        .entry(e.job_name.clone())
+                        .or_default()
+                        .insert(e.id.clone(), e);
+                }
+                Effect::DeleteExecutionsOf(job) => {
+                    self.executions.remove(&job);
+                }
+                Effect::PruneExecutions { job, keep } => {
+                    let list = self.executions.entry(job).or_default();
+                    while list.len() > keep {
+                        list.pop_first();
+                    }
+                }
+                Effect::PutJob(_) | Effect::RemoveJob(_) => {}
+            }
+        }
+        response
+    }
+
+    fn set(&mut self, json: &str) -> Response {
+        let job: Job = serde_json::from_str(json).unwrap();
+        self.apply(Command::SetJob { job, now: ts(T0) })
+    }
+
+    fn job(&self, name: &str) -> &Job {
+        &self.state.jobs[name].job
+    }
+
+    fn run(&mut self, job: &str, node: &str, group: i64, attempt: u32, started: &str) -> Execution {
+        let started = ts(started);
+        let execution = Execution {
+            id: Execution::make_id(started, node),
+            job_name: job.into(),
+            started_at: Some(started),
+            node_name: node.into(),
+            group,
+            attempt,
+            ..Execution::default()
+        };
+        match self.apply(Command::StartExecution {
+            execution,
+            enforce_forbid: true,
+        }) {
+            Response::Started { execution } => execution,
+            other => panic!("start refused: {other:?}"),
+        }
+    }
+
+    fn finish(&mut self, mut e: Execution, success: bool) -> FinishOutcome {
+        e.success = success;
+        e.finished_at = e.started_at;
+        match self.apply(Command::FinishExecution { execution: e }) {
+            Response::Finished(outcome) => outcome,
+            other => panic!("finish refused: {other:?}"),
+        }
+    }
+}
+
+fn rejected(r: Response) -> ApplyError {
+    match r {
+        Response::Rejected { error } => error,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn update_replaces_fields_but_keeps_counters_and_dependents() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"test_job","schedule":"@every 1m","executor":"shell","executor_config":{"command":"date"},"disabled":true}"#);
+    h.set(r#"{"name":"child","parent_job":"test_job"}"#);
+    let e = h.run("test_job", "n1", 1, 1, "2026-01-01T00:01:00Z");
+    h.finish(e, true);
+    h.set(r#"{"name":"test_job","schedule":"@every 1m","executor":"shell","executor_config":{"command":"test"}}"#);
+    let job = h.job("test_job");
+    assert!(!job.disabled);
+    assert_eq!(job.executor_config()["command"], "test");
+    assert_eq!(job.success_count, 1);
+    assert_eq!(job.dependent_jobs.as_deref(), Some(&["child".to_string()][..]));
+}
+
+#[test]
+fn parent_must_exist_and_cycles_are_refused() {
+    let mut h = Harness::default();
+    let err = rejected(h.set(r#"{"name":"c","parent_job":"missing"}"#));
+    assert_eq!(err.to_string(), "specified parent job not found");
+    assert!(h.state.jobs.is_empty(), "nothing is left behind");
+    h.set(r#"{"name":"a","schedule":"@daily"}"#);
+    h.set(r#"{"name":"b","parent_job":"a"}"#);
+    h.set(r#"{"name":"c","parent_job":"b"}"#);
+    let err = rejected(h.set(r#"{"name":"a","schedule":"@daily","parent_job":"c"}"#));
+    assert!(matches!(err, ApplyError::Cycle { .. }), "{err:?}");
+    assert_eq!(h.job("a").parent_job, "");
+}
+
+#[test]
+fn moving_a_child_updates_both_parents() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"p1","schedule":"@daily"}"#);
+    h.set(r#"{"name":"p2","schedule":"@daily"}"#);
+    h.set(r#"{"name":"c","parent_job":"p1"}"#);
+    h.set(r#"{"name":"c","parent_job":"p2"}"#);
+    assert!(h.job("p1").dependents().is_empty());
+    assert_eq!(h.job("p2").dependents(), ["c"]);
+    h.set(r#"{"name":"c","schedule":"@every 2m"}"#);
+    assert!(h.job("p2").dependents().is_empty());
+}
+
+#[test]
+fn delete_refuses_parents_and_matches_names_exactly() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"foo","schedule":"@daily"}"#);
+    h.set(r#"{"name":"foo-bar","parent_job":"foo"}"#);
+    let e = h.run("foo-bar", "n1", 1, 1, "2026-01-01T00:01:00Z");
+    h.finish(e, true);
+    assert!(matches!(
+        rejected(h.apply(Command::DeleteJob { name: "foo".into() })),
+        ApplyError::HasDependents { .. }
+    ));
+    h.apply(Command::DeleteJob { name: "foo-bar".into() });
+    assert!(h.job("foo").dependents().is_empty());
+    assert!(!h.executions.contains_key("foo-bar"));
+    assert!(matches!(
+        h.apply(Command::DeleteJob { name: "foo".into() }),
+        Response::Job { .. }
+    ));
+    assert!(matches!(
+        rejected(h.apply(Command::DeleteJob { name: "foo".into() })),
+        ApplyError::JobNotFound { .. }
+    ));
+}
+
+#[test]
+fn forbid_is_decided_atomically_at_claim_time() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"f","schedule":"@daily","concurrency":"forbid"}"#);
+    let first = h.run("f", "n1", 1, 1, "2026-01-01T00:01:00Z");
+    let second = Execution {
+        id: "x".into(),
+        job_name: "f".into(),
+        node_name: "n2".into(),
+        group: 2,
+        attempt: 1,
+        ..Execution::default()
+    };
+    let err = rejected(h.apply(Command::StartExecution {
+        execution: second.clone(),
+        enforce_forbid: true,
+    }));
+    assert!(matches!(err, ApplyError::AlreadyRunning { .. }));
+    h.finish(first, true);
+    assert!(matches!(
+        h.apply(Command::StartExecution {
+            execution: second,
+            enforce_forbid: true
+        }),
+        Response::Started { .. }
+    ));
+}
+
+#[test]
+fn allow_runs_overlap() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"a","schedule":"@daily"}"#);
+    h.run("a", "n1", 1, 1, "2026-01-01T00:01:00Z");
+    h.run("a", "n1", 2, 1, "2026-01-01T00:02:00Z");
+    assert_eq!(h.state.jobs["a"].running.len(), 2);
+}
+
+#[test]
+fn a_retry_that_succeeds_is_a_success_and_triggers_children_once() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"p","schedule":"@daily","retries":1}"#);
+    h.set(r#"{"name":"c","parent_job":"p"}"#);
+    let a1 = h.run("p", "n1", 7, 1, "2026-01-01T00:01:00Z");
+    let out = h.finish(a1, false);
+    assert!(out.retry && !out.group_done && out.dependents.is_empty());
+    let a2 = h.run("p", "n1", 7, 2, "2026-01-01T00:01:05Z");
+    let out = h.finish(a2, true);
+    assert!(!out.retry && out.group_done);
+    assert_eq!(out.status, "success");
+    assert_eq!(out.dependents, ["c"]);
+    let job = h.job("p");
+    assert_eq!((job.success_count, job.error_count), (1, 1));
+    assert_eq!(job.status, "success");
+}
+
+#[test]
+fn last_attempt_failing_is_final() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"p","schedule":"@daily","retries":1}"#);
+    let a1 = h.run("p", "n1", 7, 1, "2026-01-01T00:01:00Z");
+    h.finish(a1, false);
+    let a2 = h.run("p", "n1", 7, 2, "2026-01-01T00:01:05Z");
+    let out = h.finish(a2, false);
+    assert!(!out.retry && out.group_done);
+    assert_eq!(out.status, "failed");
+}
+
+#[test]
+fn multi_node_group_is_partially_failed_only_when_all_finished() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"m","schedule":"@daily"}"#);
+    let a = h.run("m", "n1", 3, 1, "2026-01-01T00:01:00Z");
+    let b = h.run("m", "n2", 3, 1, "2026-01-01T00:01:00Z");
+    let out = h.finish(a, true);
+    assert!(!out.group_done);
+    let out = h.finish(b, false);
+    assert_eq!(out.status, "partially_failed");
+}
+
+#[test]
+fn ephemeral_jobs_are_deleted_after_success() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"e","schedule":"@daily","ephemeral":true}"#);
+    let a = h.run("e", "n1", 1, 1, "2026-01-01T00:01:00Z");
+    let out = h.finish(a, true);
+    assert!(out.deleted);
+    assert!(!h.state.jobs.contains_key("e"));
+}
+
+#[test]
+fn executions_are_pruned_to_the_newest_hundred() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"j","schedule":"@daily"}"#);
+    let start = ts(T0);
+    for i in 0..120 {
+        let t = start + jiff::SignedDuration::from_secs(i);
+        let e = h.run("j", "n1", i, 1, &t.to_string());
+        h.finish(e, true);
+    }
+    let kept = &h.executions["j"];
+    assert_eq!(kept.len(), 100);
+    assert!(kept.keys().next().unwrap().starts_with(&format!("{:019}", (start + jiff::SignedDuration::from_secs(20)).as_nanosecond())));
+}
+
+#[test]
+fn delete_executions_resets_counters() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"j","schedule":"@daily"}"#);
+    let e = h.run("j", "n1", 1, 1, "2026-01-01T00:01:00Z");
+    h.finish(e, false);
+    h.apply(Command::DeleteExecutions { job: "j".into() });
+    let job = h.job("j");
+    assert_eq!((job.success_count, job.error_count), (0, 0));
+    assert!(job.last_error.is_none());
+    assert!(!h.executions.contains_key("j"));
+}
+
+#[test]
+fn finishing_for_a_deleted_job_is_refused() {
+    let mut h = Harness::default();
+    let e = Execution {
+        job_name: "gone".into(),
+        ..Execution::default()
+    };
+    assert!(matches!(
+        rejected(h.apply(Command::FinishExecution { execution: e })),
+        ApplyError::JobNotFound { .. }
+    ));
+}
+
+#[test]
+fn invalid_jobs_are_refused_inside_apply_too() {
+    let mut h = Harness::default();
+    let err = rejected(h.set(r#"{"name":"j","schedule":"@daily","timezone":"Asis/Taipei"}"#));
+    assert!(err.to_string().contains("timezone"));
+    assert!(h.state.jobs.is_empty());
+}
+
+#[test]
+fn next_respects_zone_start_expiry_and_disabled() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"j","schedule":"0 30 8 * * *","timezone":"Europe/Berlin"}"#);
+    let now = ts("2026-06-01T00:00:00Z");
+    assert_eq!(
+        h.state.job_view("j", now).unwrap().next.unwrap().to_string(),
+        "2026-06-01T06:30:00Z"
+    );
+    h.set(r#"{"name":"j","schedule":"0 30 8 * * *","timezone":"Europe/Berlin","starts_at":"2026-07-01T06:30:00Z"}"#);
+    assert_eq!(
+        h.state.job_view("j", now).unwrap().next.unwrap().to_string(),
+        "2026-07-01T06:30:00Z"
+    );
+    h.set(r#"{"name":"j","schedule":"0 30 8 * * *","expires_at":"2026-05-01T00:00:00Z"}"#);
+    assert_eq!(h.state.job_view("j", now).unwrap().next, None);
+    h.set(r#"{"name":"j","schedule":"0 30 8 * * *","disabled":true}"#);
+    assert_eq!(h.state.job_view("j", now).unwrap().next, None);
+}
+
+#[test]
+fn every_phase_survives_updates_that_keep_the_schedule() {
+    let mut h = Harness::default();
+    let job: Job = serde_json::from_str(r#"{"name":"e","schedule":"@every 10s"}"#).unwrap();
+    h.apply(Command::SetJob { job: job.clone(), now: ts("2026-01-01T00:00:03Z") });
+    h.apply(Command::SetJob { job, now: ts("2026-01-01T00:00:07Z") });
+    assert_eq!(h.state.jobs["e"].anchor, ts("2026-01-01T00:00:03Z"));
+}
+
+#[test]
+fn commands_round_trip_through_json() {
+    let job: Job = serde_json::from_str(r#"{"name":"e","schedule":"@every 10s"}"#).unwrap();
+    let cmd = Command::SetJob { job, now: ts(T0) };
+    let text = serde_json::to_string(&cmd).unwrap();
+    assert!(text.starts_with(r#"{"type":"set_job","job":{"id":"","name":"e""#), "{text}");
+    let back: Command = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, cmd);
+}
