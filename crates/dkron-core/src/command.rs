@@ -15,19 +15,35 @@ use crate::validate::FieldError;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Create or fully replace a job (Dkron's SetJob). `now` anchors a new schedule's phase.
-    SetJob { job: Job, now: Timestamp },
-    DeleteJob { name: String },
+    SetJob {
+        job: Box<Job>,
+        now: Timestamp,
+    },
+    DeleteJob {
+        name: String,
+    },
     /// Flip `disabled` atomically (Dkron read-modify-wrote it from a possibly stale replica).
-    ToggleJob { name: String },
+    ToggleJob {
+        name: String,
+    },
     /// Claim a run: records it as running. With `enforce_forbid`, refused while the job
     /// (`concurrency: forbid`) has another run in progress — decided here, atomically.
-    StartExecution { execution: Execution, enforce_forbid: bool },
+    StartExecution {
+        execution: Execution,
+        enforce_forbid: bool,
+    },
     /// Record a finished run (output already cut to a short tail by the proposer).
-    FinishExecution { execution: Execution },
+    FinishExecution {
+        execution: Execution,
+    },
     /// Delete a job's executions and reset its counters.
-    DeleteExecutions { job: String },
+    DeleteExecutions {
+        job: String,
+    },
     /// Pause or resume job submissions cluster-wide.
-    SetPaused { paused: bool },
+    SetPaused {
+        paused: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,11 +51,19 @@ pub enum Command {
 pub enum Response {
     /// Raft's own entries (blank, membership).
     None,
-    Job { job: Job },
-    Started { execution: Execution },
+    Job {
+        job: Box<Job>,
+    },
+    Started {
+        execution: Execution,
+    },
     Finished(FinishOutcome),
-    Paused { paused: bool },
-    Rejected { error: ApplyError },
+    Paused {
+        paused: bool,
+    },
+    Rejected {
+        error: ApplyError,
+    },
 }
 
 /// What the leader must do after a run finished, decided by the state machine.

@@ -66,7 +66,17 @@ mod tests {
             let d = parse_go_duration(s).unwrap_or_else(|e| panic!("{s}: {e}"));
             assert!((d.as_secs_f64() - secs).abs() < 1e-9, "{s}");
         }
-        for bad in ["", "1 hour", "PT1H", "-5m", "10", "1d", "s", "1.2.3s", "foreverandever"] {
+        for bad in [
+            "",
+            "1 hour",
+            "PT1H",
+            "-5m",
+            "10",
+            "1d",
+            "s",
+            "1.2.3s",
+            "foreverandever",
+        ] {
             assert!(parse_go_duration(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -20,7 +20,9 @@ pub fn parse_tag_value(raw: &str) -> Result<(&str, Option<usize>), String> {
         Some((value, count)) if !count.contains(':') => count
             .parse::<usize>()
             .map(|n| (value, Some(n)))
-            .map_err(|_| format!("invalid count {count:?} in {raw:?}: use value:count, e.g. true:1")),
+            .map_err(|_| {
+                format!("invalid count {count:?} in {raw:?}: use value:count, e.g. true:1")
+            }),
         _ => Ok((raw, None)),
     }
 }
@@ -97,7 +99,11 @@ mod tests {
     fn dkron_target_cases() {
         let members = [
             node("test1", true, &[("tag", "test"), ("server", "true")]),
-            node("test2", true, &[("tag", "test"), ("extra", "tag"), ("server", "true")]),
+            node(
+                "test2",
+                true,
+                &[("tag", "test"), ("extra", "tag"), ("server", "true")],
+            ),
             node("test3", true, &[("tag", "test_client")]),
             node("dead", false, &[("tag", "test")]),
         ];
@@ -107,7 +113,10 @@ mod tests {
         assert_eq!(select(&[("tag", "test_client:1")], &members), ["test3"]);
         assert!(select(&[("tag", "no_tag")], &members).is_empty());
         assert!(select(&[("foo", "bar:1"), ("tag", "test:2")], &members).is_empty());
-        assert_eq!(select(&[("tag", "test:2"), ("extra", "tag:2")], &members), ["test2"]);
+        assert_eq!(
+            select(&[("tag", "test:2"), ("extra", "tag:2")], &members),
+            ["test2"]
+        );
         assert_eq!(select(&[("server", "true:1")], &members).len(), 1);
         assert!(select(&[("tag", "test:0")], &members).is_empty());
     }
@@ -126,7 +135,10 @@ mod tests {
             assert_eq!(got.len(), 1);
             *counts.entry(got[0].name.clone()).or_insert(0) += 1;
         }
-        assert_eq!(counts.values().copied().collect::<Vec<_>>(), [333, 333, 333]);
+        assert_eq!(
+            counts.values().copied().collect::<Vec<_>>(),
+            [333, 333, 333]
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@ use crate::godur::parse_go_duration;
 #[derive(Debug, Clone)]
 pub enum Schedule {
     /// A cron line; `tz` is set when the spec carried its own `TZ=` prefix.
-    Cron { cron: Box<Cron>, tz: Option<TimeZone> },
+    Cron {
+        cron: Box<Cron>,
+        tz: Option<TimeZone>,
+    },
     /// Fixed interval, phase anchored at the job's schedule anchor.
     Every(Duration),
     /// One shot at an instant.
@@ -175,8 +178,8 @@ fn split_tz_prefix(spec: &str) -> Result<(Option<TimeZone>, &str), String> {
             let (zone, body) = rest
                 .split_once(char::is_whitespace)
                 .ok_or_else(|| format!("provided bad location {rest}: missing schedule"))?;
-            let tz = TimeZone::get(zone)
-                .map_err(|e| format!("provided bad location {zone}: {e}"))?;
+            let tz =
+                TimeZone::get(zone).map_err(|e| format!("provided bad location {zone}: {e}"))?;
             return Ok((Some(tz), body.trim_start()));
         }
     }
@@ -298,7 +301,10 @@ mod tests {
             next("@at 2026-02-01T00:00:00Z", "", "2026-01-15T00:00:00Z").unwrap(),
             "2026-02-01T00:00:00Z"
         );
-        assert_eq!(next("@at 2026-02-01T00:00:00Z", "", "2026-03-01T00:00:00Z"), None);
+        assert_eq!(
+            next("@at 2026-02-01T00:00:00Z", "", "2026-03-01T00:00:00Z"),
+            None
+        );
         assert_eq!(next("@manually", "", "2026-03-01T00:00:00Z"), None);
         assert_eq!(next("0 0 0 30 2 *", "", "2026-03-01T00:00:00Z"), None);
     }

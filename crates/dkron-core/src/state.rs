@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::MAX_EXECUTIONS_PER_JOB;
 use crate::command::{ApplyError, Command, FinishOutcome, Response};
 use crate::job::{Execution, Job, STATUS_FAILED, STATUS_PARTIALLY_FAILED, STATUS_SUCCESS};
 use crate::schedule::{Schedule, load_timezone};
 use crate::validate::validate_job;
-use crate::MAX_EXECUTIONS_PER_JOB;
 
 /// Groups kept open per job at most; older ones are dropped (their runs were lost).
 const MAX_OPEN_GROUPS: usize = 64;
@@ -29,7 +29,10 @@ pub enum Effect {
     /// Remove every execution of exactly this job.
     DeleteExecutionsOf(String),
     /// Keep only the newest `keep` executions of the job.
-    PruneExecutions { job: String, keep: usize },
+    PruneExecutions {
+        job: String,
+        keep: usize,
+    },
 }
 
 /// A job as stored, with the scheduler bookkeeping that is not part of Dkron's JSON.
@@ -100,7 +103,7 @@ impl State {
     pub fn apply(&mut self, command: Command) -> (Response, Vec<Effect>) {
         let mut effects = Vec::new();
         let result = match command {
-            Command::SetJob { job, now } => self.set_job(job, now, &mut effects),
+            Command::SetJob { job, now } => self.set_job(*job, now, &mut effects),
             Command::DeleteJob { name } => self.delete_job(&name, &mut effects),
             Command::ToggleJob { name } => self.toggle_job(&name, &mut effects),
             Command::StartExecution {
@@ -224,10 +227,14 @@ impl State {
             },
         );
         effects.push(Effect::PutJob(name));
-        Ok(Response::Job { job })
+        Ok(Response::Job { job: Box::new(job) })
     }
 
-    fn delete_job(&mut self, name: &str, effects: &mut Vec<Effect>) -> Result<Response, ApplyError> {
+    fn delete_job(
+        &mut self,
+        name: &str,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, ApplyError> {
         let entry = self.entry(name)?;
         let children = entry.job.dependents().to_vec();
         if !children.is_empty() {
@@ -242,15 +249,21 @@ impl State {
         }
         effects.push(Effect::RemoveJob(name.to_string()));
         effects.push(Effect::DeleteExecutionsOf(name.to_string()));
-        Ok(Response::Job { job: entry.job })
+        Ok(Response::Job {
+            job: Box::new(entry.job),
+        })
     }
 
-    fn toggle_job(&mut self, name: &str, effects: &mut Vec<Effect>) -> Result<Response, ApplyError> {
+    fn toggle_job(
+        &mut self,
+        name: &str,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, ApplyError> {
         let entry = self.entry_mut(name)?;
         entry.job.disabled = !entry.job.disabled;
         let job = entry.job.clone();
         effects.push(Effect::PutJob(name.to_string()));
-        Ok(Response::Job { job })
+        Ok(Response::Job { job: Box::new(job) })
     }
 
     fn start_execution(
@@ -268,7 +281,9 @@ impl State {
         }
         execution.finished_at = None;
         execution.success = false;
-        entry.running.insert(execution.id.clone(), execution.clone());
+        entry
+            .running
+            .insert(execution.id.clone(), execution.clone());
         entry
             .groups
             .entry(execution.group)
@@ -371,7 +386,7 @@ impl State {
         let job = entry.job.clone();
         effects.push(Effect::PutJob(name.to_string()));
         effects.push(Effect::DeleteExecutionsOf(name.to_string()));
-        Ok(Response::Job { job })
+        Ok(Response::Job { job: Box::new(job) })
     }
 }
 

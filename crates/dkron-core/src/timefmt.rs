@@ -15,12 +15,13 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
         return Ok(ts);
     }
     // Only the civil forms without an offset are taken as UTC; anything else is an error.
-    if s.len() >= 16 && s.as_bytes().get(10) == Some(&b'T') && !s.ends_with('Z') {
-        if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
-            if let Ok(z) = dt.to_zoned(jiff::tz::TimeZone::UTC) {
-                return Ok(z.timestamp());
-            }
-        }
+    if s.len() >= 16
+        && s.as_bytes().get(10) == Some(&b'T')
+        && !s.ends_with('Z')
+        && let Ok(dt) = s.parse::<jiff::civil::DateTime>()
+        && let Ok(z) = dt.to_zoned(jiff::tz::TimeZone::UTC)
+    {
+        return Ok(z.timestamp());
     }
     Err(format!(
         "cannot parse {s:?} as a time: use RFC 3339 (2006-01-02T15:04:05Z) or 2006-01-02T15:04"
@@ -42,7 +43,9 @@ pub mod nullable {
         let raw: Option<String> = Option::deserialize(d)?;
         match raw.as_deref() {
             None | Some("") | Some(ZERO_TIME) => Ok(None),
-            Some(s) => parse_timestamp(s).map(Some).map_err(serde::de::Error::custom),
+            Some(s) => parse_timestamp(s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
         }
     }
 }

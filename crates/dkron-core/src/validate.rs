@@ -56,13 +56,13 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
             "the job can not have itself as parent",
         ));
     }
-    if !job.schedule.is_empty() || job.parent_job.is_empty() {
-        if let Err(e) = Schedule::parse(&job.schedule, &job.name) {
-            errors.push(FieldError::new(
-                "schedule",
-                format!("can't parse job schedule: {e}"),
-            ));
-        }
+    if (!job.schedule.is_empty() || job.parent_job.is_empty())
+        && let Err(e) = Schedule::parse(&job.schedule, &job.name)
+    {
+        errors.push(FieldError::new(
+            "schedule",
+            format!("can't parse job schedule: {e}"),
+        ));
     }
     if !matches!(
         job.concurrency.as_str(),
@@ -81,23 +81,23 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
             errors.push(FieldError::new(format!("tags.{key}"), e));
         }
     }
-    if let (Some(starts), Some(expires)) = (job.starts_at, job.expires_at) {
-        if expires <= starts {
-            errors.push(FieldError::new(
-                "expires_at",
-                "expires_at must be later than starts_at",
-            ));
-        }
+    if let (Some(starts), Some(expires)) = (job.starts_at, job.expires_at)
+        && expires <= starts
+    {
+        errors.push(FieldError::new(
+            "expires_at",
+            "expires_at must be later than starts_at",
+        ));
     }
     if job.executor == "shell" {
         let config = job.executor_config();
-        if let Some(t) = config.get("timeout").filter(|t| !t.is_empty()) {
-            if parse_go_duration(t).is_err() {
-                errors.push(FieldError::new(
-                    "executor_config.timeout",
-                    "Error parsing job timeout value",
-                ));
-            }
+        if let Some(t) = config.get("timeout").filter(|t| !t.is_empty())
+            && parse_go_duration(t).is_err()
+        {
+            errors.push(FieldError::new(
+                "executor_config.timeout",
+                "Error parsing job timeout value",
+            ));
         }
     }
     errors
@@ -149,10 +149,7 @@ mod tests {
         assert!(fields(r#"{"name":"abcdefghijklmnopqrstuvwxyz0123456789-_ßñëäïüøüáéíóýćàèìòùâêîôûæšłç","schedule":"@daily"}"#).is_empty());
         assert_eq!(fields(r#"{"name":"","schedule":"@daily"}"#), ["name"]);
         assert_eq!(fields(r#"{"name":"a.b","schedule":"@daily"}"#), ["name"]);
-        assert_eq!(
-            fields(r#"{"name":"a","parent_job":"a"}"#),
-            ["parent_job"]
-        );
+        assert_eq!(fields(r#"{"name":"a","parent_job":"a"}"#), ["parent_job"]);
     }
 
     #[test]

@@ -46,7 +46,10 @@ impl Harness {
 
     fn set(&mut self, json: &str) -> Response {
         let job: Job = serde_json::from_str(json).unwrap();
-        self.apply(Command::SetJob { job, now: ts(T0) })
+        self.apply(Command::SetJob {
+            job: Box::new(job),
+            now: ts(T0),
+        })
     }
 
     fn job(&self, name: &str) -> &Job {
@@ -102,7 +105,10 @@ fn update_replaces_fields_but_keeps_counters_and_dependents() {
     assert!(!job.disabled);
     assert_eq!(job.executor_config()["command"], "test");
     assert_eq!(job.success_count, 1);
-    assert_eq!(job.dependent_jobs.as_deref(), Some(&["child".to_string()][..]));
+    assert_eq!(
+        job.dependent_jobs.as_deref(),
+        Some(&["child".to_string()][..])
+    );
 }
 
 #[test]
@@ -143,7 +149,9 @@ fn delete_refuses_parents_and_matches_names_exactly() {
         rejected(h.apply(Command::DeleteJob { name: "foo".into() })),
         ApplyError::HasDependents { .. }
     ));
-    h.apply(Command::DeleteJob { name: "foo-bar".into() });
+    h.apply(Command::DeleteJob {
+        name: "foo-bar".into(),
+    });
     assert!(h.job("foo").dependents().is_empty());
     assert!(!h.executions.contains_key("foo-bar"));
     assert!(matches!(
@@ -257,7 +265,10 @@ fn executions_are_pruned_to_the_newest_hundred() {
     }
     let kept = &h.executions["j"];
     assert_eq!(kept.len(), 100);
-    assert!(kept.keys().next().unwrap().starts_with(&format!("{:019}", (start + jiff::SignedDuration::from_secs(20)).as_nanosecond())));
+    assert!(kept.keys().next().unwrap().starts_with(&format!(
+        "{:019}",
+        (start + jiff::SignedDuration::from_secs(20)).as_nanosecond()
+    )));
 }
 
 #[test]
@@ -300,12 +311,22 @@ fn next_respects_zone_start_expiry_and_disabled() {
     h.set(r#"{"name":"j","schedule":"0 30 8 * * *","timezone":"Europe/Berlin"}"#);
     let now = ts("2026-06-01T00:00:00Z");
     assert_eq!(
-        h.state.job_view("j", now).unwrap().next.unwrap().to_string(),
+        h.state
+            .job_view("j", now)
+            .unwrap()
+            .next
+            .unwrap()
+            .to_string(),
         "2026-06-01T06:30:00Z"
     );
     h.set(r#"{"name":"j","schedule":"0 30 8 * * *","timezone":"Europe/Berlin","starts_at":"2026-07-01T06:30:00Z"}"#);
     assert_eq!(
-        h.state.job_view("j", now).unwrap().next.unwrap().to_string(),
+        h.state
+            .job_view("j", now)
+            .unwrap()
+            .next
+            .unwrap()
+            .to_string(),
         "2026-07-01T06:30:00Z"
     );
     h.set(r#"{"name":"j","schedule":"0 30 8 * * *","expires_at":"2026-05-01T00:00:00Z"}"#);
@@ -318,17 +339,29 @@ fn next_respects_zone_start_expiry_and_disabled() {
 fn every_phase_survives_updates_that_keep_the_schedule() {
     let mut h = Harness::default();
     let job: Job = serde_json::from_str(r#"{"name":"e","schedule":"@every 10s"}"#).unwrap();
-    h.apply(Command::SetJob { job: job.clone(), now: ts("2026-01-01T00:00:03Z") });
-    h.apply(Command::SetJob { job, now: ts("2026-01-01T00:00:07Z") });
+    h.apply(Command::SetJob {
+        job: Box::new(job.clone()),
+        now: ts("2026-01-01T00:00:03Z"),
+    });
+    h.apply(Command::SetJob {
+        job: Box::new(job),
+        now: ts("2026-01-01T00:00:07Z"),
+    });
     assert_eq!(h.state.jobs["e"].anchor, ts("2026-01-01T00:00:03Z"));
 }
 
 #[test]
 fn commands_round_trip_through_json() {
     let job: Job = serde_json::from_str(r#"{"name":"e","schedule":"@every 10s"}"#).unwrap();
-    let cmd = Command::SetJob { job, now: ts(T0) };
+    let cmd = Command::SetJob {
+        job: Box::new(job),
+        now: ts(T0),
+    };
     let text = serde_json::to_string(&cmd).unwrap();
-    assert!(text.starts_with(r#"{"type":"set_job","job":{"id":"","name":"e""#), "{text}");
+    assert!(
+        text.starts_with(r#"{"type":"set_job","job":{"id":"","name":"e""#),
+        "{text}"
+    );
     let back: Command = serde_json::from_str(&text).unwrap();
     assert_eq!(back, cmd);
 }

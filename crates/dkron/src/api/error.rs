@@ -1,0 +1,113 @@
+//! API errors: one type, one mapping to status codes and JSON bodies.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dkron_core::command::ApplyError;
+use dkron_core::validate::FieldError;
+use serde_json::{Value, json};
+
+use crate::node::WriteError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// A bad query parameter, named.
+    pub fn bad_param(field: &str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({ "error": format!("{field}: {message}"), "field": field }),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn job_not_found(job: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            body: json!({ "error": format!("job {job} not found"), "job": job }),
+        }
+    }
+
+    pub fn invalid(errors: Vec<FieldError>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({
+                "error": dkron_core::validate::summary(&errors),
+                "errors": errors,
+            }),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            ApplyError::JobNotFound { job } => ApiError::job_not_found(&job),
+            ApplyError::ParentNotFound { parent } => ApiError {
+                status: StatusCode::NOT_FOUND,
+                body: json!({ "error": message, "field": "parent_job", "parent_job": parent }),
+            },
+            ApplyError::Invalid { errors } => ApiError::invalid(errors),
+            ApplyError::Cycle { chain } => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                body: json!({ "error": message, "field": "parent_job", "chain": chain }),
+            },
+            ApplyError::HasDependents { children } => ApiError {
+                status: StatusCode::CONFLICT,
+                body: json!({ "error": message, "dependent_jobs": children }),
+            },
+            ApplyError::AlreadyRunning { job, running } => ApiError {
+                status: StatusCode::CONFLICT,
+                body: json!({ "error": message, "job": job, "running": running }),
+            },
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> ApiError {
+        match e {
+            WriteError::NoLeader | WriteError::NotLeader(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            WriteError::Fatal(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        tracing::error!(error = %format!("{e:#}"), "storage read failed; check the data dir's disk");
+        ApiError::internal(format!("storage error: {e:#}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}

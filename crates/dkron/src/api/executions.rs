@@ -1,0 +1,171 @@
+//! `/v1/jobs/:job/executions` and `/v1/busy`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use dkron_core::command::{Command, Response as Applied};
+use dkron_core::job::{Execution, tail_utf8};
+use serde::Serialize;
+
+use super::ApiError;
+use super::query::{Query, render, total_count};
+use crate::node::Node;
+
+#[derive(Serialize)]
+struct ListedExecution {
+    #[serde(flatten)]
+    execution: Execution,
+    output_truncated: bool,
+}
+
+/// Replaces the replicated tail by the full output when this node kept it.
+fn with_full_output(node: &Node, mut e: Execution) -> Execution {
+    if let Ok(Some(full)) = node.outputs.get(&e.job_name, &e.id) {
+        e.output = full;
+    }
+    e
+}
+
+fn require_job(node: &Node, job: &str) -> Result<(), ApiError> {
+    if node.state.read(|s| s.jobs.contains_key(job)) {
+        Ok(())
+    } else {
+        Err(ApiError::job_not_found(job))
+    }
+}
+
+pub async fn list(
+    State(node): State<Arc<Node>>,
+    Path(job): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref());
+    require_job(&node, &job)?;
+    let limit = match query.get("output_size_limit") {
+        None | Some("") => None,
+        Some(v) => Some(v.parse::<usize>().map_err(|_| {
+            ApiError::bad_param(
+                "output_size_limit",
+                format!("{v:?} is not a non-negative integer"),
+            )
+        })?),
+    };
+    let descending = query.descending(true)?;
+    let mut executions = node.state.executions(&job)?;
+    match query.get("_sort").unwrap_or("") {
+        "" | "id" | "started_at" => {
+            executions.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)))
+        }
+        "finished_at" => executions.sort_by_key(|a| a.finished_at),
+        "attempt" => executions.sort_by_key(|e| e.attempt),
+        other => {
+            return Err(ApiError::bad_param(
+                "_sort",
+                format!(
+                    "cannot sort executions by {other:?}: use started_at, finished_at or attempt"
+                ),
+            ));
+        }
+    }
+    if descending {
+        executions.reverse();
+    }
+    let total = executions.len();
+    let page = query.page(total)?;
+    let listed: Vec<ListedExecution> = executions[page]
+        .iter()
+        .cloned()
+        .map(|e| {
+            let mut e = with_full_output(&node, e);
+            let truncated = match limit {
+                Some(n) if e.output.len() > n => {
+                    e.output = tail_utf8(&e.output, n).to_string();
+                    true
+                }
+                _ => false,
+            };
+            ListedExecution {
+                execution: e,
+                output_truncated: truncated,
+            }
+        })
+        .collect();
+    Ok(render(
+        StatusCode::OK,
+        &listed,
+        query.pretty(),
+        total_count(total),
+    ))
+}
+
+pub async fn show(
+    State(node): State<Arc<Node>>,
+    Path((job, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref());
+    require_job(&node, &job)?;
+    let execution = node
+        .state
+        .execution(&job, &id)?
+        .ok_or_else(|| ApiError::not_found(format!("execution {id} of job {job} not found")))?;
+    let execution = with_full_output(&node, execution);
+    Ok(render(
+        StatusCode::OK,
+        &execution,
+        query.pretty(),
+        HeaderMap::new(),
+    ))
+}
+
+pub async fn delete_all(
+    State(node): State<Arc<Node>>,
+    Path(job): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref());
+    match node
+        .write(Command::DeleteExecutions { job: job.clone() })
+        .await?
+    {
+        Applied::Job { job: stored } => {
+            if let Err(e) = node.outputs.delete_job(&job) {
+                tracing::warn!(job = %job, error = %e, "could not delete the job's kept outputs");
+            }
+            Ok(render(
+                StatusCode::OK,
+                &stored,
+                query.pretty(),
+                HeaderMap::new(),
+            ))
+        }
+        Applied::Rejected { error } => Err(error.into()),
+        other => Err(ApiError::internal(format!(
+            "unexpected apply result {other:?}"
+        ))),
+    }
+}
+
+/// Running executions, oldest first.
+pub async fn busy(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref());
+    let mut running: Vec<Execution> = node.state.read(|s| {
+        s.jobs
+            .values()
+            .flat_map(|e| e.running.values().cloned())
+            .collect()
+    });
+    running.sort_by_key(|a| a.started_at);
+    let total = running.len();
+    Ok(render(
+        StatusCode::OK,
+        &running,
+        query.pretty(),
+        total_count(total),
+    ))
+}

@@ -1,0 +1,81 @@
+//! The REST API, Dkron v4's shapes (`/v1/...`), served by every server.
+//!
+//! Handlers read the local replicated state and write through Raft. Errors are JSON
+//! (`{"error": "..."}`) with Dkron's wording where Dkron has one; status codes are decided in
+//! one place, [`error::ApiError`].
+
+mod error;
+mod executions;
+mod jobs;
+mod node;
+mod query;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::node::Node;
+
+pub use error::ApiError;
+
+pub fn router(node: Arc<Node>) -> Router {
+    let whom = HeaderValue::from_str(node.name()).unwrap_or(HeaderValue::from_static("dkron"));
+    let v1 = Router::new()
+        .route("/", get(node::status))
+        .route("/members", get(node::members))
+        .route("/leader", get(node::leader))
+        .route("/isleader", get(node::is_leader))
+        .route("/leave", post(node::leave))
+        .route("/busy", get(executions::busy))
+        .route("/pause", get(node::pause_status).post(node::pause))
+        .route("/unpause", post(node::unpause))
+        .route("/restore", post(jobs::restore))
+        .route(
+            "/jobs",
+            get(jobs::list).post(jobs::create).patch(jobs::create),
+        )
+        .route(
+            "/jobs/{job}",
+            get(jobs::show)
+                .put(jobs::update)
+                .delete(jobs::delete)
+                .post(jobs::run),
+        )
+        .route("/jobs/{job}/run", post(jobs::run))
+        .route("/jobs/{job}/toggle", post(jobs::toggle))
+        .route(
+            "/jobs/{job}/executions",
+            get(executions::list).delete(executions::delete_all),
+        )
+        .route("/jobs/{job}/executions/{execution}", get(executions::show));
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers(Any);
+    Router::new()
+        .route("/health", get(node::health))
+        .route("/v1/", get(node::status))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let whom = whom.clone();
+            async move {
+                let mut res: Response = next.run(req).await;
+                res.headers_mut().insert("x-whom", whom);
+                res
+            }
+        }))
+        .layer(cors)
+        .with_state(node)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route: see the API reference in docs/api.md")
+}

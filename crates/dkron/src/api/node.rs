@@ -1,0 +1,162 @@
+//! Node-level routes: `/health`, `/v1`, members, leader, pause, leave.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use dkron_core::command::{Command, Response as Applied};
+use serde::Serialize;
+use serde_json::json;
+
+use super::ApiError;
+use super::query::{Query, render, total_count};
+use crate::node::Node;
+
+pub async fn health() -> Response {
+    render(
+        StatusCode::OK,
+        &json!({"status": "healthy"}),
+        false,
+        HeaderMap::new(),
+    )
+}
+
+/// A member in Dkron's (Serf's) shape; field names are Go's.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Member {
+    name: String,
+    addr: String,
+    port: u16,
+    tags: BTreeMap<String, String>,
+    status: u8,
+    protocol_min: u8,
+    protocol_max: u8,
+    protocol_cur: u8,
+    delegate_min: u8,
+    delegate_max: u8,
+    delegate_cur: u8,
+    #[serde(rename = "id")]
+    id: String,
+    #[serde(rename = "statusText")]
+    status_text: &'static str,
+}
+
+fn self_member(node: &Node) -> Member {
+    Member {
+        name: node.name().to_string(),
+        addr: node.config.advertise_ip().to_string(),
+        port: 8946,
+        tags: node.tags(),
+        status: 1,
+        protocol_min: 1,
+        protocol_max: 5,
+        protocol_cur: 2,
+        delegate_min: 2,
+        delegate_max: 5,
+        delegate_cur: 4,
+        id: node.name().to_string(),
+        status_text: "alive",
+    }
+}
+
+pub async fn status(State(node): State<Arc<Node>>, RawQuery(raw): RawQuery) -> Response {
+    let query = Query::parse(raw.as_deref());
+    let body = json!({
+        "agent": {"name": node.name(), "version": crate::VERSION},
+        "serf": {
+            "members": "1", "failed": "0", "left": "0", "health_score": "0",
+            "encrypted": "false",
+        },
+        "tags": node.tags(),
+    });
+    render(StatusCode::OK, &body, query.pretty(), HeaderMap::new())
+}
+
+pub async fn members(State(node): State<Arc<Node>>, RawQuery(raw): RawQuery) -> Response {
+    let query = Query::parse(raw.as_deref());
+    let members = vec![self_member(&node)];
+    render(
+        StatusCode::OK,
+        &members,
+        query.pretty(),
+        total_count(members.len()),
+    )
+}
+
+pub async fn leader(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref());
+    match node.leader() {
+        Some(l) if l.name == node.name() => Ok(render(
+            StatusCode::OK,
+            &self_member(&node),
+            query.pretty(),
+            HeaderMap::new(),
+        )),
+        Some(l) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("leader {l} is not a known member yet"),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no leader is elected yet; retry in a few seconds",
+        )),
+    }
+}
+
+pub async fn is_leader(State(node): State<Arc<Node>>) -> Response {
+    if node.is_leader() {
+        render(StatusCode::OK, &"I am a leader", false, HeaderMap::new())
+    } else {
+        render(
+            StatusCode::NOT_FOUND,
+            &"I am a follower",
+            false,
+            HeaderMap::new(),
+        )
+    }
+}
+
+pub async fn pause_status(State(node): State<Arc<Node>>) -> Response {
+    let paused = node.state.read(|s| s.paused);
+    render(
+        StatusCode::OK,
+        &json!({"paused": paused}),
+        false,
+        HeaderMap::new(),
+    )
+}
+
+async fn set_paused(node: &Node, paused: bool) -> Result<Response, ApiError> {
+    match node.write(Command::SetPaused { paused }).await? {
+        Applied::Paused { paused } => Ok(render(
+            StatusCode::OK,
+            &json!({"paused": paused}),
+            false,
+            HeaderMap::new(),
+        )),
+        other => Err(ApiError::internal(format!(
+            "unexpected apply result {other:?}"
+        ))),
+    }
+}
+
+pub async fn pause(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    set_paused(&node, true).await
+}
+
+pub async fn unpause(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    set_paused(&node, false).await
+}
+
+/// Leaves the cluster: answers with the member list, then the process shuts down.
+pub async fn leave(State(node): State<Arc<Node>>) -> Response {
+    let members = vec![self_member(&node)];
+    node.request_shutdown();
+    render(StatusCode::OK, &members, false, HeaderMap::new())
+}

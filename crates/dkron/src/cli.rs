@@ -1,0 +1,211 @@
+//! The command line: Dkron's commands and `agent` flags, each flag defined once here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use base64::Engine;
+use clap::{Args, Parser, Subcommand};
+use figment::providers::Serialized;
+use rand::RngCore;
+use serde::Serialize;
+
+use crate::config;
+
+#[derive(Parser)]
+#[command(
+    name = "dkron",
+    about = "Distributed cron service: a drop-in replacement for Dkron",
+    disable_version_flag = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a dkron agent (a server with --server)
+    Agent(Box<AgentArgs>),
+    /// Generate a new gossip encryption key (base64, on stdout)
+    Keygen,
+    /// Show version information
+    Version,
+}
+
+/// `dkron agent` flags. Every flag is optional so that an unset flag never overrides the
+/// config file or the environment; the names are Dkron's.
+#[derive(Args, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+struct AgentArgs {
+    /// Config file path (default: dkron.yml in /etc/dkron, $HOME/.dkron or ./config)
+    #[arg(long, env = "DKRON_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Start in server mode
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<bool>,
+    /// Number of servers to wait for before bootstrapping the cluster
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bootstrap_expect: Option<u32>,
+    /// Directory for the Raft log and state
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// Name of this node, unique in the cluster (default: hostname)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_name: Option<String>,
+    /// Address to bind cluster communication to (ip[:port])
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bind_addr: Option<String>,
+    /// Address to advertise to other nodes
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise_addr: Option<String>,
+    /// HTTP API address (default :8080)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_addr: Option<String>,
+    /// RPC port (default 6868)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rpc_port: Option<u16>,
+    /// RPC port advertised to other nodes (default: rpc-port)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise_rpc_port: Option<u16>,
+    /// Tag this node: key=value (repeatable)
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    #[serde(skip)]
+    tag: Vec<String>,
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<BTreeMap<String, String>>,
+    /// Log level: trace, debug, info, warn, error
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<String>,
+    /// Region of this node
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    /// Datacenter of this node
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    datacenter: Option<String>,
+    /// Serve the web UI
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ui: Option<bool>,
+    /// Address of a member to join at start (repeatable)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    join: Vec<String>,
+    /// Address of a member to join, retried until it works (repeatable)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    retry_join: Vec<String>,
+    /// Gossip encryption key (from `dkron keygen`)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encrypt: Option<String>,
+    /// Scale Raft timeouts (1-10)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raft_multiplier: Option<u32>,
+    /// Gossip timing profile: lan, wan or local
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<String>,
+    /// Accepted for compatibility: dkron-rs never sends usage statistics
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disable_usage_stats: Option<bool>,
+}
+
+/// Entry point of the binary: runs the command, prints errors with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Keygen => {
+            let mut key = [0u8; 16];
+            rand::rng().fill_bytes(&mut key);
+            println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            println!("Name: Dkron");
+            println!("Version: {}", crate::VERSION);
+            println!("Codename: dkron-rs");
+            println!("Agent Protocol: 5 (Understands back to: 2)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(args) => run_agent(*args),
+    }
+}
+
+fn parse_tags(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    raw.iter()
+        .map(|t| match t.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => anyhow::bail!("invalid tag: '{t}': use --tag key=value"),
+        })
+        .collect()
+}
+
+fn run_agent(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if !args.tag.is_empty() {
+        args.tags = Some(parse_tags(&args.tag)?);
+    }
+    let flags = serde_json::to_value(&args).context("serialising flags")?;
+    let config = config::resolve(args.config.as_deref(), Serialized::defaults(flags))?;
+    init_logging(&config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(crate::node::run_until_signal(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides `--log-level`. openraft is noisy at info.
+fn init_logging(level: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .unwrap_or_else(|_| format!("{level},openraft=warn,hyper=warn,reqwest=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_parse_or_explain() {
+        let tags = parse_tags(&["tag1=val1".into(), "tag2=val2".into()]).unwrap();
+        assert_eq!(tags["tag1"], "val1");
+        assert!(
+            parse_tags(&["nope".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("invalid tag")
+        );
+    }
+}

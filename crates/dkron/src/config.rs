@@ -1,0 +1,252 @@
+//! Agent configuration, resolved in two stages (as ripgrep does): raw values from the config
+//! file, `DKRON_*` environment variables and flags, then one validated [`AgentConfig`].
+//!
+//! Precedence is Dkron's: flag > environment > file > default. Config-file keys equal the flag
+//! names (`bootstrap-expect`, `data-dir`, ...).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml, Yaml};
+use serde::{Deserialize, Serialize};
+
+/// Every setting the agent understands, with Dkron's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct AgentConfig {
+    pub server: bool,
+    pub bootstrap_expect: u32,
+    pub data_dir: PathBuf,
+    pub node_name: String,
+    pub bind_addr: String,
+    pub advertise_addr: String,
+    pub http_addr: String,
+    pub rpc_port: u16,
+    pub advertise_rpc_port: u16,
+    pub tags: BTreeMap<String, String>,
+    pub log_level: String,
+    pub region: String,
+    pub datacenter: String,
+    pub ui: bool,
+    pub join: Vec<String>,
+    pub retry_join: Vec<String>,
+    pub encrypt: String,
+    pub raft_multiplier: u32,
+    pub profile: String,
+    pub disable_usage_stats: bool,
+    /// Settings Dkron has that this build does not implement yet; refused when set.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            server: false,
+            bootstrap_expect: 0,
+            data_dir: PathBuf::from("dkron.data"),
+            node_name: default_node_name(),
+            bind_addr: "0.0.0.0:8946".into(),
+            advertise_addr: String::new(),
+            http_addr: ":8080".into(),
+            rpc_port: 6868,
+            advertise_rpc_port: 0,
+            tags: BTreeMap::new(),
+            log_level: "info".into(),
+            region: "global".into(),
+            datacenter: "dc1".into(),
+            ui: true,
+            join: Vec::new(),
+            retry_join: Vec::new(),
+            encrypt: String::new(),
+            raft_multiplier: 1,
+            profile: "lan".into(),
+            disable_usage_stats: false,
+            other: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "dkron".into())
+}
+
+/// Dkron's config-file search path when `--config` is not given.
+fn default_config_file() -> Option<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/etc/dkron")];
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".dkron"));
+    }
+    dirs.push(PathBuf::from("./config"));
+    for dir in dirs {
+        for ext in ["yml", "yaml", "toml", "json"] {
+            let candidate = dir.join(format!("dkron.{ext}"));
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// Known Dkron settings that dkron-rs does not support yet, and the issue that brings them.
+const NOT_YET: &[(&str, &str)] = &[
+    ("mail-host", "notifications"),
+    ("webhook-endpoint", "notifications"),
+    ("pre-webhook-endpoint", "notifications"),
+    ("statsd-addr", "metrics"),
+    ("dog-statsd-addr", "metrics"),
+    ("enable-prometheus", "metrics"),
+    ("otel-endpoint", "tracing"),
+    ("cronitor-endpoint", "notifications"),
+];
+
+/// Resolves the configuration: defaults, then the file, then `DKRON_*`, then `flags`
+/// (a serialized map holding only the flags given on the command line).
+pub fn resolve(
+    config_file: Option<&Path>,
+    flags: Serialized<serde_json::Value>,
+) -> anyhow::Result<AgentConfig> {
+    let mut figment = Figment::from(Serialized::defaults(AgentConfig::default()));
+    let file = match config_file {
+        Some(p) => {
+            if !p.is_file() {
+                bail!(
+                    "config file {} not found: check the --config path",
+                    p.display()
+                );
+            }
+            Some(p.to_path_buf())
+        }
+        None => default_config_file(),
+    };
+    if let Some(path) = &file {
+        figment = match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => figment.merge(Toml::file(path)),
+            // YAML is a superset of JSON, so .json files load through it too.
+            _ => figment.merge(Yaml::file(path)),
+        };
+    }
+    figment = figment
+        .merge(
+            Env::prefixed("DKRON_")
+                .ignore(&["config"])
+                .map(|k| k.as_str().replace('_', "-").into()),
+        )
+        .merge(flags);
+    let config: AgentConfig = figment.extract().map_err(|e| {
+        let source = file
+            .as_ref()
+            .map(|p| format!(" (config file {})", p.display()))
+            .unwrap_or_default();
+        anyhow::anyhow!("invalid configuration{source}: {e}")
+    })?;
+    config.check()?;
+    Ok(config)
+}
+
+impl AgentConfig {
+    /// Refuses settings this build cannot honour, with the fix in the message.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.server {
+            bail!(
+                "agent mode (no --server) needs cluster support, which this build does not have yet: run with --server --bootstrap-expect=1"
+            );
+        }
+        if self.bootstrap_expect != 1 {
+            bail!(
+                "--bootstrap-expect={} is not supported yet (clustering is not built): use --bootstrap-expect=1 for a single server",
+                self.bootstrap_expect
+            );
+        }
+        if !self.join.is_empty() || !self.retry_join.is_empty() {
+            bail!("--join/--retry-join need cluster support, which this build does not have yet");
+        }
+        if !self.encrypt.is_empty() {
+            bail!("--encrypt needs gossip, which this build does not have yet");
+        }
+        if !(1..=10).contains(&self.raft_multiplier) {
+            bail!(
+                "raft-multiplier cannot be {}. Must be between 1 and 10",
+                self.raft_multiplier
+            );
+        }
+        for (key, value) in &self.other {
+            let set = !matches!(value, serde_json::Value::Null)
+                && value != &serde_json::Value::String(String::new())
+                && value != &serde_json::Value::Bool(false);
+            if let Some((_, feature)) = NOT_YET.iter().find(|(k, _)| k == key) {
+                if set {
+                    bail!(
+                        "setting {key} needs {feature} support, which this build does not have yet: remove it"
+                    );
+                }
+            } else {
+                tracing::warn!(key = %key, "ignoring unknown configuration key");
+            }
+        }
+        Ok(())
+    }
+
+    /// The address the HTTP API binds; Dkron's `:8080` means every interface.
+    pub fn http_bind(&self) -> anyhow::Result<SocketAddr> {
+        parse_bind(&self.http_addr, 8080).context("invalid http-addr")
+    }
+
+    /// The RPC port binds the bind-addr's IP on `rpc-port`.
+    pub fn rpc_bind(&self) -> anyhow::Result<SocketAddr> {
+        let bind = parse_bind(&self.bind_addr, 8946).context("invalid bind-addr")?;
+        Ok(SocketAddr::new(bind.ip(), self.rpc_port))
+    }
+
+    /// The IP other nodes reach this node at.
+    pub fn advertise_ip(&self) -> IpAddr {
+        if !self.advertise_addr.is_empty()
+            && let Ok(a) = parse_bind(&self.advertise_addr, 8946)
+        {
+            return a.ip();
+        }
+        match parse_bind(&self.bind_addr, 8946) {
+            Ok(a) if !a.ip().is_unspecified() => a.ip(),
+            _ => IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+}
+
+/// Parses `host:port`, `:port`, `ip` or `host` into a socket address.
+pub fn parse_bind(raw: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
+    let with_host = if raw.starts_with(':') {
+        format!("0.0.0.0{raw}")
+    } else if raw.parse::<IpAddr>().is_ok() || !raw.contains(':') {
+        format!("{raw}:{default_port}")
+    } else {
+        raw.to_string()
+    };
+    with_host
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {raw:?}"))?
+        .next()
+        .with_context(|| format!("no address for {raw:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_forms() {
+        assert_eq!(parse_bind(":8080", 1).unwrap().to_string(), "0.0.0.0:8080");
+        assert_eq!(
+            parse_bind("127.0.0.1", 8946).unwrap().to_string(),
+            "127.0.0.1:8946"
+        );
+        assert_eq!(parse_bind("127.0.0.1:0", 1).unwrap().port(), 0);
+    }
+}

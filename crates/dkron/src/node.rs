@@ -1,0 +1,318 @@
+//! One dkron node: opens storage, starts Raft, the HTTP API, the RPC listener and the
+//! leader-only scheduler, and tears them down again. Everything else receives a [`Node`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State as AxState;
+use axum::routing::post;
+use axum::{Json, Router};
+use dkron_core::command::{Command, Response};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::SharedClock;
+use crate::config::AgentConfig;
+use crate::outputs::OutputStore;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::{StateHandle, StateMachine};
+use crate::raft::{NodeId, Raft, ServerNode, TypeConfig, node_id_for};
+
+/// Why a replicated write did not happen. The API maps these to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("no leader is elected yet; retry in a few seconds")]
+    NoLeader,
+    #[error("this server is not the leader (leader: {0})")]
+    NotLeader(String),
+    #[error("the consensus layer stopped: {0}")]
+    Fatal(String),
+}
+
+pub struct Node {
+    pub config: AgentConfig,
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: StateHandle,
+    pub outputs: OutputStore,
+    pub clock: SharedClock,
+    pub http_addr: SocketAddr,
+    pub rpc_addr: SocketAddr,
+    /// Shared HTTP client (http executor aside, which keeps its own).
+    pub client: reqwest::Client,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Node {
+    /// Proposes a command and waits until it is committed and applied.
+    pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+        match self.raft.client_write(command).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
+                Some(n) => Err(WriteError::NotLeader(n.name)),
+                None => Err(WriteError::NoLeader),
+            },
+            Err(RaftError::APIError(e)) => Err(WriteError::Fatal(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    pub fn leader(&self) -> Option<ServerNode> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, n)| n.clone())
+    }
+
+    /// This node's gossip-style tags (Dkron's built-in ones plus the user's).
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        let mut tags = self.config.tags.clone();
+        let rpc = format!("{}:{}", self.config.advertise_ip(), self.rpc_addr.port());
+        let builtin = [
+            ("role", "dkron".to_string()),
+            ("dc", self.config.datacenter.clone()),
+            ("region", self.config.region.clone()),
+            ("version", crate::VERSION.to_string()),
+            ("rpc_addr", rpc),
+            ("port", self.rpc_addr.port().to_string()),
+            ("server", self.config.server.to_string()),
+            ("expect", self.config.bootstrap_expect.to_string()),
+        ];
+        for (k, v) in builtin {
+            tags.insert(k.to_string(), v);
+        }
+        tags
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.node_name
+    }
+
+    /// Asks the node to stop (used by `POST /v1/leave` and signals).
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub fn shutdown_requested(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// A running node and its tasks.
+pub struct NodeHandle {
+    pub node: Arc<Node>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    pub fn http_addr(&self) -> SocketAddr {
+        self.node.http_addr
+    }
+
+    /// Waits until this node is the leader and its state machine is current.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<()> {
+        let id = self.node.id;
+        self.node
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader == Some(id), "leader")
+            .await
+            .context("no leader elected in time")?;
+        Ok(())
+    }
+
+    /// Stops the node: scheduler, servers, then Raft (which flushes its storage).
+    pub async fn shutdown(self) {
+        self.node.request_shutdown();
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Err(e) = self.node.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown reported an error");
+        }
+        let _ = self.node.outputs.flush();
+    }
+}
+
+fn raft_config(multiplier: u32) -> anyhow::Result<openraft::Config> {
+    let m = u64::from(multiplier.max(1));
+    let config = openraft::Config {
+        cluster_name: "dkron".into(),
+        heartbeat_interval: 250 * m,
+        election_timeout_min: 1000 * m,
+        election_timeout_max: 2000 * m,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    };
+    Ok(config.validate()?)
+}
+
+/// Starts a node from a resolved configuration.
+pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<NodeHandle> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    dkron_executors::install_crypto_provider();
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create data dir {}: check the --data-dir path and its permissions",
+            config.data_dir.display()
+        )
+    })?;
+    let log_store = LogStore::open(&config.data_dir.join("raft.redb"))
+        .context("opening the Raft log (raft.redb)")?;
+    let state_machine = StateMachine::open(&config.data_dir.join("state.redb"))
+        .context("opening the state store (state.redb)")?;
+    let outputs = OutputStore::open(&config.data_dir.join("outputs.redb"))
+        .context("opening the output store (outputs.redb)")?;
+    let state = state_machine.handle();
+
+    let http_bind = config.http_bind()?;
+    let http_listener = TcpListener::bind(http_bind)
+        .await
+        .with_context(|| format!("cannot listen on http-addr {http_bind}: is the port in use?"))?;
+    let rpc_bind = config.rpc_bind()?;
+    let rpc_listener = TcpListener::bind(rpc_bind)
+        .await
+        .with_context(|| format!("cannot listen on rpc port {rpc_bind}: is the port in use?"))?;
+    let http_addr = http_listener.local_addr()?;
+    let rpc_addr = rpc_listener.local_addr()?;
+
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .context("building the HTTP client")?;
+    let id = node_id_for(&config.node_name);
+    let raft = Raft::new(
+        id,
+        Arc::new(raft_config(config.raft_multiplier)?),
+        Network::new(client.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("starting Raft")?;
+
+    let self_node = ServerNode {
+        name: config.node_name.clone(),
+        rpc_addr: format!("{}:{}", config.advertise_ip(), rpc_addr.port()),
+    };
+    if config.bootstrap_expect == 1 && !raft.is_initialized().await? {
+        let members = BTreeMap::from([(id, self_node.clone())]);
+        raft.initialize(members)
+            .await
+            .context("bootstrapping a one-server cluster")?;
+        tracing::info!(node = %config.node_name, "bootstrapped a new single-server cluster");
+    }
+
+    let (shutdown, _) = watch::channel(false);
+    let node = Arc::new(Node {
+        config,
+        id,
+        raft,
+        state,
+        outputs,
+        clock,
+        http_addr,
+        rpc_addr,
+        client,
+        shutdown,
+    });
+
+    let mut tasks = Vec::new();
+    let api = crate::api::router(node.clone());
+    tasks.push(tokio::spawn(serve(http_listener, api, "http")));
+    tasks.push(tokio::spawn(serve(
+        rpc_listener,
+        rpc_router(node.clone()),
+        "rpc",
+    )));
+    tasks.push(tokio::spawn(crate::scheduler::run(node.clone())));
+    tasks.push(node.outputs.spawn_flusher());
+    tracing::info!(
+        node = %node.name(),
+        http = %http_addr,
+        rpc = %rpc_addr,
+        data_dir = %node.config.data_dir.display(),
+        "dkron node started"
+    );
+    Ok(NodeHandle { node, tasks })
+}
+
+async fn serve(listener: TcpListener, router: Router, what: &'static str) {
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, server = what, "server stopped; restart the node");
+    }
+}
+
+/// Routes on the RPC port: Raft traffic between servers.
+fn rpc_router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/raft/append", post(raft_append))
+        .route("/raft/vote", post(raft_vote))
+        .route("/raft/snapshot", post(raft_snapshot))
+        .with_state(node)
+}
+
+async fn raft_append(
+    AxState(node): AxState<Arc<Node>>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(node.raft.append_entries(req).await).unwrap_or_default())
+}
+
+async fn raft_vote(
+    AxState(node): AxState<Arc<Node>>,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(node.raft.vote(req).await).unwrap_or_default())
+}
+
+async fn raft_snapshot(
+    AxState(node): AxState<Arc<Node>>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(node.raft.install_snapshot(req).await).unwrap_or_default())
+}
+
+/// Runs a node until SIGINT/SIGTERM or `POST /v1/leave`, then shuts it down cleanly.
+pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
+    let handle = start(config, crate::clock::system()).await?;
+    let mut leave = handle.node.shutdown_requested();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = leave.wait_for(|v| *v) => tracing::info!("leave requested, shutting down"),
+    }
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Names of jobs currently running anywhere, for `/v1/busy` (single-server: this one).
+pub fn running_jobs(node: &Node) -> BTreeSet<String> {
+    node.state.read(|s| {
+        s.jobs
+            .iter()
+            .filter(|(_, e)| !e.running.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
+    })
+}
