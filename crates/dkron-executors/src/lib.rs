@@ -4,14 +4,14 @@
 //! from an executor name to its module; the executors know nothing of Raft,
 //! gossip or scheduling, only of one run.
 
-mod duration;
+
 mod http;
 mod output;
 mod shell;
 
 use std::collections::BTreeMap;
 
-pub use duration::{format_go_duration, parse_go_duration};
+pub use dkron_core::godur::{format_go_duration, parse_go_duration};
 pub use shell::parse_mem_limit;
 
 /// What the executor knows about the run it performs.

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use crate::duration::{format_go_duration, parse_go_duration};
+use dkron_core::godur::{format_go_duration, parse_go_duration};
 use crate::output::{TailBuffer, compose};
 use crate::{ExecOutcome, RunContext};
 

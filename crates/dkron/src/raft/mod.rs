@@ -81,3 +81,33 @@ pub(crate) fn write_err<E: std::error::Error + 'static>(e: E) -> StorageError {
 /// Reads a `Cursor` type name so the macro's default snapshot type stays in scope.
 #[allow(dead_code)]
 type SnapshotData = Cursor<Vec<u8>>;
+
+/// openraft's storage conformance suite, run against our redb log store and state machine.
+#[cfg(test)]
+mod conformance {
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::log_store::LogStore;
+    use super::state_machine::StateMachine;
+    use super::{StorageError, TypeConfig};
+
+    struct RedbBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RedbBuilder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+            let dir = tempfile::tempdir().map_err(super::write_err)?;
+            let log = LogStore::open(&dir.path().join("raft.redb")).map_err(|e| {
+                super::write_err(std::io::Error::other(e.to_string()))
+            })?;
+            let sm = StateMachine::open(&dir.path().join("state.redb")).map_err(|e| {
+                super::write_err(std::io::Error::other(e.to_string()))
+            })?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn redb_storage_passes_openraft_suite() {
+        Suite::test_all(RedbBuilder).expect("openraft storage suite");
+    }
+}
