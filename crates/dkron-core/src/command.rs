@@ -44,6 +44,11 @@ pub enum Command {
     SetPaused {
         paused: bool,
     },
+    /// Several commands in one log entry, applied in order (group commit: the proposer packs
+    /// whatever queued up while the previous entry was being committed). Never nested.
+    Batch {
+        commands: Vec<Command>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +68,10 @@ pub enum Response {
     },
     Rejected {
         error: ApplyError,
+    },
+    /// One response per command of a [`Command::Batch`], in order.
+    Batch {
+        responses: Vec<Response>,
     },
 }
 

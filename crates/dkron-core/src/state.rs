@@ -101,6 +101,25 @@ impl State {
     }
 
     pub fn apply(&mut self, command: Command) -> (Response, Vec<Effect>) {
+        if let Command::Batch { commands } = command {
+            let mut responses = Vec::with_capacity(commands.len());
+            let mut effects = Vec::new();
+            for command in commands {
+                let (response, more) = match command {
+                    // A nested batch is not something a proposer sends; refuse it whole.
+                    Command::Batch { .. } => (
+                        Response::Batch {
+                            responses: Vec::new(),
+                        },
+                        Vec::new(),
+                    ),
+                    command => self.apply(command),
+                };
+                responses.push(response);
+                effects.extend(more);
+            }
+            return (Response::Batch { responses }, effects);
+        }
         let mut effects = Vec::new();
         let result = match command {
             Command::SetJob { job, now } => self.set_job(*job, now, &mut effects),
@@ -118,6 +137,7 @@ impl State {
                 self.paused = paused;
                 Ok(Response::Paused { paused })
             }
+            Command::Batch { .. } => unreachable!("batches are unpacked above"),
         };
         match result {
             Ok(response) => (response, effects),

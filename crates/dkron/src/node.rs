@@ -1,9 +1,9 @@
 //! One dkron node: opens storage, starts Raft, the HTTP API, the RPC listener and the
 //! leader-only scheduler, and tears them down again. Everything else receives a [`Node`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,8 +14,8 @@ use dkron_core::command::{Command, Response};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::SharedClock;
 use crate::config::AgentConfig;
@@ -26,7 +26,7 @@ use crate::raft::state_machine::{StateHandle, StateMachine};
 use crate::raft::{NodeId, Raft, ServerNode, TypeConfig, node_id_for};
 
 /// Why a replicated write did not happen. The API maps these to status codes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     #[error("no leader is elected yet; retry in a few seconds")]
     NoLeader,
@@ -48,20 +48,56 @@ pub struct Node {
     /// Shared HTTP client (http executor aside, which keeps its own).
     pub client: reqwest::Client,
     shutdown: watch::Sender<bool>,
+    /// Proposals waiting for the group-commit loop ([`write_loop`]).
+    writes: mpsc::UnboundedSender<PendingWrite>,
+    /// Runs executing in this process, so shutdown can stop them and a new leader can tell
+    /// its own live runs from runs orphaned by a restart.
+    runs: Mutex<JoinSet<()>>,
+    in_flight: Mutex<HashSet<String>>,
 }
 
+struct PendingWrite {
+    command: Command,
+    reply: oneshot::Sender<Result<Response, WriteError>>,
+}
+
+/// Most commands packed into one log entry.
+const MAX_BATCH: usize = 512;
+/// Log entries proposed at once; more queue up and form the next batch.
+const MAX_IN_FLIGHT: usize = 2;
+
 impl Node {
-    /// Proposes a command and waits until it is committed and applied.
+    /// Proposes a command and waits until it is committed and applied. Concurrent callers are
+    /// packed into one log entry (group commit), so the cost of consensus and fsync is shared.
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
-        match self.raft.client_write(command).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
-                Some(n) => Err(WriteError::NotLeader(n.name)),
-                None => Err(WriteError::NoLeader),
-            },
-            Err(RaftError::APIError(e)) => Err(WriteError::Fatal(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(PendingWrite { command, reply })
+            .map_err(|_| WriteError::Fatal("the node is shutting down".into()))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(WriteError::Fatal("the node is shutting down".into())))
+    }
+
+    /// Runs a job execution task that shutdown can stop.
+    pub fn spawn_run(&self, run: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut runs = self.runs.lock().expect("runs lock");
+        while runs.try_join_next().is_some() {}
+        runs.spawn(run);
+    }
+
+    /// Marks an execution as executing here (`true`) or done (`false`).
+    pub fn track_execution(&self, id: &str, running: bool) {
+        let mut set = self.in_flight.lock().expect("in-flight lock");
+        if running {
+            set.insert(id.to_string());
+        } else {
+            set.remove(id);
         }
+    }
+
+    pub fn is_executing_here(&self, id: &str) -> bool {
+        self.in_flight.lock().expect("in-flight lock").contains(id)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -115,7 +151,10 @@ impl Node {
 /// A running node and its tasks.
 pub struct NodeHandle {
     pub node: Arc<Node>,
+    /// Background loops, aborted at shutdown.
     tasks: Vec<JoinHandle<()>>,
+    /// The HTTP and RPC servers, which stop gracefully on the shutdown signal.
+    servers: Vec<JoinHandle<()>>,
 }
 
 impl NodeHandle {
@@ -135,7 +174,8 @@ impl NodeHandle {
         Ok(())
     }
 
-    /// Stops the node: scheduler, servers, then Raft (which flushes its storage).
+    /// Stops the node: scheduler, runs in progress, servers, then Raft (which flushes its
+    /// storage). When this returns, nothing of the node holds the data dir any more.
     pub async fn shutdown(self) {
         self.node.request_shutdown();
         for task in &self.tasks {
@@ -143,6 +183,15 @@ impl NodeHandle {
         }
         for task in self.tasks {
             let _ = task.await;
+        }
+        let mut runs = std::mem::take(&mut *self.node.runs.lock().expect("runs lock"));
+        runs.abort_all();
+        while runs.join_next().await.is_some() {}
+        for server in self.servers {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+                abort.abort();
+            }
         }
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown reported an error");
@@ -223,6 +272,8 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
     }
 
     let (shutdown, _) = watch::channel(false);
+    let (writes, pending) = mpsc::unbounded_channel();
+    tokio::spawn(write_loop(raft.clone(), pending));
     let node = Arc::new(Node {
         config,
         id,
@@ -234,16 +285,22 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         rpc_addr,
         client,
         shutdown,
+        writes,
+        runs: Mutex::new(JoinSet::new()),
+        in_flight: Mutex::new(HashSet::new()),
     });
 
     let mut tasks = Vec::new();
     let api = crate::api::router(node.clone());
-    tasks.push(tokio::spawn(serve(http_listener, api, "http")));
-    tasks.push(tokio::spawn(serve(
-        rpc_listener,
-        rpc_router(node.clone()),
-        "rpc",
-    )));
+    let servers = vec![
+        tokio::spawn(serve(http_listener, api, node.shutdown_requested(), "http")),
+        tokio::spawn(serve(
+            rpc_listener,
+            rpc_router(node.clone()),
+            node.shutdown_requested(),
+            "rpc",
+        )),
+    ];
     tasks.push(tokio::spawn(crate::scheduler::run(node.clone())));
     tasks.push(node.outputs.spawn_flusher());
     tracing::info!(
@@ -253,12 +310,86 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         data_dir = %node.config.data_dir.display(),
         "dkron node started"
     );
-    Ok(NodeHandle { node, tasks })
+    Ok(NodeHandle {
+        node,
+        tasks,
+        servers,
+    })
 }
 
-async fn serve(listener: TcpListener, router: Router, what: &'static str) {
-    if let Err(e) = axum::serve(listener, router).await {
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+    what: &'static str,
+) {
+    let stop = async move {
+        let _ = shutdown.wait_for(|v| *v).await;
+    };
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         tracing::error!(error = %e, server = what, "server stopped; restart the node");
+    }
+}
+
+/// The group-commit loop: takes the first queued proposal, packs every other one already
+/// waiting into the same log entry, and keeps at most [`MAX_IN_FLIGHT`] entries in flight.
+async fn write_loop(raft: Raft, mut pending: mpsc::UnboundedReceiver<PendingWrite>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = pending.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if batch.len() == 1 {
+                let w = batch.pop().expect("one write");
+                let _ = w.reply.send(propose(&raft, w.command).await);
+                return;
+            }
+            let (commands, replies): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|w| (w.command, w.reply)).unzip();
+            match propose(&raft, Command::Batch { commands }).await {
+                Ok(Response::Batch { responses }) if responses.len() == replies.len() => {
+                    for (reply, response) in replies.into_iter().zip(responses) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+                Ok(other) => {
+                    let e = WriteError::Fatal(format!("unexpected batch result {other:?}"));
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn propose(raft: &Raft, command: Command) -> Result<Response, WriteError> {
+    match raft.client_write(command).await {
+        Ok(r) => Ok(r.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
+            Some(n) => Err(WriteError::NotLeader(n.name)),
+            None => Err(WriteError::NoLeader),
+        },
+        Err(RaftError::APIError(e)) => Err(WriteError::Fatal(e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
     }
 }
 

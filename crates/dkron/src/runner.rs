@@ -71,12 +71,13 @@ pub fn run_job(node: Arc<Node>, job_name: String, trigger: Trigger) {
         _ => None,
     };
     for target in targets {
-        tokio::spawn(run_on_node(
+        node.spawn_run(run_on_node(
             node.clone(),
             job_name.clone(),
             target,
             group,
             scheduled_at,
+            1,
         ));
     }
 }
@@ -93,8 +94,9 @@ async fn run_on_node(
     target: String,
     group: i64,
     scheduled_at: Option<Timestamp>,
+    first_attempt: u32,
 ) {
-    let mut attempt = 1;
+    let mut attempt = first_attempt;
     loop {
         let Some(job) = node
             .state
@@ -113,13 +115,19 @@ async fn run_on_node(
             scheduled_at,
             ..Execution::default()
         };
-        match node
+        // Tracked before the claim commits, so a concurrent orphan sweep never mistakes this
+        // run for one lost by a restart.
+        node.track_execution(&execution.id, true);
+        let claim = node
             .write(Command::StartExecution {
                 execution: execution.clone(),
                 enforce_forbid: true,
             })
-            .await
-        {
+            .await;
+        if !matches!(claim, Ok(Response::Started { .. })) {
+            node.track_execution(&execution.id, false);
+        }
+        match claim {
             Ok(Response::Started { .. }) => {}
             Ok(Response::Rejected {
                 error: ApplyError::AlreadyRunning { .. },
@@ -190,6 +198,53 @@ async fn run_on_node(
             run_job(node.clone(), child, Trigger::Dependent);
         }
         return;
+    }
+}
+
+/// Closes, as failed, the runs recorded as running on this node that this process is not
+/// executing: they were lost when the node stopped. Called when this node becomes leader,
+/// so a `forbid` job is never blocked by a run that no longer exists (Dkron issue #1939).
+pub async fn close_orphaned_runs(node: &Arc<Node>) {
+    let orphans: Vec<Execution> = node.state.read(|s| {
+        s.jobs
+            .values()
+            .flat_map(|e| e.running.values())
+            .filter(|e| e.node_name == node.name() && !node.is_executing_here(&e.id))
+            .cloned()
+            .collect()
+    });
+    for orphan in orphans {
+        let reason = format!(
+            "dkron: this run was lost because node {} stopped while it was running; it was closed as failed when the node came back",
+            orphan.node_name
+        );
+        warn!(job = %orphan.job_name, execution = %orphan.id, "closing a run lost by a restart as failed");
+        let closed = Execution {
+            success: false,
+            finished_at: Some(node.clock.now()),
+            output_size: reason.len() as u64,
+            output: reason,
+            ..orphan.clone()
+        };
+        match node.write(Command::FinishExecution { execution: closed }).await {
+            Ok(Response::Finished(outcome)) if outcome.retry => {
+                node.spawn_run(run_on_node(
+                    node.clone(),
+                    orphan.job_name.clone(),
+                    orphan.node_name.clone(),
+                    orphan.group,
+                    orphan.scheduled_at,
+                    orphan.attempt + 1,
+                ));
+            }
+            Ok(Response::Finished(outcome)) => {
+                for child in outcome.dependents {
+                    run_job(node.clone(), child, Trigger::Dependent);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(job = %orphan.job_name, error = %e, "could not close a lost run; it will be retried at the next leadership change"),
+        }
     }
 }
 

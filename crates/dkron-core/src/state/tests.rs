@@ -365,3 +365,25 @@ fn commands_round_trip_through_json() {
     let back: Command = serde_json::from_str(&text).unwrap();
     assert_eq!(back, cmd);
 }
+
+#[test]
+fn a_batch_applies_in_order_with_one_response_each() {
+    let mut h = Harness::default();
+    let job = |name: &str| -> Box<Job> {
+        Box::new(serde_json::from_str(&format!(r#"{{"name":"{name}","schedule":"@daily"}}"#)).unwrap())
+    };
+    let response = h.apply(Command::Batch {
+        commands: vec![
+            Command::SetJob { job: job("a"), now: ts(T0) },
+            Command::DeleteJob { name: "missing".into() },
+            Command::SetJob { job: job("b"), now: ts(T0) },
+        ],
+    });
+    let Response::Batch { responses } = response else {
+        panic!("expected a batch response");
+    };
+    assert_eq!(responses.len(), 3);
+    assert!(matches!(responses[0], Response::Job { .. }));
+    assert!(matches!(responses[1], Response::Rejected { .. }));
+    assert!(h.state.jobs.contains_key("a") && h.state.jobs.contains_key("b"));
+}

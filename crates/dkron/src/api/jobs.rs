@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -318,8 +319,14 @@ pub async fn toggle(
 /// Answers Dkron's shape: a JSON string holding an array of `success|fail create <name>`.
 pub async fn restore(
     State(node): State<Arc<Node>>,
-    mut multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::bad_param(
+            "file",
+            format!("{e}: send multipart/form-data with the jobs JSON in field `file` (curl --form file=@jobs.json)"),
+        )
+    })?;
     let mut file = None;
     while let Some(field) = multipart
         .next_field()

@@ -64,6 +64,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/", get(node::status))
         .nest("/v1", v1)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let whom = whom.clone();
             async move {
@@ -74,6 +75,13 @@ pub fn router(node: Arc<Node>) -> Router {
         }))
         .layer(cors)
         .with_state(node)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route: see the API reference in docs/api.md",
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, RaftLogReader, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -51,8 +51,18 @@ impl LogStore {
     }
 
     fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError> {
+        self.write_meta_with(key, value, Durability::Immediate)
+    }
+
+    fn write_meta_with<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durability: Durability,
+    ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(write_err)?;
-        let txn = self.db.begin_write().map_err(write_err)?;
+        let mut txn = self.db.begin_write().map_err(write_err)?;
+        txn.set_durability(durability).map_err(write_err)?;
         {
             let mut table = txn.open_table(META).map_err(write_err)?;
             table.insert(key, bytes.as_slice()).map_err(write_err)?;
@@ -121,7 +131,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta(COMMITTED, &committed)
+        // A hint for faster restarts, not a safety property: a stale value only means more
+        // entries are re-applied. Made durable by the next fsynced append or vote.
+        self.write_meta_with(COMMITTED, &committed, Durability::None)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

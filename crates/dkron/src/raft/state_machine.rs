@@ -16,7 +16,7 @@ use dkron_core::job::Execution;
 use dkron_core::state::{Effect, JobEntry, State};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StoredMembership};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -274,7 +274,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let _serial = shared.apply_lock.lock().expect("apply lock");
         let mut responses = Vec::new();
         let mut touched = BTreeSet::new();
-        let txn = shared.db.begin_write().map_err(write_err)?;
+        let mut txn = shared.db.begin_write().map_err(write_err)?;
+        // Not fsynced here: the Raft log already holds these entries durably, and openraft
+        // re-applies from it after a crash. Snapshot building commits durably (which persists
+        // every earlier commit) before the log behind the snapshot may be purged.
+        txn.set_durability(Durability::None).map_err(write_err)?;
         let mut applied = shared.applied.lock().expect("applied lock").clone();
         {
             let mut state = shared.state.write().expect("state lock");

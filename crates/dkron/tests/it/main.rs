@@ -1,1 +1,13 @@
+//! The dkron integration tests: one binary, in-process nodes on port 0 (and the real binary
+//! where a process boundary matters: kill -9, the CLI). Helpers live in `support`.
 
+mod cli;
+mod concurrency;
+mod durability;
+mod executions_api;
+mod jobs_api;
+mod lifecycle;
+mod node_api;
+mod seed_jobs;
+mod support;
+mod validation;

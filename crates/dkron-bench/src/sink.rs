@@ -1,0 +1,60 @@
+//! A local HTTP sink that records when each request arrived and which nominal time it carried.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use jiff::Timestamp;
+
+#[derive(Clone, Copy)]
+pub struct Hit {
+    pub scheduled: Timestamp,
+    pub arrived: Timestamp,
+}
+
+pub struct Sink {
+    addr: std::net::SocketAddr,
+    hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl Sink {
+    pub async fn start() -> anyhow::Result<Sink> {
+        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let recorded = hits.clone();
+        let app = Router::new().route(
+            "/",
+            get(move |headers: HeaderMap| {
+                let arrived = Timestamp::now();
+                let recorded = recorded.clone();
+                async move {
+                    let scheduled = headers
+                        .get("x-dkron-scheduled-time")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<Timestamp>().ok());
+                    if let Some(scheduled) = scheduled {
+                        recorded
+                            .lock()
+                            .expect("sink lock")
+                            .push(Hit { scheduled, arrived });
+                    }
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Sink { addr, hits })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().expect("sink lock").clone()
+    }
+}

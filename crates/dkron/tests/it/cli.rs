@@ -1,0 +1,247 @@
+//! The `dkron` command line: keygen, version, flag errors, and config precedence
+//! (flag > environment > file > default).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::support::{Agent, dkron_command, free_port, run_to_exit};
+
+const EXIT_BOUND: Duration = Duration::from_secs(15);
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Flags that keep a misbehaving agent (one that starts when it should refuse) off fixed ports.
+fn safe_agent(home: &Path) -> Command {
+    let mut cmd = dkron_command(home);
+    cmd.args([
+        "agent",
+        &format!("--data-dir={}", home.join("data").display()),
+        "--http-addr=127.0.0.1:0",
+        "--bind-addr=127.0.0.1",
+        "--rpc-port=0",
+    ]);
+    cmd
+}
+
+#[test]
+fn keygen_prints_only_a_16_byte_base64_key() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = dkron_command(home.path());
+    cmd.arg("keygen");
+    let out = run_to_exit(cmd, EXIT_BOUND);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout: {text:?}");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(lines[0])
+        .unwrap_or_else(|e| panic!("{:?} is not base64: {e}", lines[0]));
+    assert_eq!(key.len(), 16);
+    assert_eq!(text, format!("{}\n", lines[0]), "nothing else on stdout");
+}
+
+#[test]
+fn version_names_dkron() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = dkron_command(home.path());
+    cmd.arg("version");
+    let out = run_to_exit(cmd, EXIT_BOUND);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("Name: Dkron"), "{}", stdout(&out));
+}
+
+#[test]
+fn unknown_agent_flag_fails_with_an_error() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = safe_agent(home.path());
+    cmd.arg("--bogus-flag");
+    let out = run_to_exit(cmd, EXIT_BOUND);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr(&out).contains("bogus-flag"), "{}", stderr(&out));
+}
+
+/// Agent invocations that must be refused, with a word the message must contain.
+#[test]
+fn unsupported_or_invalid_agent_settings_are_refused_clearly() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--server", "--bootstrap-expect=3"], "bootstrap-expect"),
+        (
+            &["--server", "--bootstrap-expect=1", "--tag", "nope"],
+            "invalid tag",
+        ),
+        (
+            &["--server", "--bootstrap-expect=1", "--raft-multiplier=11"],
+            "raft-multiplier",
+        ),
+        (
+            &[
+                "--server",
+                "--bootstrap-expect=1",
+                "--config=/nonexistent.yml",
+            ],
+            "/nonexistent.yml",
+        ),
+    ];
+    for (args, needle) in cases {
+        let home = tempfile::tempdir().unwrap();
+        let mut cmd = safe_agent(home.path());
+        cmd.args(args);
+        let out = run_to_exit(cmd, EXIT_BOUND);
+        assert!(!out.status.success(), "{args:?} should fail: {out:?}");
+        assert!(
+            stderr(&out).contains(needle),
+            "{args:?}: stderr should mention {needle:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// Starts an agent with `extra` arguments (and env) and returns the name GET /v1 reports.
+async fn reported_name(home: &Path, extra: &[&str], env: &[(&str, String)]) -> (String, Agent) {
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = dkron_command(home);
+    cmd.args([
+        "agent",
+        &format!("--http-addr={http}"),
+        "--bind-addr=127.0.0.1",
+        &format!("--rpc-port={}", free_port()),
+        "--log-level=warn",
+    ]);
+    cmd.args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let log = home.join(format!("agent-{}.log", http.port()));
+    let mut agent = Agent::spawn(cmd, http, log);
+    agent.wait_leader(Duration::from_secs(20)).await;
+    let r = agent.api.get("/v1").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    let name = r.body["agent"]["name"].as_str().unwrap().to_string();
+    (name, agent)
+}
+
+fn write_config(home: &Path) -> String {
+    let path = home.join("dkron.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "node-name: from-file\nserver: true\nbootstrap-expect: 1\ndata-dir: {}\n",
+            home.join("file-data").display()
+        ),
+    )
+    .unwrap();
+    format!("--config={}", path.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_supplies_settings_and_a_flag_overrides_it() {
+    let home = tempfile::tempdir().unwrap();
+    let config = write_config(home.path());
+    let (name, agent) = reported_name(home.path(), &[&config], &[]).await;
+    assert_eq!(name, "from-file", "log:\n{}", agent.log_text());
+    assert!(home.path().join("file-data").join("raft.redb").exists());
+    drop(agent);
+
+    // A new node name is a new Raft member: give it its own data dir.
+    let other = format!("--data-dir={}", home.path().join("flag-data").display());
+    let (name, agent) = reported_name(
+        home.path(),
+        &[&config, "--node-name", "from-flag", &other],
+        &[],
+    )
+    .await;
+    assert_eq!(name, "from-flag", "log:\n{}", agent.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_overrides_the_file_and_a_flag_overrides_the_environment() {
+    let home = tempfile::tempdir().unwrap();
+    let config = write_config(home.path());
+    let env_data = home.path().join("env-data");
+    let env = [
+        ("DKRON_NODE_NAME", "from-env".to_string()),
+        ("DKRON_DATA_DIR", env_data.display().to_string()),
+    ];
+    let (name, agent) = reported_name(home.path(), &[&config], &env).await;
+    assert_eq!(name, "from-env", "log:\n{}", agent.log_text());
+    assert!(
+        env_data.join("raft.redb").exists(),
+        "DKRON_DATA_DIR ignored"
+    );
+    assert!(
+        !home.path().join("file-data").exists(),
+        "the file's data-dir won"
+    );
+    drop(agent);
+
+    let other = format!("--data-dir={}", home.path().join("flag-data").display());
+    let (name, agent) = reported_name(
+        home.path(),
+        &[&config, "--node-name=from-flag", &other],
+        &env,
+    )
+    .await;
+    assert_eq!(name, "from-flag", "log:\n{}", agent.log_text());
+}
+
+async fn start_agent(home: &Path, name: &str) -> Agent {
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = dkron_command(home);
+    cmd.args([
+        "agent",
+        "--server",
+        "--bootstrap-expect=1",
+        &format!("--data-dir={}", home.join("data").display()),
+        &format!("--http-addr={http}"),
+        "--bind-addr=127.0.0.1",
+        &format!("--rpc-port={}", free_port()),
+        &format!("--node-name={name}"),
+    ]);
+    let mut agent = Agent::spawn(cmd, http, home.join("agent.log"));
+    agent.wait_leader(Duration::from_secs(20)).await;
+    agent
+}
+
+/// Waits for the agent process to exit by itself and returns its status.
+async fn wait_exit(agent: &mut Agent, what: &str) -> std::process::ExitStatus {
+    let child = agent.child.as_mut().expect("the agent is running");
+    crate::support::wait_until(Duration::from_secs(10), what, async || {
+        child.try_wait().expect("polling the agent")
+    })
+    .await
+}
+
+/// Decision 13: `leave` ends the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_answers_and_ends_the_agent_process() {
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = start_agent(home.path(), "leaver").await;
+    let r = agent.api.post_empty("/v1/leave").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    let status = wait_exit(&mut agent, "the agent to exit after leave").await;
+    assert!(status.success(), "{status}; log:\n{}", agent.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_agent_cleanly() {
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = start_agent(home.path(), "termed").await;
+    let pid = agent.child.as_ref().unwrap().id();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("sending SIGTERM");
+    let status = wait_exit(&mut agent, "the agent to exit after SIGTERM").await;
+    assert!(status.success(), "{status}; log:\n{}", agent.log_text());
+}

@@ -1,0 +1,183 @@
+//! `/v1/jobs/:job/executions`: order, output truncation (UTF-8 safe), full output by id,
+//! deleting executions, and unknown jobs.
+
+use serde_json::{Value, json};
+
+use crate::support::{SOON, TestNode, shell_job};
+
+/// 3000 × `a` then `END\n`: 3004 bytes, more than the tail kept in the replicated record.
+const BIG_OUTPUT_COMMAND: &str = "head -c 3000 /dev/zero | tr '\\0' a; echo END";
+
+fn output(e: &Value) -> &str {
+    // An empty output is omitted, as in Dkron.
+    e["output"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_list_newest_first_by_default() {
+    let node = TestNode::start().await;
+    node.create(&shell_job("counter", "@every 1h", "echo run"))
+        .await;
+    node.run("counter").await;
+    node.wait_finished("counter", 1, SOON).await;
+    node.run("counter").await;
+    node.wait_finished("counter", 2, SOON).await;
+
+    let r = node.get("/v1/jobs/counter/executions").await;
+    assert_eq!(r.total_count(), Some(2), "{r:#?}");
+    let list = r.array();
+    let started: Vec<&str> = list
+        .iter()
+        .map(|e| e["started_at"].as_str().unwrap())
+        .collect();
+    assert!(started[0] > started[1], "newest first: {started:?}");
+    for e in list {
+        assert_eq!(e["job_name"], "counter");
+        assert_eq!(e["node_name"], "test-node");
+        assert_eq!(e["attempt"], 1);
+        assert_eq!(e["output_truncated"], false);
+        assert!(e["id"].as_str().unwrap().ends_with("-test-node"), "{e:#}");
+    }
+    assert_ne!(
+        list[0]["group"], list[1]["group"],
+        "each run is its own group"
+    );
+
+    let asc = node.get("/v1/jobs/counter/executions?_order=ASC").await;
+    assert_eq!(asc.array()[0]["id"], list[1]["id"]);
+    let page = node
+        .get("/v1/jobs/counter/executions?_start=0&_end=1")
+        .await;
+    assert_eq!(page.array().len(), 1, "{page:#?}");
+    assert_eq!(page.array()[0]["id"], list[0]["id"]);
+    assert_eq!(page.total_count(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_size_limit_keeps_the_last_bytes_and_show_returns_everything() {
+    let node = TestNode::start().await;
+    node.create(&shell_job("chatty", "@every 1h", BIG_OUTPUT_COMMAND))
+        .await;
+    node.run("chatty").await;
+    node.wait_finished("chatty", 1, SOON).await;
+    let expected = format!("{}END\n", "a".repeat(3000));
+
+    let r = node
+        .get("/v1/jobs/chatty/executions?output_size_limit=5")
+        .await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    let e = &r.array()[0];
+    assert_eq!(output(e), "aEND\n");
+    assert_eq!(e["output_truncated"], true);
+    assert_eq!(e["success"], true);
+
+    let untouched = node.get("/v1/jobs/chatty/executions").await;
+    assert_eq!(output(&untouched.array()[0]), expected);
+    assert_eq!(untouched.array()[0]["output_truncated"], false);
+    let roomy = node
+        .get("/v1/jobs/chatty/executions?output_size_limit=100000")
+        .await;
+    assert_eq!(roomy.array()[0]["output_truncated"], false);
+
+    let id = e["id"].as_str().unwrap();
+    let r = node.get(&format!("/v1/jobs/chatty/executions/{id}")).await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(output(&r.body), expected, "show returns the full output");
+    assert!(r.body.get("output_truncated").is_none(), "{:#}", r.body);
+
+    let r = node.get("/v1/jobs/chatty/executions/0-nowhere").await;
+    assert_eq!(r.status, 404, "{r:#?}");
+    assert!(!r.error().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncating_multibyte_output_never_splits_a_character() {
+    let node = TestNode::start().await;
+    node.create(&shell_job("accents", "@every 1h", "printf 'ééééé'"))
+        .await;
+    node.run("accents").await;
+    let runs = node.wait_finished("accents", 1, SOON).await;
+    let full = output(&runs[0]).to_string();
+    assert_eq!(full, "ééééé");
+    for limit in 0..=full.len() + 1 {
+        let r = node
+            .get(&format!(
+                "/v1/jobs/accents/executions?output_size_limit={limit}"
+            ))
+            .await;
+        assert!(r.is_json, "limit {limit}: not valid JSON/UTF-8: {r:#?}");
+        let e = &r.array()[0];
+        let cut = output(e);
+        assert!(cut.len() <= limit, "limit {limit}: {cut:?} is too long");
+        assert!(
+            full.ends_with(cut),
+            "limit {limit}: {cut:?} is not a suffix"
+        );
+        assert_eq!(
+            e["output_truncated"],
+            json!(limit < full.len()),
+            "limit {limit}"
+        );
+        assert!(
+            cut.len() + 1 >= limit.min(full.len()),
+            "limit {limit}: {cut:?} dropped more than the split character"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_executions_empties_the_list_and_resets_counters() {
+    let node = TestNode::start().await;
+    node.create(&shell_job("wiped", "@every 1h", "echo x"))
+        .await;
+    node.run("wiped").await;
+    node.wait_finished("wiped", 1, SOON).await;
+    crate::support::wait_until(SOON, "success_count 1", async || {
+        (node.job("wiped").await["success_count"] == 1).then_some(())
+    })
+    .await;
+
+    let r = node.delete("/v1/jobs/wiped/executions").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.body["name"], "wiped");
+    assert_eq!(r.body["success_count"], 0);
+    assert_eq!(r.body["error_count"], 0);
+    assert_eq!(r.body["last_success"], Value::Null);
+    let r = node.get("/v1/jobs/wiped/executions").await;
+    assert_eq!(r.body, json!([]), "{r:#?}");
+    assert_eq!(r.total_count(), Some(0));
+    assert_eq!(node.job("wiped").await["success_count"], 0);
+}
+
+/// Dkron's prefix bug (decision 10): deleting `foo`'s executions must not touch `foo-bar`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_executions_matches_the_job_name_exactly() {
+    let node = TestNode::start().await;
+    for name in ["foo", "foo-bar"] {
+        node.create(&shell_job(name, "@every 1h", "true")).await;
+        node.run(name).await;
+        node.wait_finished(name, 1, SOON).await;
+    }
+    assert_eq!(node.delete("/v1/jobs/foo/executions").await.status, 200);
+    assert_eq!(node.executions("foo").await.len(), 0);
+    assert_eq!(node.executions("foo-bar").await.len(), 1);
+    assert_eq!(node.delete("/v1/jobs/foo").await.status, 200);
+    assert_eq!(node.executions("foo-bar").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_of_a_missing_job_are_404() {
+    let node = TestNode::start().await;
+    for r in [
+        node.get("/v1/jobs/ghost/executions").await,
+        node.delete("/v1/jobs/ghost/executions").await,
+        node.get("/v1/jobs/ghost/executions/1-x").await,
+    ] {
+        assert_eq!(r.status, 404, "{r:#?}");
+        assert!(r.error().contains("ghost"), "{r:#?}");
+    }
+    node.create(&shell_job("quiet", "@every 1h", "true")).await;
+    let r = node.get("/v1/jobs/quiet/executions").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text, "[]");
+}

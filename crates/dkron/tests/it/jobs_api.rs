@@ -1,0 +1,400 @@
+//! `/v1/jobs`: create/update semantics, listing (filters, sort, paging), delete, toggle, run.
+
+use serde_json::{Value, json};
+
+use crate::support::{SOON, TestNode, ZERO_TIME, shell_job, wait_until};
+
+fn job(name: &str) -> Value {
+    shell_job(name, "@every 1h", "true")
+}
+
+fn child(name: &str, parent: &str) -> Value {
+    json!({
+        "name": name,
+        "parent_job": parent,
+        "executor": "shell",
+        "executor_config": {"command": "true"},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_then_update_overwrites_user_fields() {
+    let node = TestNode::start().await;
+    let mut j = job("test_job");
+    j["disabled"] = json!(true);
+    j["owner"] = json!("someone");
+    node.create(&j).await;
+    j["disabled"] = json!(false);
+    j["executor_config"]["command"] = json!("test");
+    let r = node.post("/v1/jobs", &j).await;
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(r.body["disabled"], false);
+    assert_eq!(r.body["executor_config"]["command"], "test");
+    let stored = node.job("test_job").await;
+    assert_eq!(stored["disabled"], false);
+    assert_eq!(stored["executor_config"]["command"], "test");
+    assert_eq!(node.get("/v1/jobs").await.total_count(), Some(1));
+}
+
+/// Dkron's TestAPIJobCreateUpdateParentJob_KeepDependents, plus counters and status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_keeps_counters_status_and_dependent_jobs() {
+    let node = TestNode::start().await;
+    node.create(&job("parentjobkeep")).await;
+    node.create(&child("childjobkeep", "parentjobkeep")).await;
+    node.run("parentjobkeep").await;
+    node.wait_finished("parentjobkeep", 1, SOON).await;
+    wait_until(SOON, "parent counters", async || {
+        let p = node.job("parentjobkeep").await;
+        (p["success_count"] == 1).then_some(())
+    })
+    .await;
+
+    // Re-post the parent as a client would: no dependents, zero counters, no status.
+    let mut update = job("parentjobkeep");
+    update["dependent_jobs"] = Value::Null;
+    update["success_count"] = json!(0);
+    update["displayname"] = json!("renamed for display");
+    assert_eq!(node.post("/v1/jobs", &update).await.status, 201);
+
+    let p = node.job("parentjobkeep").await;
+    assert_eq!(p["dependent_jobs"], json!(["childjobkeep"]), "{p:#}");
+    assert_eq!(p["success_count"], 1, "{p:#}");
+    assert_eq!(p["status"], "success", "{p:#}");
+    assert!(p["last_success"].is_string(), "{p:#}");
+    assert_eq!(p["displayname"], "renamed for display");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_with_start_end_and_counts_all_matches() {
+    let node = TestNode::start().await;
+    for name in ["j5", "j3", "j1", "j4", "j2"] {
+        node.create(&job(name)).await;
+    }
+    let cases = [
+        ("", vec!["j1", "j2", "j3", "j4", "j5"]),
+        ("?_start=1&_end=3", vec!["j2", "j3"]),
+        ("?_start=3", vec!["j4", "j5"]),
+        ("?_end=2", vec!["j1", "j2"]),
+        ("?_start=2&_end=100", vec!["j3", "j4", "j5"]),
+        (
+            "?_sort=name&_order=DESC",
+            vec!["j5", "j4", "j3", "j2", "j1"],
+        ),
+        ("?_sort=id&_order=desc&_start=0&_end=2", vec!["j5", "j4"]),
+    ];
+    for (query, expected) in cases {
+        let r = node.get(&format!("/v1/jobs{query}")).await;
+        assert_eq!(r.status, 200, "{query}: {r:#?}");
+        assert_eq!(r.names(), expected, "{query}");
+        assert_eq!(r.total_count(), Some(5), "{query}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_by_text_disabled_and_metadata() {
+    let node = TestNode::start().await;
+    node.create(&job("alpha-backup")).await;
+    let mut beta = job("beta-backup");
+    beta["disabled"] = json!(true);
+    beta["metadata"] = json!({"team": "core", "env": "prod"});
+    node.create(&beta).await;
+    let mut gamma = job("gamma");
+    gamma["displayname"] = json!("Nightly backup");
+    gamma["metadata"] = json!({"team": "core"});
+    node.create(&gamma).await;
+
+    let cases = [
+        ("?q=backup", vec!["alpha-backup", "beta-backup", "gamma"]),
+        ("?q=alpha", vec!["alpha-backup"]),
+        ("?q=BACKUP", vec![]),
+        ("?disabled=true", vec!["beta-backup"]),
+        ("?disabled=false", vec!["alpha-backup", "gamma"]),
+        ("?metadata%5Bteam%5D=core", vec!["beta-backup", "gamma"]),
+        (
+            "?metadata%5Bteam%5D=core&metadata%5Benv%5D=prod",
+            vec!["beta-backup"],
+        ),
+        ("?metadata%5Bteam%5D=core&q=gam", vec!["gamma"]),
+    ];
+    for (query, expected) in cases {
+        let r = node.get(&format!("/v1/jobs{query}")).await;
+        assert_eq!(r.status, 200, "{query}: {r:#?}");
+        assert_eq!(r.names(), expected, "{query}");
+        assert_eq!(r.total_count(), Some(expected.len()), "{query}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_by_status_untriggered_success_and_failed() {
+    let node = TestNode::start().await;
+    node.create(&job("never-run")).await;
+    node.create(&job("ran-ok")).await;
+    node.create(&shell_job("ran-bad", "@every 1h", "exit 3"))
+        .await;
+    node.run("ran-ok").await;
+    node.run("ran-bad").await;
+    wait_until(SOON, "both runs to set a status", async || {
+        let ok = node.job("ran-ok").await;
+        let bad = node.job("ran-bad").await;
+        (ok["status"] != "" && bad["status"] != "").then_some(())
+    })
+    .await;
+    for (status, expected) in [
+        ("untriggered", "never-run"),
+        ("success", "ran-ok"),
+        ("failed", "ran-bad"),
+    ] {
+        let r = node.get(&format!("/v1/jobs?status={status}")).await;
+        assert_eq!(r.names(), [expected], "status={status}: {r:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pretty_indents_the_same_json() {
+    let node = TestNode::start().await;
+    node.create(&job("pretty")).await;
+    for path in ["/v1/jobs", "/v1/jobs/pretty", "/v1/members", "/v1"] {
+        let compact = node.get(path).await;
+        let pretty = node.get(&format!("{path}?pretty")).await;
+        assert!(!compact.text.contains('\n'), "{path}: {compact:#?}");
+        assert!(pretty.text.contains("\n  "), "{path}: {pretty:#?}");
+        if path != "/v1/members" {
+            // Members carry a per-call id; everything else must be equal.
+            assert_eq!(compact.body, pretty.body, "{path}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_returns_the_job_and_it_is_gone() {
+    let node = TestNode::start().await;
+    node.create(&job("doomed")).await;
+    let r = node.delete("/v1/jobs/doomed").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.body["name"], "doomed");
+    assert_eq!(node.get("/v1/jobs/doomed").await.status, 404);
+    let r = node.delete("/v1/jobs/doomed").await;
+    assert_eq!(r.status, 404, "{r:#?}");
+    assert!(r.error().contains("doomed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_parent_with_children_is_409_until_the_children_go() {
+    let node = TestNode::start().await;
+    node.create(&job("parent")).await;
+    node.create(&child("kid", "parent")).await;
+    let r = node.delete("/v1/jobs/parent").await;
+    assert_eq!(r.status, 409, "{r:#?}");
+    assert!(r.error().contains("dependent"), "{r:#?}");
+    assert_eq!(r.body["dependent_jobs"], json!(["kid"]));
+    assert_eq!(node.get("/v1/jobs/parent").await.status, 200);
+
+    assert_eq!(node.delete("/v1/jobs/kid").await.status, 200);
+    let p = node.job("parent").await;
+    assert!(
+        p["dependent_jobs"].is_null() || p["dependent_jobs"] == json!([]),
+        "{p:#}"
+    );
+    assert_eq!(node.delete("/v1/jobs/parent").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_child_updates_both_parents() {
+    let node = TestNode::start().await;
+    node.create(&job("parent1")).await;
+    node.create(&job("parent2")).await;
+    node.create(&child("child1", "parent1")).await;
+    assert_eq!(
+        node.job("parent1").await["dependent_jobs"],
+        json!(["child1"])
+    );
+    node.create(&child("child1", "parent2")).await;
+    let p1 = node.job("parent1").await;
+    assert!(
+        p1["dependent_jobs"].is_null() || p1["dependent_jobs"] == json!([]),
+        "{p1:#}"
+    );
+    assert_eq!(
+        node.job("parent2").await["dependent_jobs"],
+        json!(["child1"])
+    );
+    // Detached, the child needs its own schedule.
+    node.create(&job("child1")).await;
+    assert_eq!(
+        node.job("parent2").await["dependent_jobs"]
+            .as_array()
+            .map_or(0, Vec::len),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toggle_flips_disabled_and_back() {
+    let node = TestNode::start().await;
+    node.create(&job("flip")).await;
+    let r = node.post_empty("/v1/jobs/flip/toggle").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.body["disabled"], true);
+    assert_eq!(node.job("flip").await["disabled"], true);
+    assert_eq!(
+        node.job("flip").await["next"],
+        ZERO_TIME,
+        "a disabled job has no next"
+    );
+    let r = node.post_empty("/v1/jobs/flip/toggle").await;
+    assert_eq!(r.body["disabled"], false);
+    assert_eq!(node.job("flip").await["disabled"], false);
+    assert_ne!(node.job("flip").await["next"], ZERO_TIME);
+    assert_eq!(node.post_empty("/v1/jobs/nope/toggle").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_a_disabled_job_is_refused() {
+    let node = TestNode::start().await;
+    let mut j = job("off");
+    j["disabled"] = json!(true);
+    node.create(&j).await;
+    let r = node.post_empty("/v1/jobs/off/run").await;
+    assert_eq!(r.status, 409, "{r:#?}");
+    assert!(r.error().contains("disabled"), "{r:#?}");
+    let r = node.post_empty("/v1/jobs/missing/run").await;
+    assert_eq!(r.status, 404, "{r:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_creates_and_fully_replaces_like_post() {
+    let node = TestNode::start().await;
+    let mut j = job("patched");
+    j["owner"] = json!("first owner");
+    let r = node.patch("/v1/jobs", &j).await;
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(r.header("location"), Some("/v1/jobs/patched"));
+    // Not a merge patch: an omitted field becomes empty.
+    let r = node.patch("/v1/jobs", &job("patched")).await;
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(node.job("patched").await["owner"], "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runoncreate_runs_the_new_job() {
+    let node = TestNode::start().await;
+    let r = node
+        .post(
+            "/v1/jobs?runoncreate",
+            &shell_job("eager", "@every 1h", "echo hi"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(r.header("location"), Some("/v1/jobs/eager"));
+    let runs = node.wait_finished("eager", 1, SOON).await;
+    assert_eq!(runs[0]["success"], true, "{:#}", runs[0]);
+    assert_eq!(runs[0]["output"], "hi\n");
+}
+
+/// Dkron's TestAPIJobCreateUpdateValidationValidName.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unicode_lowercase_name_is_valid() {
+    let node = TestNode::start().await;
+    let name = "abcdefghijklmnopqrstuvwxyz0123456789-_ßñëäïüøüáéíóýćàèìòùâêîôûæšłç";
+    let r = node.post("/v1/jobs", &job(name)).await;
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(r.body["name"], name);
+    let encoded: String = url_encode(name);
+    let r = node.get(&format!("/v1/jobs/{encoded}")).await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.body["id"], name);
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_job_without_schedule_has_no_next() {
+    let node = TestNode::start().await;
+    node.create(&job("p")).await;
+    let r = node.post("/v1/jobs", &child("c", "p")).await;
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(r.body["next"], ZERO_TIME);
+    assert_eq!(r.body["parent_job"], "p");
+}
+
+fn next_of(job: &Value) -> jiff::Timestamp {
+    job["next"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("next is not a timestamp: {job:#}"))
+}
+
+/// Decision 12: `next` is the next real fire in the job's zone; no zone means UTC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_is_the_real_next_fire_in_the_job_time_zone() {
+    let node = TestNode::start().await;
+    let mut tokyo = shell_job("tokyo-nine", "0 0 9 * * *", "true");
+    tokyo["timezone"] = json!("Asia/Tokyo");
+    let created = node.create(&tokyo).await;
+    node.create(&shell_job("utc-nine", "0 0 9 * * *", "true"))
+        .await;
+
+    let now = jiff::Timestamp::now();
+    let day = jiff::SignedDuration::from_hours(24);
+    for (name, created_next) in [("tokyo-nine", Some(next_of(&created))), ("utc-nine", None)] {
+        let next = next_of(&node.job(name).await);
+        if let Some(c) = created_next {
+            assert_eq!(c, next, "{name}: the create answer shows the same next");
+        }
+        assert!(next > now && next <= now + day, "{name}: {next}");
+        let utc = next.to_zoned(jiff::tz::TimeZone::UTC);
+        // 09:00 in Tokyo (UTC+9, no DST) is 00:00 UTC.
+        let expected_hour = if name == "tokyo-nine" { 0 } else { 9 };
+        assert_eq!(
+            (utc.hour(), utc.minute(), utc.second()),
+            (expected_hour, 0, 0),
+            "{name}: {next}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_of_past_at_and_manual_schedules_is_the_zero_time() {
+    let node = TestNode::start().await;
+    for (name, schedule) in [
+        ("past-at", "@at 2020-01-01T00:00:00Z"),
+        ("by-hand", "@manually"),
+    ] {
+        let r = node
+            .post("/v1/jobs", &shell_job(name, schedule, "true"))
+            .await;
+        assert_eq!(r.status, 201, "{r:#?}");
+        assert_eq!(r.body["next"], ZERO_TIME, "{name}");
+    }
+    let future = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(5);
+    let future = future.round(jiff::Unit::Second).unwrap();
+    let at = node
+        .create(&shell_job("future-at", &format!("@at {future}"), "true"))
+        .await;
+    assert_eq!(next_of(&at), future);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_aliases_and_locations() {
+    let node = TestNode::start().await;
+    node.create(&job("aliased")).await;
+    let r = node.put("/v1/jobs/aliased", &job("aliased")).await;
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(r.header("location"), Some("/v1/jobs/aliased"));
+    // POST /v1/jobs/:job is "run now" too, answered at once with 202 and the job.
+    let r = node.post_empty("/v1/jobs/aliased").await;
+    assert_eq!(r.status, 202, "{r:#?}");
+    assert_eq!(r.body["name"], "aliased");
+    node.wait_finished("aliased", 1, SOON).await;
+}

@@ -1,0 +1,226 @@
+//! Node-level routes: health, status, members, leader, pause, X-Whom, CORS and restore.
+
+use serde_json::{Value, json};
+
+use crate::support::{TestNode, send, shell_job};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_healthy() {
+    let node = TestNode::start().await;
+    let r = node.get("/health").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, json!({"status": "healthy"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_agent_with_and_without_trailing_slash() {
+    let node = TestNode::start_named("status-node").await;
+    for path in ["/v1", "/v1/"] {
+        let r = node.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {r:#?}");
+        assert_eq!(r.body["agent"]["name"], "status-node", "{path}");
+        assert!(r.body["agent"]["version"].is_string());
+        assert_eq!(r.body["tags"]["role"], "dkron");
+        assert!(r.body["serf"].is_object());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_lists_this_server_in_serf_shape() {
+    let node = TestNode::start().await;
+    let r = node.get("/v1/members").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.total_count(), Some(1));
+    let members = r.array();
+    assert_eq!(members.len(), 1);
+    let m = &members[0];
+    assert_eq!(m["Name"], "test-node");
+    assert_eq!(m["Addr"], "127.0.0.1");
+    assert!(m["Port"].is_u64(), "{m:#}");
+    assert_eq!(m["Status"], 1);
+    assert_eq!(m["statusText"], "alive");
+    let tags = &m["Tags"];
+    assert_eq!(tags["server"], "true");
+    assert_eq!(tags["role"], "dkron");
+    assert_eq!(tags["dc"], "dc1");
+    assert_eq!(tags["region"], "global");
+    assert_eq!(tags["expect"], "1");
+    let rpc_port = tags["port"].as_str().unwrap();
+    assert_eq!(tags["rpc_addr"], format!("127.0.0.1:{rpc_port}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_and_isleader_report_this_node() {
+    let node = TestNode::start().await;
+    let r = node.get("/v1/leader").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.body["Name"], "test-node");
+    assert_eq!(r.body["Tags"]["server"], "true");
+    let r = node.get("/v1/isleader").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.body, json!("I am a leader"));
+}
+
+/// Dkron's TestAPIPauseUnpause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_blocks_submissions_until_unpause() {
+    let node = TestNode::start().await;
+    let job = shell_job("paused-job", "@every 1h", "true");
+    assert_eq!(node.get("/v1/pause").await.body, json!({"paused": false}));
+    let r = node.post_empty("/v1/pause").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.body, json!({"paused": true}));
+    assert_eq!(node.get("/v1/pause").await.body, json!({"paused": true}));
+
+    let r = node.post("/v1/jobs", &job).await;
+    assert_eq!(r.status, 503, "{r:#?}");
+    assert!(r.error().contains("paused"), "{r:#?}");
+    let r = node.put("/v1/jobs/paused-job", &job).await;
+    assert_eq!(r.status, 503, "{r:#?}");
+    assert_eq!(node.get("/v1/jobs/paused-job").await.status, 404);
+
+    let r = node.post_empty("/v1/unpause").await;
+    assert_eq!(r.body, json!({"paused": false}));
+    assert_eq!(node.get("/v1/pause").await.body, json!({"paused": false}));
+    assert_eq!(node.post("/v1/jobs", &job).await.status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_answer_names_the_node_in_x_whom() {
+    let node = TestNode::start_named("whom-node").await;
+    for r in [
+        node.get("/v1").await,
+        node.get("/v1/jobs").await,
+        node.get("/v1/jobs/missing").await,
+        node.post_raw("/v1/jobs", "not json").await,
+        node.get("/v1/no-such-route").await,
+    ] {
+        assert_eq!(r.header("x-whom"), Some("whom-node"), "{r:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_is_answered() {
+    let node = TestNode::start().await;
+    let req = node
+        .client
+        .request(reqwest::Method::OPTIONS, node.url("/v1/jobs"))
+        .header("Origin", "http://ui.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type");
+    let r = send(req).await;
+    assert!((200..300).contains(&r.status), "{r:#?}");
+    assert!(r.header("access-control-allow-origin").is_some(), "{r:#?}");
+    assert!(r.header("access-control-allow-methods").is_some(), "{r:#?}");
+
+    let simple = send(
+        node.client
+            .get(node.url("/v1/jobs"))
+            .header("Origin", "http://ui.example"),
+    )
+    .await;
+    assert_eq!(simple.header("access-control-allow-origin"), Some("*"));
+}
+
+const BOUNDARY: &str = "dkron-test-boundary-7MA4YWxkTrZu0gW";
+
+fn multipart(field: &str, content: &str) -> Vec<u8> {
+    format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"jobs.json\"\r\n\
+         Content-Type: application/json\r\n\r\n{content}\r\n--{BOUNDARY}--\r\n"
+    )
+    .into_bytes()
+}
+
+async fn restore(node: &TestNode, body: Vec<u8>) -> crate::support::Resp {
+    send(
+        node.client
+            .post(node.url("/v1/restore"))
+            .header(
+                "Content-Type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_creates_parents_before_children() {
+    let node = TestNode::start().await;
+    let jobs = json!([
+        {"name": "grandchild", "parent_job": "middle", "executor": "shell",
+         "executor_config": {"command": "true"}},
+        {"name": "middle", "parent_job": "root", "executor": "shell",
+         "executor_config": {"command": "true"}},
+        {"name": "root", "schedule": "@every 1h", "executor": "shell",
+         "executor_config": {"command": "true"}, "success_count": 7},
+    ]);
+    let r = restore(&node, multipart("file", &jobs.to_string())).await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    let inner = r
+        .body
+        .as_str()
+        .unwrap_or_else(|| panic!("restore answers a JSON string: {r:#?}"));
+    let results: Vec<String> = serde_json::from_str(inner).expect("a JSON array inside");
+    for name in ["root", "middle", "grandchild"] {
+        assert!(
+            results.contains(&format!("success create {name}")),
+            "{name}: {results:?}"
+        );
+    }
+    assert!(!inner.contains("fail"), "{results:?}");
+    assert_eq!(node.job("root").await["dependent_jobs"], json!(["middle"]));
+    assert_eq!(
+        node.job("middle").await["dependent_jobs"],
+        json!(["grandchild"])
+    );
+    assert_eq!(
+        node.job("root").await["success_count"],
+        7,
+        "restore keeps counters"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_reports_invalid_jobs_as_fail() {
+    let node = TestNode::start().await;
+    let jobs = json!([
+        {"name": "good", "schedule": "@every 1h", "executor": "shell",
+         "executor_config": {"command": "true"}},
+        {"name": "Bad Name", "schedule": "@every 1h"},
+    ]);
+    let r = restore(&node, multipart("file", &jobs.to_string())).await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    let results: Vec<String> = serde_json::from_str(r.body.as_str().unwrap()).unwrap();
+    assert!(
+        results.contains(&"success create good".to_string()),
+        "{results:?}"
+    );
+    assert!(
+        results.contains(&"fail create Bad Name".to_string()),
+        "{results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_without_the_file_part_is_400() {
+    let node = TestNode::start().await;
+    let r = restore(&node, multipart("other", "[]")).await;
+    assert_eq!(r.status, 400, "{r:#?}");
+    assert!(r.error().contains("file"), "{r:#?}");
+
+    let r = restore(&node, multipart("file", "{\"not\": \"an array\"}")).await;
+    assert_eq!(r.status, 400, "{r:#?}");
+    assert!(r.error().contains("file"), "{r:#?}");
+    assert_eq!(node.get("/v1/jobs").await.body, Value::Array(vec![]));
+}
+
+/// Decision 3: a restore that is not multipart at all is still a 4xx with a JSON error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_of_a_non_multipart_body_is_a_4xx_json_error() {
+    let node = TestNode::start().await;
+    let r = node.post("/v1/restore", &json!([])).await;
+    assert!((400..500).contains(&r.status), "{r:#?}");
+    assert!(!r.error().is_empty(), "{r:#?}");
+}
