@@ -31,7 +31,9 @@ struct Dkron {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn dkron_path() -> PathBuf {
@@ -64,14 +66,19 @@ impl Dkron {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {} (build it with cargo build --release)", bin.display()))?;
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with cargo build --release)",
+                    bin.display()
+                )
+            })?;
         let base = format!("http://127.0.0.1:{http}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = client.get(format!("{base}/v1/isleader")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
+            if let Ok(r) = client.get(format!("{base}/v1/isleader")).send().await
+                && r.status().is_success()
+            {
+                break;
             }
             if Instant::now() > deadline {
                 bail!("dkron did not become leader within 20 s");
@@ -216,7 +223,12 @@ async fn bench_same_second(client: &reqwest::Client, n: usize) -> anyhow::Result
     // The floor: N requests at each whole second from a program with no scheduler.
     let floor_sink = Sink::start().await?;
     let mut floor = Command::new(std::env::current_exe()?)
-        .args(["floor", &floor_sink.url(), &n.to_string(), &seconds.to_string()])
+        .args([
+            "floor",
+            &floor_sink.url(),
+            &n.to_string(),
+            &seconds.to_string(),
+        ])
         .kill_on_drop(true)
         .spawn()?;
     floor.wait().await?;
@@ -284,7 +296,9 @@ async fn floor(url: String, n: usize, seconds: u64) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for _ in 0..seconds {
         let now = Timestamp::now();
-        let next_second = now.checked_add(jiff::SignedDuration::from_secs(1))?.round(jiff::Unit::Second)?;
+        let next_second = now
+            .checked_add(jiff::SignedDuration::from_secs(1))?
+            .round(jiff::Unit::Second)?;
         let next_second = if next_second <= now {
             next_second + jiff::SignedDuration::from_secs(1)
         } else {
@@ -321,7 +335,9 @@ async fn main() -> anyhow::Result<()> {
         return floor(url, n, s).await;
     }
     let scenario = args.first().map(String::as_str).unwrap_or("all");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
     println!("| what | shape | result | target |");
     println!("|---|---|---|---|");
     if matches!(scenario, "all" | "creates") {

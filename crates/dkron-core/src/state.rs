@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 use crate::MAX_EXECUTIONS_PER_JOB;
@@ -63,16 +64,39 @@ pub enum NodeProgress {
     Failed,
 }
 
+/// A job's schedule parsed once, with its zone: what the scheduler keeps per job.
+#[derive(Debug, Clone)]
+pub struct CompiledSchedule {
+    /// The (schedule, timezone) it was compiled from, to notice edits.
+    pub source: (String, String),
+    schedule: Schedule,
+    tz: TimeZone,
+}
+
 impl JobEntry {
+    /// Parses the job's schedule and zone; `None` if either is invalid (validation refuses
+    /// such jobs, so only entries written by an older version could get here).
+    pub fn compile(&self) -> Option<CompiledSchedule> {
+        let job = &self.job;
+        Some(CompiledSchedule {
+            source: (job.schedule.clone(), job.timezone.clone()),
+            schedule: Schedule::parse(&job.schedule, &job.name).ok()?,
+            tz: load_timezone(&job.timezone).ok()?,
+        })
+    }
+
     /// The first fire strictly after `after`, honouring the job's zone, `starts_at`,
     /// `expires_at`, `disabled` and chaining. `None`: it will not fire on its own.
     pub fn next_fire_after(&self, after: Timestamp) -> Option<Timestamp> {
+        self.next_fire(&self.compile()?, after)
+    }
+
+    /// [`Self::next_fire_after`] with a schedule compiled earlier (it must be this job's).
+    pub fn next_fire(&self, compiled: &CompiledSchedule, after: Timestamp) -> Option<Timestamp> {
         let job = &self.job;
         if job.disabled || !job.parent_job.is_empty() {
             return None;
         }
-        let schedule = Schedule::parse(&job.schedule, &job.name).ok()?;
-        let tz = load_timezone(&job.timezone).ok()?;
         let from = match job.starts_at {
             // Fire no earlier than starts_at: search from just before it.
             Some(s) if s > after => s
@@ -80,7 +104,9 @@ impl JobEntry {
                 .unwrap_or(s),
             _ => after,
         };
-        let next = schedule.next_after(from, &tz, self.anchor)?;
+        let next = compiled
+            .schedule
+            .next_after(from, &compiled.tz, self.anchor)?;
         match job.expires_at {
             Some(e) if next > e => None,
             _ => Some(next),

@@ -4,7 +4,6 @@
 //! from an executor name to its module; the executors know nothing of Raft,
 //! gossip or scheduling, only of one run.
 
-
 mod http;
 mod output;
 mod shell;

@@ -17,9 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use dkron_core::godur::{format_go_duration, parse_go_duration};
 use crate::output::{TailBuffer, compose};
 use crate::{ExecOutcome, RunContext};
+use dkron_core::godur::{format_go_duration, parse_go_duration};
 
 /// Time between SIGTERM and SIGKILL when a job times out, to let it clean up.
 const TERM_GRACE: Duration = Duration::from_secs(2);

@@ -189,7 +189,10 @@ impl NodeHandle {
         while runs.join_next().await.is_some() {}
         for server in self.servers {
             let abort = server.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -208,7 +211,9 @@ fn raft_config(multiplier: u32) -> anyhow::Result<openraft::Config> {
         election_timeout_min: 1000 * m,
         election_timeout_max: 2000 * m,
         install_snapshot_timeout: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+        // A snapshot costs time proportional to the whole state; entries are batches, so
+        // 20,000 of them cover minutes of heavy scheduling.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
         max_in_snapshot_log_to_keep: 1000,
         ..Default::default()
     };
@@ -357,12 +362,36 @@ async fn write_loop(raft: Raft, mut pending: mpsc::UnboundedReceiver<PendingWrit
                 let _ = w.reply.send(propose(&raft, w.command).await);
                 return;
             }
-            let (commands, replies): (Vec<Command>, Vec<_>) =
-                batch.into_iter().map(|w| (w.command, w.reply)).unzip();
+            // Flatten: a proposal that is itself a batch (the scheduler's same-instant claims)
+            // contributes its commands and gets its slice of the responses back.
+            let mut commands = Vec::new();
+            let mut shapes = Vec::with_capacity(batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
+            for w in batch {
+                match w.command {
+                    Command::Batch { commands: inner } => {
+                        shapes.push(Some(inner.len()));
+                        commands.extend(inner);
+                    }
+                    command => {
+                        shapes.push(None);
+                        commands.push(command);
+                    }
+                }
+                replies.push(w.reply);
+            }
+            let total = commands.len();
             match propose(&raft, Command::Batch { commands }).await {
-                Ok(Response::Batch { responses }) if responses.len() == replies.len() => {
-                    for (reply, response) in replies.into_iter().zip(responses) {
-                        let _ = reply.send(Ok(response));
+                Ok(Response::Batch { responses }) if responses.len() == total => {
+                    let mut responses = responses.into_iter();
+                    for (reply, shape) in replies.into_iter().zip(shapes) {
+                        let answer = match shape {
+                            None => responses.next().expect("counted above"),
+                            Some(n) => Response::Batch {
+                                responses: responses.by_ref().take(n).collect(),
+                            },
+                        };
+                        let _ = reply.send(Ok(answer));
                     }
                 }
                 Ok(other) => {

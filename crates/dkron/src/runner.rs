@@ -37,48 +37,129 @@ fn candidates(node: &Node) -> Vec<Candidate> {
     }]
 }
 
-/// Starts every run of one trigger of `job_name` and returns without waiting for them.
-pub fn run_job(node: Arc<Node>, job_name: String, trigger: Trigger) {
+/// One run to start: a job on a target node, for one trigger.
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    pub execution: Execution,
+}
+
+/// Decides the runs of one trigger of `job_name` (targets from its tags), without IO.
+pub fn plan_trigger(node: &Node, job_name: &str, trigger: Trigger) -> Vec<PlannedRun> {
     let Some(job) = node
         .state
-        .read(|s| s.jobs.get(&job_name).map(|e| e.job.clone()))
+        .read(|s| s.jobs.get(job_name).map(|e| e.job.clone()))
     else {
         warn!(job = %job_name, "job vanished before it could run");
-        return;
+        return Vec::new();
     };
     if job.disabled && trigger != Trigger::Manual {
         info!(job = %job_name, ?trigger, "skipping run: the job is disabled");
-        return;
+        return Vec::new();
     }
-    let members = candidates(&node);
+    let members = candidates(node);
     let mut rng = rand::rng();
-    let targets: Vec<String> =
-        select_target_nodes(job.tags.as_ref(), &members, |n| rng.random_range(0..n))
-            .into_iter()
-            .map(|c| c.name.clone())
-            .collect();
+    let targets = select_target_nodes(job.tags.as_ref(), &members, |n| rng.random_range(0..n));
     if targets.is_empty() {
         warn!(
             job = %job_name,
             tags = ?job.tags,
             "no target nodes found to run job: compare the job's tags with the nodes' tags (GET /v1/members)"
         );
-        return;
+        return Vec::new();
     }
-    let group = unix_nanos(node.clock.now());
+    let now = node.clock.now();
+    let group = unix_nanos(now);
     let scheduled_at = match trigger {
         Trigger::Scheduled { nominal } => Some(nominal),
         _ => None,
     };
-    for target in targets {
-        node.spawn_run(run_on_node(
-            node.clone(),
-            job_name.clone(),
-            target,
-            group,
-            scheduled_at,
-            1,
-        ));
+    targets
+        .into_iter()
+        .map(|target| PlannedRun {
+            execution: Execution {
+                id: Execution::make_id(now, &target.name),
+                job_name: job_name.to_string(),
+                started_at: Some(now),
+                node_name: target.name.clone(),
+                group,
+                attempt: 1,
+                scheduled_at,
+                ..Execution::default()
+            },
+        })
+        .collect()
+}
+
+/// Starts every run of one trigger of `job_name` and returns without waiting for them.
+pub fn run_job(node: Arc<Node>, job_name: String, trigger: Trigger) {
+    let runs = plan_trigger(&node, &job_name, trigger);
+    if !runs.is_empty() {
+        let task_node = node.clone();
+        node.spawn_run(async move { claim_and_start(task_node, runs).await });
+    }
+}
+
+/// Claims all `runs` in one log entry (one consensus round however many jobs fell due at
+/// the same instant), then starts each claimed run.
+pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
+    // Tracked before the claim commits, so a concurrent orphan sweep never mistakes these
+    // runs for ones lost by a restart.
+    for run in &runs {
+        node.track_execution(&run.execution.id, true);
+    }
+    let mut commands: Vec<Command> = runs
+        .iter()
+        .map(|r| Command::StartExecution {
+            execution: r.execution.clone(),
+            enforce_forbid: true,
+        })
+        .collect();
+    let answers = if commands.len() == 1 {
+        let command = commands.pop().expect("one command");
+        node.write(command).await.map(|r| vec![r])
+    } else {
+        match node.write(Command::Batch { commands }).await {
+            Ok(Response::Batch { responses }) => Ok(responses),
+            Ok(other) => Ok(vec![other]),
+            Err(e) => Err(e),
+        }
+    };
+    let answers = match answers {
+        Ok(a) if a.len() == runs.len() => a,
+        Ok(a) => {
+            warn!(
+                expected = runs.len(),
+                got = a.len(),
+                "claim answered with the wrong number of results; runs not started"
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            warn!(error = %e, runs = runs.len(), "could not record the runs' start; they did not run");
+            Vec::new()
+        }
+    };
+    let mut answers = answers.into_iter();
+    for run in runs {
+        let claimed = match answers.next() {
+            Some(Response::Started { .. }) => true,
+            Some(Response::Rejected {
+                error: ApplyError::AlreadyRunning { .. },
+            }) => {
+                info!(job = %run.execution.job_name, "skipping run: the previous run is still going and concurrency is forbid");
+                false
+            }
+            Some(other) => {
+                warn!(job = %run.execution.job_name, response = ?other, "run not started");
+                false
+            }
+            None => false,
+        };
+        if claimed {
+            node.spawn_run(execute_claimed(node.clone(), run.execution));
+        } else {
+            node.track_execution(&run.execution.id, false);
+        }
     }
 }
 
@@ -88,66 +169,26 @@ pub fn retry_backoff(next_attempt: u32) -> Duration {
     Duration::from_secs(1u64 << exp)
 }
 
-async fn run_on_node(
-    node: Arc<Node>,
-    job_name: String,
-    target: String,
-    group: i64,
-    scheduled_at: Option<Timestamp>,
-    first_attempt: u32,
-) {
-    let mut attempt = first_attempt;
+/// Executes a claimed run, records its result, then retries (claiming the next attempt) or
+/// triggers the children, as the state machine decided.
+async fn execute_claimed(node: Arc<Node>, mut execution: Execution) {
     loop {
         let Some(job) = node
             .state
-            .read(|s| s.jobs.get(&job_name).map(|e| e.job.clone()))
+            .read(|s| s.jobs.get(&execution.job_name).map(|e| e.job.clone()))
         else {
+            node.track_execution(&execution.id, false);
             return;
         };
-        let started = node.clock.now();
-        let execution = Execution {
-            id: Execution::make_id(started, &target),
-            job_name: job_name.clone(),
-            started_at: Some(started),
-            node_name: target.clone(),
-            group,
-            attempt,
-            scheduled_at,
-            ..Execution::default()
-        };
-        // Tracked before the claim commits, so a concurrent orphan sweep never mistakes this
-        // run for one lost by a restart.
-        node.track_execution(&execution.id, true);
-        let claim = node
-            .write(Command::StartExecution {
-                execution: execution.clone(),
-                enforce_forbid: true,
-            })
-            .await;
-        if !matches!(claim, Ok(Response::Started { .. })) {
-            node.track_execution(&execution.id, false);
-        }
-        match claim {
-            Ok(Response::Started { .. }) => {}
-            Ok(Response::Rejected {
-                error: ApplyError::AlreadyRunning { .. },
-            }) => {
-                info!(job = %job_name, "skipping run: the previous run is still going and concurrency is forbid");
-                return;
-            }
-            Ok(other) => {
-                warn!(job = %job_name, response = ?other, "run not started");
-                return;
-            }
-            Err(e) => {
-                warn!(job = %job_name, error = %e, "could not record the run's start; it did not run");
-                return;
-            }
-        }
+        let job_name = execution.job_name.clone();
         let ctx = RunContext {
             job_name: job_name.clone(),
             execution_id: execution.id.clone(),
-            scheduled_time: scheduled_at.unwrap_or(started).to_string(),
+            scheduled_time: execution
+                .scheduled_at
+                .or(execution.started_at)
+                .unwrap_or_else(|| node.clock.now())
+                .to_string(),
             fencing_token: node.raft.metrics().borrow().current_term,
             output_limit: CAPTURE_LIMIT,
         };
@@ -171,12 +212,13 @@ async fn run_on_node(
             finished_at: Some(finished),
             output: tail_utf8(&outcome.output, INLINE_OUTPUT_LIMIT).to_string(),
             output_size: outcome.output.len() as u64,
-            ..execution
+            ..execution.clone()
         };
-        let outcome = match node
+        let recorded = node
             .write(Command::FinishExecution { execution: done })
-            .await
-        {
+            .await;
+        node.track_execution(&execution.id, false);
+        let outcome = match recorded {
             Ok(Response::Finished(outcome)) => outcome,
             Ok(other) => {
                 warn!(job = %job_name, response = ?other, "run result not recorded");
@@ -188,16 +230,50 @@ async fn run_on_node(
             }
         };
         if outcome.retry {
-            attempt += 1;
+            let attempt = execution.attempt + 1;
             let wait = retry_backoff(attempt);
             info!(job = %job_name, attempt, wait_ms = wait.as_millis() as u64, "run failed; retrying");
             tokio::time::sleep(wait).await;
+            let Some(next) = claim_retry(&node, &execution, attempt).await else {
+                return;
+            };
+            execution = next;
             continue;
         }
         for child in outcome.dependents {
             run_job(node.clone(), child, Trigger::Dependent);
         }
         return;
+    }
+}
+
+/// Claims attempt `attempt` of the same group on the same node.
+async fn claim_retry(node: &Arc<Node>, previous: &Execution, attempt: u32) -> Option<Execution> {
+    let now = node.clock.now();
+    let execution = Execution {
+        id: Execution::make_id(now, &previous.node_name),
+        started_at: Some(now),
+        finished_at: None,
+        success: false,
+        output: String::new(),
+        output_size: 0,
+        attempt,
+        ..previous.clone()
+    };
+    node.track_execution(&execution.id, true);
+    match node
+        .write(Command::StartExecution {
+            execution: execution.clone(),
+            enforce_forbid: true,
+        })
+        .await
+    {
+        Ok(Response::Started { .. }) => Some(execution),
+        other => {
+            node.track_execution(&execution.id, false);
+            warn!(job = %execution.job_name, result = ?other, "retry not started");
+            None
+        }
     }
 }
 
@@ -226,16 +302,14 @@ pub async fn close_orphaned_runs(node: &Arc<Node>) {
             output: reason,
             ..orphan.clone()
         };
-        match node.write(Command::FinishExecution { execution: closed }).await {
+        match node
+            .write(Command::FinishExecution { execution: closed })
+            .await
+        {
             Ok(Response::Finished(outcome)) if outcome.retry => {
-                node.spawn_run(run_on_node(
-                    node.clone(),
-                    orphan.job_name.clone(),
-                    orphan.node_name.clone(),
-                    orphan.group,
-                    orphan.scheduled_at,
-                    orphan.attempt + 1,
-                ));
+                if let Some(next) = claim_retry(node, &orphan, orphan.attempt + 1).await {
+                    node.spawn_run(execute_claimed(node.clone(), next));
+                }
             }
             Ok(Response::Finished(outcome)) => {
                 for child in outcome.dependents {
@@ -243,7 +317,9 @@ pub async fn close_orphaned_runs(node: &Arc<Node>) {
                 }
             }
             Ok(_) => {}
-            Err(e) => warn!(job = %orphan.job_name, error = %e, "could not close a lost run; it will be retried at the next leadership change"),
+            Err(e) => {
+                warn!(job = %orphan.job_name, error = %e, "could not close a lost run; it will be retried at the next leadership change")
+            }
         }
     }
 }

@@ -1,16 +1,21 @@
 //! The leader-only scheduler: keeps every job's next fire time in an ordered queue and starts
-//! the run when it is due. It starts when this node becomes leader (after its state machine
-//! has caught up) and stops as soon as leadership is lost.
+//! the runs when they are due. It starts when this node becomes leader (after its state
+//! machine has caught up) and stops as soon as leadership is lost.
+//!
+//! All occurrences due at the same instant are claimed together, in one log entry, so a
+//! thousand jobs on `* * * * * *` cost one consensus round per second, not a thousand.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dkron_core::state::CompiledSchedule;
 use jiff::Timestamp;
 use tracing::info;
 
 use crate::node::Node;
-use crate::runner::{Trigger, run_job};
+use crate::raft::ServerNode;
+use crate::runner::{Trigger, claim_and_start, plan_trigger};
 
 pub async fn run(node: Arc<Node>) {
     let mut metrics = node.raft.metrics();
@@ -34,11 +39,15 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
-/// Due-queue ordered by fire time.
+/// Due-queue ordered by fire time, with each job's compiled schedule.
 #[derive(Default)]
 struct Queue {
     by_time: BTreeSet<(Timestamp, String)>,
     next_of: HashMap<String, Timestamp>,
+    compiled: HashMap<String, CompiledSchedule>,
+    /// The last occurrence fired per job: the next one is searched after it, so an
+    /// occurrence is never fired twice even if the job is edited right after it fired.
+    last_fired: HashMap<String, Timestamp>,
 }
 
 impl Queue {
@@ -61,51 +70,73 @@ impl Queue {
         self.next_of.remove(&first.1);
         Some(first)
     }
+
+    /// Recomputes a job's next fire after `after` from the current state.
+    fn refresh(&mut self, node: &Node, name: &str, after: Timestamp) {
+        let next = node.state.read(|s| {
+            let entry = s.jobs.get(name)?;
+            let source = (entry.job.schedule.clone(), entry.job.timezone.clone());
+            if self.compiled.get(name).map(|c| &c.source) != Some(&source) {
+                match entry.compile() {
+                    Some(c) => {
+                        self.compiled.insert(name.to_string(), c);
+                    }
+                    None => {
+                        self.compiled.remove(name);
+                        return None;
+                    }
+                }
+            }
+            entry.next_fire(self.compiled.get(name)?, after)
+        });
+        if next.is_none() {
+            self.compiled.remove(name);
+            self.last_fired.remove(name);
+        }
+        self.set(name, next);
+    }
 }
 
-async fn lead(
-    node: &Arc<Node>,
-    metrics: &mut tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, crate::raft::ServerNode>>,
-) {
+type Metrics = tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, ServerNode>>;
+
+async fn lead(node: &Arc<Node>, metrics: &mut Metrics) {
     let mut queue = Queue::default();
-    let mut last_fired: HashMap<String, Timestamp> = HashMap::new();
     node.state.take_dirty();
     let now = node.clock.now();
-    let initial: Vec<(String, Option<Timestamp>)> = node.state.read(|s| {
-        s.jobs
-            .iter()
-            .map(|(n, e)| (n.clone(), e.next_fire_after(now)))
-            .collect()
-    });
-    for (name, next) in initial {
-        queue.set(&name, next);
+    let names: Vec<String> = node.state.read(|s| s.jobs.keys().cloned().collect());
+    for name in names {
+        queue.refresh(node, &name, now);
     }
     loop {
         let now = node.clock.now();
-        while let Some((due, name)) = queue.pop_due(now) {
-            last_fired.insert(name.clone(), due);
-            let next = node
-                .state
-                .read(|s| s.jobs.get(&name).and_then(|e| e.next_fire_after(due)));
-            queue.set(&name, next);
-            run_job(node.clone(), name, Trigger::Scheduled { nominal: due });
+        let mut fired = Vec::new();
+        while let Some(due) = queue.pop_due(now) {
+            fired.push(due);
+        }
+        if !fired.is_empty() {
+            let runs: Vec<_> = fired
+                .iter()
+                .flat_map(|(due, name)| {
+                    plan_trigger(node, name, Trigger::Scheduled { nominal: *due })
+                })
+                .collect();
+            if !runs.is_empty() {
+                node.spawn_run(claim_and_start(node.clone(), runs));
+            }
+            for (due, name) in fired {
+                queue.last_fired.insert(name.clone(), due);
+                queue.refresh(node, &name, due);
+            }
         }
         for name in node.state.take_dirty() {
-            // Never fire an occurrence twice: search after the last one fired.
-            let after = last_fired.get(&name).map_or(now, |t| (*t).max(now));
-            let next = node
-                .state
-                .read(|s| s.jobs.get(&name).and_then(|e| e.next_fire_after(after)));
-            if next.is_none() {
-                last_fired.remove(&name);
-            }
-            queue.set(&name, next);
+            let after = queue.last_fired.get(&name).map_or(now, |t| (*t).max(now));
+            queue.refresh(node, &name, after);
         }
         let wait = match queue.by_time.first() {
-            Some((t, _)) => {
-                let d = t.duration_since(node.clock.now());
-                d.try_into().unwrap_or(Duration::ZERO)
-            }
+            Some((t, _)) => t
+                .duration_since(node.clock.now())
+                .try_into()
+                .unwrap_or(Duration::ZERO),
             None => Duration::from_secs(3600),
         };
         tokio::select! {

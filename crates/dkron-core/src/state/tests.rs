@@ -370,13 +370,23 @@ fn commands_round_trip_through_json() {
 fn a_batch_applies_in_order_with_one_response_each() {
     let mut h = Harness::default();
     let job = |name: &str| -> Box<Job> {
-        Box::new(serde_json::from_str(&format!(r#"{{"name":"{name}","schedule":"@daily"}}"#)).unwrap())
+        Box::new(
+            serde_json::from_str(&format!(r#"{{"name":"{name}","schedule":"@daily"}}"#)).unwrap(),
+        )
     };
     let response = h.apply(Command::Batch {
         commands: vec![
-            Command::SetJob { job: job("a"), now: ts(T0) },
-            Command::DeleteJob { name: "missing".into() },
-            Command::SetJob { job: job("b"), now: ts(T0) },
+            Command::SetJob {
+                job: job("a"),
+                now: ts(T0),
+            },
+            Command::DeleteJob {
+                name: "missing".into(),
+            },
+            Command::SetJob {
+                job: job("b"),
+                now: ts(T0),
+            },
         ],
     });
     let Response::Batch { responses } = response else {

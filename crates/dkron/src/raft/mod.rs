@@ -96,12 +96,10 @@ mod conformance {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RedbBuilder {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
             let dir = tempfile::tempdir().map_err(super::write_err)?;
-            let log = LogStore::open(&dir.path().join("raft.redb")).map_err(|e| {
-                super::write_err(std::io::Error::other(e.to_string()))
-            })?;
-            let sm = StateMachine::open(&dir.path().join("state.redb")).map_err(|e| {
-                super::write_err(std::io::Error::other(e.to_string()))
-            })?;
+            let log = LogStore::open(&dir.path().join("raft.redb"))
+                .map_err(|e| super::write_err(std::io::Error::other(e.to_string())))?;
+            let sm = StateMachine::open(&dir.path().join("state.redb"))
+                .map_err(|e| super::write_err(std::io::Error::other(e.to_string())))?;
             Ok((dir, log, sm))
         }
     }

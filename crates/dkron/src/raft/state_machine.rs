@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use dkron_core::command::Response;
@@ -16,7 +16,9 @@ use dkron_core::job::Execution;
 use dkron_core::state::{Effect, JobEntry, State};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StoredMembership};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -25,7 +27,6 @@ use super::{LogId, NodeId, ServerNode, StorageError, TypeConfig, read_err, write
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("executions");
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
-const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
 const LAST_APPLIED: &str = "last_applied";
 const MEMBERSHIP: &str = "membership";
@@ -52,6 +53,9 @@ pub struct StateHandle {
 
 struct Shared {
     db: Database,
+    /// The current snapshot: one JSON line of metadata, then the data. Kept outside redb so
+    /// writing tens of megabytes never holds the write lock that `apply` needs.
+    snapshot_path: PathBuf,
     state: RwLock<State>,
     /// Serialises `apply` with snapshot building, so a snapshot sees one consistent point.
     apply_lock: Mutex<()>,
@@ -114,17 +118,47 @@ struct SnapshotData {
     executions: Vec<Execution>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, ServerNode>,
-    data: Vec<u8>,
+fn write_snapshot_file(
+    path: &Path,
+    meta: &SnapshotMeta<NodeId, ServerNode>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    serde_json::to_writer(&mut file, meta)?;
+    file.write_all(b"\n")?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn read_snapshot_file(path: &Path) -> std::io::Result<Option<Snapshot<TypeConfig>>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let split = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| std::io::Error::other("snapshot file has no metadata line"))?;
+    let meta = serde_json::from_slice(&bytes[..split])?;
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: Box::new(Cursor::new(bytes[split + 1..].to_vec())),
+    }))
 }
 
 impl StateMachine {
     pub fn open(path: &Path) -> anyhow::Result<StateMachine> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
-        for table in [JOBS, EXECUTIONS, SM_META, SNAPSHOT] {
+        for table in [JOBS, EXECUTIONS, SM_META] {
             txn.open_table(table)?;
         }
         txn.commit()?;
@@ -133,6 +167,7 @@ impl StateMachine {
             handle: StateHandle {
                 inner: Arc::new(Shared {
                     db,
+                    snapshot_path: path.with_file_name("snapshot.bin"),
                     state: RwLock::new(state),
                     apply_lock: Mutex::new(()),
                     applied: Mutex::new(applied),
@@ -348,16 +383,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         put_json(&txn, SM_META, PAUSED, &data.state.paused)?;
         put_json(&txn, SM_META, LAST_APPLIED, &meta.last_log_id)?;
         put_json(&txn, SM_META, MEMBERSHIP, &meta.last_membership)?;
-        put_json(
-            &txn,
-            SNAPSHOT,
-            "current",
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data: bytes,
-            },
-        )?;
         txn.commit().map_err(write_err)?;
+        write_snapshot_file(&shared.snapshot_path, meta, &bytes).map_err(write_err)?;
         let names: BTreeSet<String> = data.state.jobs.keys().cloned().collect();
         *shared.state.write().expect("state lock") = data.state;
         *shared.applied.lock().expect("applied lock") =
@@ -368,63 +395,73 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let txn = self.shared().db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(SNAPSHOT).map_err(read_err)?;
-        let Some(v) = table.get("current").map_err(read_err)? else {
-            return Ok(None);
-        };
-        let stored: StoredSnapshot = serde_json::from_slice(v.value()).map_err(read_err)?;
-        Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        }))
+        let path = self.shared().snapshot_path.clone();
+        tokio::task::spawn_blocking(move || read_snapshot_file(&path))
+            .await
+            .map_err(read_err)?
+            .map_err(read_err)
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let shared = self.shared();
-        // One consistent point: no apply runs while we copy the state and open the read txn.
-        let (state, applied, read_txn) = {
-            let _serial = shared.apply_lock.lock().expect("apply lock");
-            let state = shared.state.read().expect("state lock").clone();
-            let applied = shared.applied.lock().expect("applied lock").clone();
-            let txn = shared.db.begin_read().map_err(read_err)?;
-            (state, applied, txn)
-        };
-        let mut executions = Vec::new();
-        {
-            let table = read_txn.open_table(EXECUTIONS).map_err(read_err)?;
-            for item in table.iter().map_err(read_err)? {
-                let (_, v) = item.map_err(read_err)?;
-                executions.push(serde_json::from_slice(v.value()).map_err(read_err)?);
-            }
-        }
-        drop(read_txn);
-        let data = serde_json::to_vec(&SnapshotData { state, executions }).map_err(write_err)?;
-        let snapshot_id = match applied.0 {
-            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, data.len()),
-            None => format!("0-0-{}", data.len()),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: applied.0,
-            last_membership: applied.1,
-            snapshot_id,
-        };
-        let txn = shared.db.begin_write().map_err(write_err)?;
-        put_json(
-            &txn,
-            SNAPSHOT,
-            "current",
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data: data.clone(),
-            },
-        )?;
-        txn.commit().map_err(write_err)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        let handle = self.handle.clone();
+        // Serialising and writing tens of megabytes must not stall the async workers (fires
+        // would be late): the build runs on its own thread, at a lower CPU priority.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("dkron-snapshot".into())
+            .spawn(move || {
+                lower_thread_priority();
+                let _ = tx.send(build_snapshot_blocking(&handle.inner));
+            })
+            .map_err(write_err)?;
+        rx.await.map_err(read_err)?
     }
+}
+
+/// Makes the calling thread yield the CPU to the scheduler and the API (nice 10).
+fn lower_thread_priority() {
+    // SAFETY: setpriority on the calling thread (who = 0) only changes this thread's nice value.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+fn build_snapshot_blocking(shared: &Shared) -> Result<Snapshot<TypeConfig>, StorageError> {
+    // One consistent point: no apply runs while we copy the state and open the read txn.
+    let (state, applied, read_txn) = {
+        let _serial = shared.apply_lock.lock().expect("apply lock");
+        // The applied state must be durable before openraft purges the log behind it.
+        let flush = shared.db.begin_write().map_err(write_err)?;
+        flush.commit().map_err(write_err)?;
+        let state = shared.state.read().expect("state lock").clone();
+        let applied = shared.applied.lock().expect("applied lock").clone();
+        let txn = shared.db.begin_read().map_err(read_err)?;
+        (state, applied, txn)
+    };
+    let mut executions = Vec::new();
+    {
+        let table = read_txn.open_table(EXECUTIONS).map_err(read_err)?;
+        for item in table.iter().map_err(read_err)? {
+            let (_, v) = item.map_err(read_err)?;
+            executions.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+        }
+    }
+    drop(read_txn);
+    let data = serde_json::to_vec(&SnapshotData { state, executions }).map_err(write_err)?;
+    let snapshot_id = match applied.0 {
+        Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, data.len()),
+        None => format!("0-0-{}", data.len()),
+    };
+    let meta = SnapshotMeta {
+        last_log_id: applied.0,
+        last_membership: applied.1,
+        snapshot_id,
+    };
+    write_snapshot_file(&shared.snapshot_path, &meta, &data).map_err(write_err)?;
+    Ok(Snapshot {
+        meta,
+        snapshot: Box::new(Cursor::new(data)),
+    })
 }
