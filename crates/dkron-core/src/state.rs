@@ -29,10 +29,10 @@ pub enum Effect {
     PutExecution(Execution),
     /// Remove every execution of exactly this job.
     DeleteExecutionsOf(String),
-    /// Keep only the newest `keep` executions of the job.
+    /// Delete the job's `remove` oldest executions (retention; the state counts them).
     PruneExecutions {
         job: String,
-        keep: usize,
+        remove: usize,
     },
 }
 
@@ -48,6 +48,9 @@ pub struct JobEntry {
     /// Triggers still in progress, by group id.
     #[serde(default)]
     pub groups: BTreeMap<i64, GroupProgress>,
+    /// Execution records stored for this job, so retention needs no scan.
+    #[serde(default)]
+    pub stored_executions: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -220,6 +223,7 @@ impl State {
         job.id = name.clone();
         job.next = None;
         let previous = self.jobs.remove(&name);
+        let stored_executions = previous.as_ref().map_or(0, |p| p.stored_executions);
         let (anchor, running, groups, old_parent) = match &previous {
             Some(prev) => {
                 let p = &prev.job;
@@ -270,6 +274,7 @@ impl State {
                 anchor,
                 running,
                 groups,
+                stored_executions,
             },
         );
         effects.push(Effect::PutJob(name));
@@ -341,10 +346,14 @@ impl State {
         }
         effects.push(Effect::PutJob(execution.job_name.clone()));
         effects.push(Effect::PutExecution(execution.clone()));
-        effects.push(Effect::PruneExecutions {
-            job: execution.job_name.clone(),
-            keep: MAX_EXECUTIONS_PER_JOB,
-        });
+        entry.stored_executions += 1;
+        if entry.stored_executions > MAX_EXECUTIONS_PER_JOB {
+            effects.push(Effect::PruneExecutions {
+                job: execution.job_name.clone(),
+                remove: entry.stored_executions - MAX_EXECUTIONS_PER_JOB,
+            });
+            entry.stored_executions = MAX_EXECUTIONS_PER_JOB;
+        }
         Ok(Response::Started { execution })
     }
 
@@ -429,6 +438,7 @@ impl State {
         entry.job.last_error = None;
         entry.running.clear();
         entry.groups.clear();
+        entry.stored_executions = 0;
         let job = entry.job.clone();
         effects.push(Effect::PutJob(name.to_string()));
         effects.push(Effect::DeleteExecutionsOf(name.to_string()));

@@ -199,7 +199,9 @@ impl NodeHandle {
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown reported an error");
         }
-        let _ = self.node.outputs.flush();
+        if let Err(e) = self.node.outputs.close().await {
+            tracing::warn!(error = %format!("{e:#}"), "could not flush execution outputs at shutdown");
+        }
     }
 }
 
@@ -307,7 +309,6 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         )),
     ];
     tasks.push(tokio::spawn(crate::scheduler::run(node.clone())));
-    tasks.push(node.outputs.spawn_flusher());
     tracing::info!(
         node = %node.name(),
         http = %http_addr,

@@ -102,6 +102,7 @@ pub fn run_job(node: Arc<Node>, job_name: String, trigger: Trigger) {
 /// Claims all `runs` in one log entry (one consensus round however many jobs fell due at
 /// the same instant), then starts each claimed run.
 pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
+    let t0 = node.clock.now();
     // Tracked before the claim commits, so a concurrent orphan sweep never mistakes these
     // runs for ones lost by a restart.
     for run in &runs {
@@ -139,6 +140,15 @@ pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
             Vec::new()
         }
     };
+    let t1 = node.clock.now();
+    if let Some(nominal) = runs.first().and_then(|r| r.execution.scheduled_at) {
+        tracing::debug!(
+            runs = runs.len(),
+            planned_ms = t0.duration_since(nominal).as_secs_f64() * 1000.0,
+            claimed_ms = t1.duration_since(nominal).as_secs_f64() * 1000.0,
+            "claimed"
+        );
+    }
     let mut answers = answers.into_iter();
     for run in runs {
         let claimed = match answers.next() {
@@ -194,18 +204,12 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution) {
         };
         let outcome = dkron_executors::execute(&job.executor, &job.executor_config(), &ctx).await;
         let finished = node.clock.now();
-        let outputs = node.outputs.clone();
-        let (job_key, id_key, full) = (
-            job_name.clone(),
-            execution.id.clone(),
-            outcome.output.clone(),
-        );
-        match tokio::task::spawn_blocking(move || outputs.put(&job_key, &id_key, &full)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(job = %job_name, error = %e, "could not keep the full output; only its tail is recorded")
-            }
-            Err(e) => warn!(job = %job_name, error = %e, "output writer failed"),
+        if let Err(e) = node
+            .outputs
+            .put(&job_name, &execution.id, outcome.output.clone())
+            .await
+        {
+            warn!(job = %job_name, error = %format!("{e:#}"), "could not keep the full output; only its tail is recorded");
         }
         let done = Execution {
             success: outcome.success,

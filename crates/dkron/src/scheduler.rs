@@ -9,7 +9,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dkron_core::state::CompiledSchedule;
 use jiff::Timestamp;
 use tracing::info;
 
@@ -39,12 +38,12 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
-/// Due-queue ordered by fire time, with each job's compiled schedule.
+/// Due-queue ordered by fire time. Parsed schedules are not kept: croner's compiled form
+/// takes about 5 KB per job, and parsing on each fire costs microseconds.
 #[derive(Default)]
 struct Queue {
     by_time: BTreeSet<(Timestamp, String)>,
     next_of: HashMap<String, Timestamp>,
-    compiled: HashMap<String, CompiledSchedule>,
     /// The last occurrence fired per job: the next one is searched after it, so an
     /// occurrence is never fired twice even if the job is edited right after it fired.
     last_fired: HashMap<String, Timestamp>,
@@ -73,24 +72,10 @@ impl Queue {
 
     /// Recomputes a job's next fire after `after` from the current state.
     fn refresh(&mut self, node: &Node, name: &str, after: Timestamp) {
-        let next = node.state.read(|s| {
-            let entry = s.jobs.get(name)?;
-            let source = (entry.job.schedule.clone(), entry.job.timezone.clone());
-            if self.compiled.get(name).map(|c| &c.source) != Some(&source) {
-                match entry.compile() {
-                    Some(c) => {
-                        self.compiled.insert(name.to_string(), c);
-                    }
-                    None => {
-                        self.compiled.remove(name);
-                        return None;
-                    }
-                }
-            }
-            entry.next_fire(self.compiled.get(name)?, after)
-        });
+        let next = node
+            .state
+            .read(|s| s.jobs.get(name).and_then(|e| e.next_fire_after(after)));
         if next.is_none() {
-            self.compiled.remove(name);
             self.last_fired.remove(name);
         }
         self.set(name, next);

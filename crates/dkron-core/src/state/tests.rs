@@ -32,9 +32,9 @@ impl Harness {
                 Effect::DeleteExecutionsOf(job) => {
                     self.executions.remove(&job);
                 }
-                Effect::PruneExecutions { job, keep } => {
+                Effect::PruneExecutions { job, remove } => {
                     let list = self.executions.entry(job).or_default();
-                    while list.len() > keep {
+                    for _ in 0..remove {
                         list.pop_first();
                     }
                 }

@@ -131,7 +131,7 @@ pub async fn delete_all(
         .await?
     {
         Applied::Job { job: stored } => {
-            if let Err(e) = node.outputs.delete_job(&job) {
+            if let Err(e) = node.outputs.delete_job(&job).await {
                 tracing::warn!(job = %job, error = %e, "could not delete the job's kept outputs");
             }
             Ok(render(

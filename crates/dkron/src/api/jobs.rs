@@ -235,7 +235,7 @@ pub async fn delete(
         .await?
     {
         Applied::Job { job } => {
-            if let Err(e) = node.outputs.delete_job(&name) {
+            if let Err(e) = node.outputs.delete_job(&name).await {
                 tracing::warn!(job = %name, error = %e, "could not delete the job's kept outputs");
             }
             Ok(render(

@@ -46,6 +46,21 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type LogId = openraft::LogId<NodeId>;
 
+/// redb page caches. redb's default is 1 GiB per database; memory must stay bounded, and
+/// the hot state (jobs) is in memory anyway, so small caches suffice.
+pub const LOG_CACHE_BYTES: usize = 2 << 20;
+pub const STATE_CACHE_BYTES: usize = 4 << 20;
+
+/// Opens (or creates) a redb file with a bounded page cache.
+pub fn open_db(
+    path: &std::path::Path,
+    cache_bytes: usize,
+) -> Result<redb::Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(path)
+}
+
 /// Raft ids are numbers; Dkron names servers. The id is a stable hash of the node name
 /// (FNV-1a), so a server keeps its identity across restarts and address changes.
 pub fn node_id_for(name: &str) -> NodeId {

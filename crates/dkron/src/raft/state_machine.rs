@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use dkron_core::command::Response;
 use dkron_core::job::Execution;
@@ -27,6 +28,9 @@ use super::{LogId, NodeId, ServerNode, StorageError, TypeConfig, read_err, write
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("executions");
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+
+/// The longest `apply` goes without a durable commit.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 const LAST_APPLIED: &str = "last_applied";
 const MEMBERSHIP: &str = "membership";
@@ -56,6 +60,8 @@ struct Shared {
     /// The current snapshot: one JSON line of metadata, then the data. Kept outside redb so
     /// writing tens of megabytes never holds the write lock that `apply` needs.
     snapshot_path: PathBuf,
+    /// When `apply` last committed durably (see `DURABLE_EVERY`).
+    last_durable: Mutex<Instant>,
     state: RwLock<State>,
     /// Serialises `apply` with snapshot building, so a snapshot sees one consistent point.
     apply_lock: Mutex<()>,
@@ -156,7 +162,7 @@ fn read_snapshot_file(path: &Path) -> std::io::Result<Option<Snapshot<TypeConfig
 
 impl StateMachine {
     pub fn open(path: &Path) -> anyhow::Result<StateMachine> {
-        let db = Database::create(path)?;
+        let db = super::open_db(path, super::STATE_CACHE_BYTES)?;
         let txn = db.begin_write()?;
         for table in [JOBS, EXECUTIONS, SM_META] {
             txn.open_table(table)?;
@@ -168,6 +174,7 @@ impl StateMachine {
                 inner: Arc::new(Shared {
                     db,
                     snapshot_path: path.with_file_name("snapshot.bin"),
+                    last_durable: Mutex::new(Instant::now()),
                     state: RwLock::new(state),
                     apply_lock: Mutex::new(()),
                     applied: Mutex::new(applied),
@@ -261,24 +268,18 @@ fn write_effect(
             t.retain_in(lo.as_str()..hi.as_str(), |_, _| false)
                 .map_err(write_err)?;
         }
-        Effect::PruneExecutions { job, keep } => {
+        Effect::PruneExecutions { job, remove } => {
             let (lo, hi) = job_range(job);
             let mut t = txn.open_table(EXECUTIONS).map_err(write_err)?;
-            let count = t
+            let oldest: Vec<String> = t
                 .range(lo.as_str()..hi.as_str())
                 .map_err(write_err)?
-                .count();
-            let mut excess = count.saturating_sub(*keep);
-            if excess > 0 {
-                t.retain_in(lo.as_str()..hi.as_str(), |_, _| {
-                    if excess > 0 {
-                        excess -= 1;
-                        false
-                    } else {
-                        true
-                    }
-                })
+                .take(*remove)
+                .map(|item| item.map(|(k, _)| k.value().to_string()))
+                .collect::<Result<_, _>>()
                 .map_err(write_err)?;
+            for key in oldest {
+                t.remove(key.as_str()).map_err(write_err)?;
             }
         }
     }
@@ -310,10 +311,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         let mut touched = BTreeSet::new();
         let mut txn = shared.db.begin_write().map_err(write_err)?;
-        // Not fsynced here: the Raft log already holds these entries durably, and openraft
+        // Mostly not fsynced: the Raft log already holds these entries durably, and openraft
         // re-applies from it after a crash. Snapshot building commits durably (which persists
-        // every earlier commit) before the log behind the snapshot may be purged.
-        txn.set_durability(Durability::None).map_err(write_err)?;
+        // every earlier commit) before the log behind the snapshot may be purged. But redb
+        // keeps non-durable pages in memory until a durable commit, so one commit a second
+        // is durable to keep memory bounded (and restarts short).
+        let durable = shared.last_durable.lock().expect("durable lock").elapsed() >= DURABLE_EVERY;
+        if !durable {
+            txn.set_durability(Durability::None).map_err(write_err)?;
+        }
         let mut applied = shared.applied.lock().expect("applied lock").clone();
         {
             let mut state = shared.state.write().expect("state lock");
@@ -342,6 +348,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         put_json(&txn, SM_META, LAST_APPLIED, &applied.0)?;
         put_json(&txn, SM_META, MEMBERSHIP, &applied.1)?;
         txn.commit().map_err(write_err)?;
+        if durable {
+            *shared.last_durable.lock().expect("durable lock") = Instant::now();
+        }
         *shared.applied.lock().expect("applied lock") = applied;
         if !touched.is_empty() {
             shared.dirty.lock().expect("dirty lock").extend(touched);
