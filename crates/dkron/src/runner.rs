@@ -73,13 +73,15 @@ pub fn plan_trigger(node: &Node, job_name: &str, trigger: Trigger) -> Vec<Planne
         Trigger::Scheduled { nominal } => Some(nominal),
         _ => None,
     };
+    // A run claimed ahead of time starts at its nominal time.
+    let starts = scheduled_at.map_or(now, |t| t.max(now));
     targets
         .into_iter()
         .map(|target| PlannedRun {
             execution: Execution {
-                id: Execution::make_id(now, &target.name),
+                id: Execution::make_id(starts, &target.name),
                 job_name: job_name.to_string(),
-                started_at: Some(now),
+                started_at: Some(starts),
                 node_name: target.name.clone(),
                 group,
                 attempt: 1,
@@ -182,6 +184,13 @@ pub fn retry_backoff(next_attempt: u32) -> Duration {
 /// Executes a claimed run, records its result, then retries (claiming the next attempt) or
 /// triggers the children, as the state machine decided.
 async fn execute_claimed(node: Arc<Node>, mut execution: Execution) {
+    // Claimed ahead of time: wait for the nominal instant.
+    if let Some(start) = execution.started_at {
+        let wait = start.duration_since(node.clock.now());
+        if let Ok(wait) = Duration::try_from(wait) {
+            tokio::time::sleep(wait).await;
+        }
+    }
     loop {
         let Some(job) = node
             .state

@@ -2,8 +2,12 @@
 //! the runs when they are due. It starts when this node becomes leader (after its state
 //! machine has caught up) and stops as soon as leadership is lost.
 //!
-//! All occurrences due at the same instant are claimed together, in one log entry, so a
-//! thousand jobs on `* * * * * *` cost one consensus round per second, not a thousand.
+//! Occurrences are claimed ahead of time: a job whose concurrency is `allow` is claimed
+//! [`CLAIM_AHEAD`] before its nominal time and its run then starts exactly on time, so the
+//! consensus round trip is not part of its lateness. Everything claimable at the same
+//! moment goes into one log entry, so a thousand jobs on `* * * * * *` cost one consensus
+//! round per second, not a thousand. A `forbid` job is claimed only when due, because the
+//! run before it may still finish in between.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -38,43 +42,57 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
-/// Due-queue ordered by fire time. Parsed schedules are not kept: croner's compiled form
+/// How long before its nominal time an `allow` occurrence is claimed.
+pub const CLAIM_AHEAD: Duration = Duration::from_millis(500);
+
+/// Due-queue ordered by claim time. Parsed schedules are not kept: croner's compiled form
 /// takes about 5 KB per job, and parsing on each fire costs microseconds.
 #[derive(Default)]
 struct Queue {
+    /// (claim time, job).
     by_time: BTreeSet<(Timestamp, String)>,
-    next_of: HashMap<String, Timestamp>,
+    /// Per job: (claim time, nominal fire time).
+    next_of: HashMap<String, (Timestamp, Timestamp)>,
     /// The last occurrence fired per job: the next one is searched after it, so an
     /// occurrence is never fired twice even if the job is edited right after it fired.
     last_fired: HashMap<String, Timestamp>,
 }
 
 impl Queue {
-    fn set(&mut self, name: &str, next: Option<Timestamp>) {
-        if let Some(old) = self.next_of.remove(name) {
-            self.by_time.remove(&(old, name.to_string()));
+    /// Queues a job's next fire; `forbid` jobs are claimed when due, others ahead of time.
+    fn set(&mut self, name: &str, next: Option<(Timestamp, bool)>) {
+        if let Some((claim_at, _)) = self.next_of.remove(name) {
+            self.by_time.remove(&(claim_at, name.to_string()));
         }
-        if let Some(t) = next {
-            self.by_time.insert((t, name.to_string()));
-            self.next_of.insert(name.to_string(), t);
+        if let Some((fire, forbid)) = next {
+            let claim_at = if forbid {
+                fire
+            } else {
+                fire.checked_sub(jiff::SignedDuration::try_from(CLAIM_AHEAD).unwrap_or_default())
+                    .unwrap_or(fire)
+            };
+            self.by_time.insert((claim_at, name.to_string()));
+            self.next_of.insert(name.to_string(), (claim_at, fire));
         }
     }
 
-    fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, String)> {
-        let first = self.by_time.first()?.clone();
-        if first.0 > now {
+    /// The next occurrence whose claim time has come: (nominal fire time, job).
+    fn pop_claimable(&mut self, now: Timestamp) -> Option<(Timestamp, String)> {
+        let (claim_at, name) = self.by_time.first()?.clone();
+        if claim_at > now {
             return None;
         }
         self.by_time.pop_first();
-        self.next_of.remove(&first.1);
-        Some(first)
+        let (_, fire) = self.next_of.remove(&name)?;
+        Some((fire, name))
     }
 
     /// Recomputes a job's next fire after `after` from the current state.
     fn refresh(&mut self, node: &Node, name: &str, after: Timestamp) {
-        let next = node
-            .state
-            .read(|s| s.jobs.get(name).and_then(|e| e.next_fire_after(after)));
+        let next = node.state.read(|s| {
+            let entry = s.jobs.get(name)?;
+            Some((entry.next_fire_after(after)?, entry.job.forbids_overlap()))
+        });
         if next.is_none() {
             self.last_fired.remove(name);
         }
@@ -95,7 +113,7 @@ async fn lead(node: &Arc<Node>, metrics: &mut Metrics) {
     loop {
         let now = node.clock.now();
         let mut fired = Vec::new();
-        while let Some(due) = queue.pop_due(now) {
+        while let Some(due) = queue.pop_claimable(now) {
             fired.push(due);
         }
         if !fired.is_empty() {
@@ -133,5 +151,41 @@ async fn lead(node: &Arc<Node>, metrics: &mut Metrics) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn allow_jobs_are_claimable_ahead_and_forbid_jobs_only_when_due() {
+        let mut q = Queue::default();
+        let fire = ts("2026-01-01T00:00:10Z");
+        q.set("allow", Some((fire, false)));
+        q.set("forbid", Some((fire, true)));
+        // Before the claim window nothing is claimable.
+        assert!(q.pop_claimable(ts("2026-01-01T00:00:09.4Z")).is_none());
+        // Inside the window only the allow job is, with its nominal time.
+        assert_eq!(
+            q.pop_claimable(ts("2026-01-01T00:00:09.6Z")),
+            Some((fire, "allow".to_string()))
+        );
+        assert!(q.pop_claimable(ts("2026-01-01T00:00:09.9Z")).is_none());
+        assert_eq!(q.pop_claimable(fire), Some((fire, "forbid".to_string())));
+    }
+
+    #[test]
+    fn requeueing_replaces_the_previous_entry() {
+        let mut q = Queue::default();
+        q.set("j", Some((ts("2026-01-01T00:00:10Z"), true)));
+        q.set("j", Some((ts("2026-01-01T00:00:20Z"), true)));
+        assert_eq!(q.by_time.len(), 1);
+        q.set("j", None);
+        assert!(q.by_time.is_empty() && q.next_of.is_empty());
     }
 }
