@@ -175,12 +175,27 @@ fn run_agent(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     let flags = serde_json::to_value(&args).context("serialising flags")?;
     let config = config::resolve(args.config.as_deref(), Serialized::defaults(flags))?;
     init_logging(&config.log_level);
+    limit_malloc_arenas();
+    // Storage calls (redb commits, fsync) block the worker that makes them; a few workers
+    // more than cores keep the scheduler and starting runs moving meanwhile.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(4))
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(crate::node::run_until_signal(config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// glibc gives each thread its own malloc arena (up to 8 per core), each keeping freed
+/// memory; two arenas keep the footprint small at no measurable cost for this workload.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides `--log-level`. openraft is noisy at info.
