@@ -7,8 +7,10 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use jiff::Timestamp;
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Hit {
+    /// `X-Dkron-Job` (empty for the floor program).
+    pub job: String,
     pub scheduled: Timestamp,
     pub arrived: Timestamp,
 }
@@ -32,11 +34,17 @@ impl Sink {
                         .get("x-dkron-scheduled-time")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<Timestamp>().ok());
+                    let job = headers
+                        .get("x-dkron-job")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
                     if let Some(scheduled) = scheduled {
-                        recorded
-                            .lock()
-                            .expect("sink lock")
-                            .push(Hit { scheduled, arrived });
+                        recorded.lock().expect("sink lock").push(Hit {
+                            job,
+                            scheduled,
+                            arrived,
+                        });
                     }
                     "ok"
                 }
