@@ -213,3 +213,34 @@ async fn disabled_child_is_skipped_by_the_chain_but_runs_by_hand() {
     let runs = node.wait_finished("off-child", 1, SOON).await;
     assert_eq!(runs[0]["output"], "manual\n");
 }
+
+/// Runs are claimed ahead of their nominal time, but the command itself must never start
+/// before it: the shell prints the clock at start, which is compared with `scheduled_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_ahead_runs_never_start_before_their_nominal_time() {
+    let node = TestNode::start().await;
+    let mut job = shell_job("punctual", "@every 1s", "date -u +%s%N");
+    job["executor_config"]["shell"] = json!("true");
+    node.create(&job).await;
+    let runs = node
+        .wait_finished("punctual", 3, Duration::from_secs(10))
+        .await;
+    for run in runs.iter().filter(|r| r["success"] == json!(true)) {
+        let scheduled: Timestamp = run["scheduled_at"]
+            .as_str()
+            .expect("scheduled_at")
+            .parse()
+            .unwrap();
+        let printed: i128 = run["output"]
+            .as_str()
+            .expect("output")
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("date output: {run:#}"));
+        assert!(
+            printed >= scheduled.as_nanosecond(),
+            "the command ran {} ns before its nominal time: {run:#}",
+            scheduled.as_nanosecond() - printed
+        );
+    }
+}
