@@ -26,15 +26,24 @@ use crate::raft::state_machine::{StateHandle, StateMachine};
 use crate::raft::{NodeId, Raft, ServerNode, TypeConfig, node_id_for};
 
 /// Why a replicated write did not happen. The API maps these to status codes.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum WriteError {
     #[error("no leader is elected yet; retry in a few seconds")]
     NoLeader,
     #[error("this server is not the leader (leader: {0})")]
-    NotLeader(String),
+    NotLeader(ServerNode),
+    #[error("the leader {leader} could not be reached: {reason}")]
+    LeaderUnreachable { leader: String, reason: String },
     #[error("the consensus layer stopped: {0}")]
     Fatal(String),
 }
+
+/// A committed write: its result and the log index that carried it.
+type Committed = (Response, u64);
+
+/// How long a follower waits for its own state machine to catch up with a write it forwarded,
+/// so a client reads its own write from the server it wrote to.
+const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Node {
     pub config: AgentConfig,
@@ -58,7 +67,7 @@ pub struct Node {
 
 struct PendingWrite {
     command: Command,
-    reply: oneshot::Sender<Result<Response, WriteError>>,
+    reply: oneshot::Sender<Result<Committed, WriteError>>,
 }
 
 /// Most commands packed into one log entry.
@@ -67,9 +76,26 @@ const MAX_BATCH: usize = 512;
 const MAX_IN_FLIGHT: usize = 2;
 
 impl Node {
-    /// Proposes a command and waits until it is committed and applied. Concurrent callers are
-    /// packed into one log entry (group commit), so the cost of consensus and fsync is shared.
+    /// Proposes a command and waits until it is committed and applied here. On a follower the
+    /// command is forwarded to the leader's RPC port, then this server waits until it has
+    /// applied the entry too, so the caller reads its own write. Concurrent callers on the
+    /// leader are packed into one log entry (group commit).
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+        let leader = self.leader();
+        let forward_to = leader.filter(|l| l.name != self.name());
+        let Some(leader) = forward_to else {
+            return match self.write_local(command.clone()).await {
+                Ok((response, _)) => Ok(response),
+                // Leadership moved while the entry was proposed: forward once.
+                Err(WriteError::NotLeader(leader)) => self.forward(&leader, command).await,
+                Err(e) => Err(e),
+            };
+        };
+        self.forward(&leader, command).await
+    }
+
+    /// Proposes on this node only (the RPC endpoint for forwarded writes uses this).
+    pub async fn write_local(&self, command: Command) -> Result<Committed, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(PendingWrite { command, reply })
@@ -77,6 +103,99 @@ impl Node {
         answer
             .await
             .unwrap_or_else(|_| Err(WriteError::Fatal("the node is shutting down".into())))
+    }
+
+    async fn forward(&self, leader: &ServerNode, command: Command) -> Result<Response, WriteError> {
+        let unreachable = |reason: String| WriteError::LeaderUnreachable {
+            leader: leader.name.clone(),
+            reason,
+        };
+        let answer: Result<Committed, WriteError> = self
+            .client
+            .post(format!("http://{}/rpc/write", leader.rpc_addr))
+            .timeout(Duration::from_secs(30))
+            .json(&command)
+            .send()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (response, index) = answer?;
+        let caught_up = self
+            .raft
+            .wait(Some(READ_YOUR_WRITE_WAIT))
+            .applied_index_at_least(Some(index), "forwarded write applied")
+            .await;
+        if caught_up.is_err() {
+            tracing::warn!(index, leader = %leader.name, "this server lags the leader; a read right after this write may not see it");
+        }
+        Ok(response)
+    }
+
+    /// Starts a manual run of `job` on the leader (forwarded there from a follower).
+    pub async fn run_now(self: &Arc<Self>, job: &str) -> Result<(), WriteError> {
+        match self.leader() {
+            Some(l) if l.name == self.name() => {
+                crate::runner::run_job(
+                    self.clone(),
+                    job.to_string(),
+                    crate::runner::Trigger::Manual,
+                );
+                Ok(())
+            }
+            Some(l) => {
+                let answer: Result<(), WriteError> = self
+                    .client
+                    .post(format!("http://{}/rpc/run", l.rpc_addr))
+                    .timeout(Duration::from_secs(10))
+                    .json(&job)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map_err(|e| WriteError::LeaderUnreachable {
+                        leader: l.name.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .json()
+                    .await
+                    .map_err(|e| WriteError::LeaderUnreachable {
+                        leader: l.name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                answer
+            }
+            None => Err(WriteError::NoLeader),
+        }
+    }
+
+    /// Adds a server to the Raft group (on the leader): first as a learner that catches up,
+    /// then as a voter. Membership (gossip) calls this for servers it discovers.
+    pub async fn add_server(&self, name: &str, rpc_addr: &str) -> anyhow::Result<()> {
+        let id = node_id_for(name);
+        let node = ServerNode {
+            name: name.to_string(),
+            rpc_addr: rpc_addr.to_string(),
+        };
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .with_context(|| format!("adding {name} as a learner"))?;
+        let mut voters: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        voters.insert(id);
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .with_context(|| format!("making {name} a voter"))?;
+        tracing::info!(server = %name, rpc = %rpc_addr, "server added to the Raft group");
+        Ok(())
     }
 
     /// Runs a job execution task that shutdown can stop.
@@ -383,7 +502,7 @@ async fn write_loop(raft: Raft, mut pending: mpsc::UnboundedReceiver<PendingWrit
             }
             let total = commands.len();
             match propose(&raft, Command::Batch { commands }).await {
-                Ok(Response::Batch { responses }) if responses.len() == total => {
+                Ok((Response::Batch { responses }, index)) if responses.len() == total => {
                     let mut responses = responses.into_iter();
                     for (reply, shape) in replies.into_iter().zip(shapes) {
                         let answer = match shape {
@@ -392,10 +511,10 @@ async fn write_loop(raft: Raft, mut pending: mpsc::UnboundedReceiver<PendingWrit
                                 responses: responses.by_ref().take(n).collect(),
                             },
                         };
-                        let _ = reply.send(Ok(answer));
+                        let _ = reply.send(Ok((answer, index)));
                     }
                 }
-                Ok(other) => {
+                Ok((other, _)) => {
                     let e = WriteError::Fatal(format!("unexpected batch result {other:?}"));
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));
@@ -411,11 +530,11 @@ async fn write_loop(raft: Raft, mut pending: mpsc::UnboundedReceiver<PendingWrit
     }
 }
 
-async fn propose(raft: &Raft, command: Command) -> Result<Response, WriteError> {
+async fn propose(raft: &Raft, command: Command) -> Result<Committed, WriteError> {
     match raft.client_write(command).await {
-        Ok(r) => Ok(r.data),
+        Ok(r) => Ok((r.data, r.log_id.index)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
-            Some(n) => Err(WriteError::NotLeader(n.name)),
+            Some(n) => Err(WriteError::NotLeader(n)),
             None => Err(WriteError::NoLeader),
         },
         Err(RaftError::APIError(e)) => Err(WriteError::Fatal(e.to_string())),
@@ -429,7 +548,30 @@ fn rpc_router(node: Arc<Node>) -> Router {
         .route("/raft/append", post(raft_append))
         .route("/raft/vote", post(raft_vote))
         .route("/raft/snapshot", post(raft_snapshot))
+        .route("/rpc/write", post(rpc_write))
+        .route("/rpc/run", post(rpc_run))
         .with_state(node)
+}
+
+/// A write forwarded by a follower: proposed here only, never forwarded again.
+async fn rpc_write(
+    AxState(node): AxState<Arc<Node>>,
+    Json(command): Json<Command>,
+) -> Json<Result<Committed, WriteError>> {
+    Json(node.write_local(command).await)
+}
+
+/// A manual run forwarded by a follower.
+async fn rpc_run(
+    AxState(node): AxState<Arc<Node>>,
+    Json(job): Json<String>,
+) -> Json<Result<(), WriteError>> {
+    if node.is_leader() {
+        crate::runner::run_job(node.clone(), job, crate::runner::Trigger::Manual);
+        Json(Ok(()))
+    } else {
+        Json(Err(WriteError::NoLeader))
+    }
 }
 
 async fn raft_append(

@@ -91,7 +91,9 @@ impl From<ApplyError> for ApiError {
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
         match e {
-            WriteError::NoLeader | WriteError::NotLeader(_) => {
+            WriteError::NoLeader
+            | WriteError::NotLeader(_)
+            | WriteError::LeaderUnreachable { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
             WriteError::Fatal(_) => ApiError::internal(e.to_string()),

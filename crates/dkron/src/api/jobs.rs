@@ -275,13 +275,7 @@ pub async fn run(
             format!("job {name} is disabled: enable it (POST /v1/jobs/{name}/toggle) to run it"),
         ));
     }
-    if !node.is_leader() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no leader is elected yet; retry in a few seconds",
-        ));
-    }
-    run_job(node.clone(), name.clone(), Trigger::Manual);
+    node.run_now(&name).await?;
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{name}")) {
         headers.insert(header::LOCATION, v);

@@ -2,6 +2,7 @@
 //! where a process boundary matters: kill -9, the CLI). Helpers live in `support`.
 
 mod cli;
+mod cluster;
 mod concurrency;
 mod durability;
 mod executions_api;
