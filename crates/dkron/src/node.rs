@@ -38,6 +38,35 @@ pub enum WriteError {
     Fatal(String),
 }
 
+/// A run order sent by the leader to the node that executes it (`/rpc/execute`). Output
+/// comes back in the answer, never through the Raft log.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunOrder {
+    pub job_name: String,
+    pub executor: String,
+    pub config: BTreeMap<String, String>,
+    pub execution_id: String,
+    /// RFC 3339 UTC nominal time.
+    pub scheduled_time: String,
+    /// The leader's term: a node refuses orders older than the newest it has seen.
+    pub fencing_token: u64,
+}
+
+/// What the executing node answers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunResult {
+    pub success: bool,
+    pub output: String,
+}
+
+/// A node jobs may be placed on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterMember {
+    pub name: String,
+    pub alive: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
 /// A committed write: its result and the log index that carried it.
 type Committed = (Response, u64);
 
@@ -63,6 +92,8 @@ pub struct Node {
     /// its own live runs from runs orphaned by a restart.
     runs: Mutex<JoinSet<()>>,
     in_flight: Mutex<HashSet<String>>,
+    /// The newest leader term seen in a run order (fencing).
+    highest_fencing_token: std::sync::atomic::AtomicU64,
 }
 
 struct PendingWrite {
@@ -131,6 +162,64 @@ impl Node {
             tracing::warn!(index, leader = %leader.name, "this server lags the leader; a read right after this write may not see it");
         }
         Ok(response)
+    }
+
+    /// Executes a run order on this node, unless it comes from a leader older than one
+    /// already seen (a deposed leader must not start side effects).
+    pub async fn execute_order(&self, order: RunOrder) -> Result<RunResult, String> {
+        use std::sync::atomic::Ordering;
+        let newest = self
+            .highest_fencing_token
+            .fetch_max(order.fencing_token, Ordering::SeqCst);
+        if order.fencing_token < newest {
+            return Err(format!(
+                "refused: run order from leader term {} but term {newest} was already seen; the sender is no longer leader",
+                order.fencing_token
+            ));
+        }
+        let ctx = dkron_executors::RunContext {
+            job_name: order.job_name,
+            execution_id: order.execution_id,
+            scheduled_time: order.scheduled_time,
+            fencing_token: order.fencing_token,
+            output_limit: crate::outputs::CAPTURE_LIMIT,
+        };
+        let outcome = dkron_executors::execute(&order.executor, &order.config, &ctx).await;
+        Ok(RunResult {
+            success: outcome.success,
+            output: outcome.output,
+        })
+    }
+
+    /// Sends a run order to the node at `rpc_addr` and waits for its result. An unreachable
+    /// node yields a failed result that says so (Dkron silently dropped such runs).
+    pub async fn execute_remote(
+        &self,
+        node_name: &str,
+        rpc_addr: &str,
+        order: RunOrder,
+    ) -> RunResult {
+        let failed = |reason: String| RunResult {
+            success: false,
+            output: format!(
+                "dkron: could not run the job on node {node_name} ({rpc_addr}): {reason}\n"
+            ),
+        };
+        let response = match self
+            .client
+            .post(format!("http://{rpc_addr}/rpc/execute"))
+            .json(&order)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return failed(e.to_string()),
+        };
+        match response.json::<Result<RunResult, String>>().await {
+            Ok(Ok(result)) => result,
+            Ok(Err(refused)) => failed(refused),
+            Err(e) => failed(e.to_string()),
+        }
     }
 
     /// Starts a manual run of `job` on the leader (forwarded there from a follower).
@@ -255,6 +344,41 @@ impl Node {
 
     pub fn name(&self) -> &str {
         &self.config.node_name
+    }
+
+    /// The members jobs may run on, with their tags. Until gossip membership is wired in,
+    /// these are the Raft servers (other servers carry only their built-in tags).
+    pub fn members(&self) -> Vec<ClusterMember> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let mut members: Vec<ClusterMember> = metrics
+            .membership_config
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(_, n)| ClusterMember {
+                name: n.name.clone(),
+                alive: true,
+                tags: BTreeMap::from([
+                    ("role".to_string(), "dkron".to_string()),
+                    ("server".to_string(), "true".to_string()),
+                    ("rpc_addr".to_string(), n.rpc_addr.clone()),
+                ]),
+            })
+            .collect();
+        members.push(ClusterMember {
+            name: self.name().to_string(),
+            alive: true,
+            tags: self.tags(),
+        });
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        members
+    }
+
+    /// Where a member's RPC port is (its `rpc_addr` tag).
+    pub fn member_rpc_addr(&self, name: &str) -> Option<String> {
+        self.members()
+            .into_iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.tags.get("rpc_addr").cloned())
     }
 
     /// Asks the node to stop (used by `POST /v1/leave` and signals).
@@ -414,6 +538,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         writes,
         runs: Mutex::new(JoinSet::new()),
         in_flight: Mutex::new(HashSet::new()),
+        highest_fencing_token: std::sync::atomic::AtomicU64::new(0),
     });
 
     let mut tasks = Vec::new();
@@ -550,6 +675,7 @@ fn rpc_router(node: Arc<Node>) -> Router {
         .route("/raft/snapshot", post(raft_snapshot))
         .route("/rpc/write", post(rpc_write))
         .route("/rpc/run", post(rpc_run))
+        .route("/rpc/execute", post(rpc_execute))
         .with_state(node)
 }
 
@@ -559,6 +685,14 @@ async fn rpc_write(
     Json(command): Json<Command>,
 ) -> Json<Result<Committed, WriteError>> {
     Json(node.write_local(command).await)
+}
+
+/// A run order from the leader.
+async fn rpc_execute(
+    AxState(node): AxState<Arc<Node>>,
+    Json(order): Json<RunOrder>,
+) -> Json<Result<RunResult, String>> {
+    Json(node.execute_order(order).await)
 }
 
 /// A manual run forwarded by a follower.

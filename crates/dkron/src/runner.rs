@@ -9,13 +9,13 @@ use dkron_core::command::{ApplyError, Command, Response};
 use dkron_core::job::{Execution, tail_utf8};
 use dkron_core::placement::{Candidate, select_target_nodes};
 use dkron_core::timefmt::unix_nanos;
-use dkron_executors::RunContext;
 use jiff::Timestamp;
 use rand::Rng;
 use tracing::{info, warn};
 
 use crate::node::Node;
-use crate::outputs::{CAPTURE_LIMIT, INLINE_OUTPUT_LIMIT};
+use crate::node::{RunOrder, RunResult};
+use crate::outputs::INLINE_OUTPUT_LIMIT;
 
 /// Why a run starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,13 +28,16 @@ pub enum Trigger {
     Dependent,
 }
 
-/// The members a job may run on. A single server knows only itself for now.
+/// The members a job may run on.
 fn candidates(node: &Node) -> Vec<Candidate> {
-    vec![Candidate {
-        name: node.name().to_string(),
-        alive: true,
-        tags: node.tags(),
-    }]
+    node.members()
+        .into_iter()
+        .map(|m| Candidate {
+            alive: m.alive,
+            name: m.name,
+            tags: m.tags,
+        })
+        .collect()
 }
 
 /// One run to start: a job on a target node, for one trigger.
@@ -200,8 +203,10 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution) {
             return;
         };
         let job_name = execution.job_name.clone();
-        let ctx = RunContext {
+        let order = RunOrder {
             job_name: job_name.clone(),
+            executor: job.executor.clone(),
+            config: job.executor_config(),
             execution_id: execution.id.clone(),
             scheduled_time: execution
                 .scheduled_at
@@ -209,9 +214,29 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution) {
                 .unwrap_or_else(|| node.clock.now())
                 .to_string(),
             fencing_token: node.raft.metrics().borrow().current_term,
-            output_limit: CAPTURE_LIMIT,
         };
-        let outcome = dkron_executors::execute(&job.executor, &job.executor_config(), &ctx).await;
+        let outcome = if execution.node_name == node.name() {
+            node.execute_order(order)
+                .await
+                .unwrap_or_else(|refused| RunResult {
+                    success: false,
+                    output: format!("dkron: {refused}\n"),
+                })
+        } else {
+            match node.member_rpc_addr(&execution.node_name) {
+                Some(addr) => {
+                    node.execute_remote(&execution.node_name, &addr, order)
+                        .await
+                }
+                None => RunResult {
+                    success: false,
+                    output: format!(
+                        "dkron: node {} is no longer a member; the run could not start\n",
+                        execution.node_name
+                    ),
+                },
+            }
+        };
         let finished = node.clock.now();
         if let Err(e) = node
             .outputs

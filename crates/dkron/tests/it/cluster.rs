@@ -151,3 +151,66 @@ async fn another_server_takes_over_when_the_leader_stops() {
     .await;
     assert_ne!(new_leader, old_name);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_targeted_at_three_servers_runs_on_each_with_output_kept_by_the_leader() {
+    let servers = three_servers().await;
+    let leader = leader_index(&servers).await;
+    let api = &servers[leader].api;
+    let mut job = shell_job(
+        "everywhere",
+        "@manually",
+        "echo ran on $HOSTNAME-$DKRON_EXECUTION_ID",
+    );
+    job["tags"] = json!({"server": "true:3"});
+    assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
+    assert_eq!(api.post_empty("/v1/jobs/everywhere/run").await.status, 202);
+    let runs = api
+        .wait_finished("everywhere", 3, Duration::from_secs(15))
+        .await;
+    let mut nodes: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            assert_eq!(r["success"], json!(true), "{r:#}");
+            let id = r["id"].as_str().unwrap();
+            assert!(r["output"].as_str().unwrap().contains(id), "{r:#}");
+            r["node_name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["s1", "s2", "s3"]);
+    // One trigger: all three runs share a group.
+    assert!(runs.windows(2).all(|w| w[0]["group"] == w[1]["group"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_run_orders_from_an_older_leader_term() {
+    let s = server("fenced", true).await;
+    let node = &s.handle.as_ref().unwrap().node;
+    let order = |token: u64| dkron::node::RunOrder {
+        job_name: "j".into(),
+        executor: "shell".into(),
+        config: [("command".to_string(), "true".to_string())].into(),
+        execution_id: format!("e{token}"),
+        scheduled_time: "2026-01-01T00:00:00Z".into(),
+        fencing_token: token,
+    };
+    assert!(
+        node.execute_order(order(7))
+            .await
+            .expect("term 7 runs")
+            .success
+    );
+    let refused = node
+        .execute_order(order(6))
+        .await
+        .expect_err("term 6 is stale");
+    assert!(
+        refused.contains("term 6") && refused.contains('7'),
+        "{refused}"
+    );
+    assert!(
+        node.execute_order(order(7)).await.is_ok(),
+        "the same term still runs"
+    );
+}
