@@ -220,6 +220,20 @@ impl AgentConfig {
     }
 }
 
+/// This host's first private (RFC 1918) IPv4 address, or else its first non-loopback one.
+pub fn private_ipv4() -> Option<IpAddr> {
+    let addrs: Vec<std::net::Ipv4Addr> = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .collect();
+    addrs
+        .iter()
+        .find(|ip| ip.is_private())
+        .or(addrs.first())
+        .map(|ip| IpAddr::V4(*ip))
+}
+
 /// Parses `host:port`, `:port`, `ip` or `host` into a socket address.
 pub fn parse_bind(raw: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
     let with_host = if raw.starts_with(':') {
@@ -239,6 +253,21 @@ pub fn parse_bind(raw: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advertise_falls_back_to_a_real_interface_when_binding_everything() {
+        let config = AgentConfig {
+            bind_addr: "0.0.0.0:8946".into(),
+            ..AgentConfig::default()
+        };
+        let ip = config.advertise_ip();
+        assert!(!ip.is_unspecified());
+        let explicit = AgentConfig {
+            advertise_addr: "10.1.2.3".into(),
+            ..AgentConfig::default()
+        };
+        assert_eq!(explicit.advertise_ip().to_string(), "10.1.2.3");
+    }
 
     #[test]
     fn bind_forms() {
