@@ -110,6 +110,14 @@ struct AgentArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     retry_join: Vec<String>,
+    /// Wait between retry-join attempts (Go duration, default 30s)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_interval: Option<String>,
+    /// Retry-join attempts before giving up with an error (0 = retry forever)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_max: Option<u32>,
     /// Gossip encryption key (from `dkron keygen`)
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,7 +192,11 @@ fn run_agent(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(crate::node::run_until_signal(config))?;
+    if config.server {
+        runtime.block_on(crate::node::run_until_signal(config))?;
+    } else {
+        runtime.block_on(crate::agent::run_until_signal(config))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

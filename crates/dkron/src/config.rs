@@ -33,6 +33,10 @@ pub struct AgentConfig {
     pub ui: bool,
     pub join: Vec<String>,
     pub retry_join: Vec<String>,
+    /// Wait between retry-join attempts (Go duration).
+    pub retry_interval: String,
+    /// Retry-join attempts before giving up; 0 = forever.
+    pub retry_max: u32,
     pub encrypt: String,
     pub raft_multiplier: u32,
     pub profile: String,
@@ -61,6 +65,8 @@ impl Default for AgentConfig {
             ui: true,
             join: Vec::new(),
             retry_join: Vec::new(),
+            retry_interval: "30s".into(),
+            retry_max: 0,
             encrypt: String::new(),
             raft_multiplier: 1,
             profile: "lan".into(),
@@ -155,22 +161,28 @@ pub fn resolve(
 impl AgentConfig {
     /// Refuses settings this build cannot honour, with the fix in the message.
     pub fn check(&self) -> anyhow::Result<()> {
-        if !self.server {
+        if self.server
+            && self.bootstrap_expect == 0
+            && self.join.is_empty()
+            && self.retry_join.is_empty()
+        {
             bail!(
-                "agent mode (no --server) needs cluster support, which this build does not have yet: run with --server --bootstrap-expect=1"
+                "a server needs --bootstrap-expect (1 for a single server) or --join/--retry-join to find its cluster"
             );
         }
-        if self.bootstrap_expect != 1 {
+        if !self.server && self.join.is_empty() && self.retry_join.is_empty() {
             bail!(
-                "--bootstrap-expect={} is not supported yet (clustering is not built): use --bootstrap-expect=1 for a single server",
-                self.bootstrap_expect
+                "an agent (no --server) needs --join or --retry-join <server>:8946 to find its cluster"
             );
-        }
-        if !self.join.is_empty() || !self.retry_join.is_empty() {
-            bail!("--join/--retry-join need cluster support, which this build does not have yet");
         }
         if !self.encrypt.is_empty() {
-            bail!("--encrypt needs gossip, which this build does not have yet");
+            dkron_membership::Keyring::from_base64(&self.encrypt)
+                .map_err(|e| anyhow::anyhow!("invalid --encrypt key: {e}"))?;
+        }
+        dkron_core::godur::parse_go_duration(&self.retry_interval)
+            .map_err(|e| anyhow::anyhow!("invalid retry-interval: {e}"))?;
+        if !matches!(self.profile.as_str(), "lan" | "wan" | "local") {
+            bail!("unknown profile {:?}: use lan, wan or local", self.profile);
         }
         if !(1..=10).contains(&self.raft_multiplier) {
             bail!(
@@ -198,6 +210,11 @@ impl AgentConfig {
     /// The address the HTTP API binds; Dkron's `:8080` means every interface.
     pub fn http_bind(&self) -> anyhow::Result<SocketAddr> {
         parse_bind(&self.http_addr, 8080).context("invalid http-addr")
+    }
+
+    /// The gossip (UDP) bind address.
+    pub fn gossip_bind(&self) -> anyhow::Result<SocketAddr> {
+        parse_bind(&self.bind_addr, 8946).context("invalid bind-addr")
     }
 
     /// The RPC port binds the bind-addr's IP on `rpc-port`.

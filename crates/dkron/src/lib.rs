@@ -7,9 +7,11 @@
 //! openraft; [`api`] is the REST surface; [`scheduler`] fires due jobs on the leader;
 //! [`runner`] claims, executes and records runs; [`outputs`] keeps full run output locally.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod node;
 pub mod outputs;

@@ -59,6 +59,41 @@ pub struct RunResult {
     pub output: String,
 }
 
+/// Executes run orders on this node (servers and agents alike), refusing an order whose
+/// leader term is older than the newest one seen: a deposed leader must not start side
+/// effects.
+#[derive(Default)]
+pub struct OrderExecutor {
+    highest_fencing_token: std::sync::atomic::AtomicU64,
+}
+
+impl OrderExecutor {
+    pub async fn execute(&self, order: RunOrder) -> Result<RunResult, String> {
+        use std::sync::atomic::Ordering;
+        let newest = self
+            .highest_fencing_token
+            .fetch_max(order.fencing_token, Ordering::SeqCst);
+        if order.fencing_token < newest {
+            return Err(format!(
+                "refused: run order from leader term {} but term {newest} was already seen; the sender is no longer leader",
+                order.fencing_token
+            ));
+        }
+        let ctx = dkron_executors::RunContext {
+            job_name: order.job_name,
+            execution_id: order.execution_id,
+            scheduled_time: order.scheduled_time,
+            fencing_token: order.fencing_token,
+            output_limit: crate::outputs::CAPTURE_LIMIT,
+        };
+        let outcome = dkron_executors::execute(&order.executor, &order.config, &ctx).await;
+        Ok(RunResult {
+            success: outcome.success,
+            output: outcome.output,
+        })
+    }
+}
+
 /// A node jobs may be placed on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterMember {
@@ -92,8 +127,12 @@ pub struct Node {
     /// its own live runs from runs orphaned by a restart.
     runs: Mutex<JoinSet<()>>,
     in_flight: Mutex<HashSet<String>>,
-    /// The newest leader term seen in a run order (fencing).
-    highest_fencing_token: std::sync::atomic::AtomicU64,
+    /// Runs orders on this node, refusing those of deposed leaders.
+    orders: OrderExecutor,
+    /// Gossip membership: who is in the cluster, with which tags.
+    pub gossip: dkron_membership::Membership,
+    /// Why the node stopped on its own (e.g. retry-join gave up), for the exit status.
+    failure: Mutex<Option<String>>,
 }
 
 struct PendingWrite {
@@ -164,31 +203,9 @@ impl Node {
         Ok(response)
     }
 
-    /// Executes a run order on this node, unless it comes from a leader older than one
-    /// already seen (a deposed leader must not start side effects).
+    /// Executes a run order on this node (see [`OrderExecutor`]).
     pub async fn execute_order(&self, order: RunOrder) -> Result<RunResult, String> {
-        use std::sync::atomic::Ordering;
-        let newest = self
-            .highest_fencing_token
-            .fetch_max(order.fencing_token, Ordering::SeqCst);
-        if order.fencing_token < newest {
-            return Err(format!(
-                "refused: run order from leader term {} but term {newest} was already seen; the sender is no longer leader",
-                order.fencing_token
-            ));
-        }
-        let ctx = dkron_executors::RunContext {
-            job_name: order.job_name,
-            execution_id: order.execution_id,
-            scheduled_time: order.scheduled_time,
-            fencing_token: order.fencing_token,
-            output_limit: crate::outputs::CAPTURE_LIMIT,
-        };
-        let outcome = dkron_executors::execute(&order.executor, &order.config, &ctx).await;
-        Ok(RunResult {
-            success: outcome.success,
-            output: outcome.output,
-        })
+        self.orders.execute(order).await
     }
 
     /// Sends a run order to the node at `rpc_addr` and waits for its result. An unreachable
@@ -322,55 +339,36 @@ impl Node {
             .map(|(_, n)| n.clone())
     }
 
-    /// This node's gossip-style tags (Dkron's built-in ones plus the user's).
+    /// This node's tags (Dkron's built-in ones plus the user's).
     pub fn tags(&self) -> BTreeMap<String, String> {
-        let mut tags = self.config.tags.clone();
-        let rpc = format!("{}:{}", self.config.advertise_ip(), self.rpc_addr.port());
-        let builtin = [
-            ("role", "dkron".to_string()),
-            ("dc", self.config.datacenter.clone()),
-            ("region", self.config.region.clone()),
-            ("version", crate::VERSION.to_string()),
-            ("rpc_addr", rpc),
-            ("port", self.rpc_addr.port().to_string()),
-            ("server", self.config.server.to_string()),
-            ("expect", self.config.bootstrap_expect.to_string()),
-        ];
-        for (k, v) in builtin {
-            tags.insert(k.to_string(), v);
-        }
-        tags
+        crate::cluster::node_tags(&self.config, self.rpc_addr.port())
+    }
+
+    /// Stops the node because it cannot go on; `message` becomes the process's error.
+    pub fn fail(&self, message: String) {
+        tracing::error!(reason = %message, "stopping the node");
+        *self.failure.lock().expect("failure lock") = Some(message);
+        self.request_shutdown();
     }
 
     pub fn name(&self) -> &str {
         &self.config.node_name
     }
 
-    /// The members jobs may run on, with their tags. Until gossip membership is wired in,
-    /// these are the Raft servers (other servers carry only their built-in tags).
+    /// The members jobs may run on, with their tags, from gossip.
     pub fn members(&self) -> Vec<ClusterMember> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let mut members: Vec<ClusterMember> = metrics
-            .membership_config
-            .nodes()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(_, n)| ClusterMember {
-                name: n.name.clone(),
-                alive: true,
-                tags: BTreeMap::from([
-                    ("role".to_string(), "dkron".to_string()),
-                    ("server".to_string(), "true".to_string()),
-                    ("rpc_addr".to_string(), n.rpc_addr.clone()),
-                ]),
+        self.gossip
+            .members()
+            .into_iter()
+            .map(|m| ClusterMember {
+                alive: matches!(
+                    m.status,
+                    dkron_membership::MemberStatus::Alive | dkron_membership::MemberStatus::Suspect
+                ),
+                name: m.name,
+                tags: m.tags,
             })
-            .collect();
-        members.push(ClusterMember {
-            name: self.name().to_string(),
-            alive: true,
-            tags: self.tags(),
-        });
-        members.sort_by(|a, b| a.name.cmp(&b.name));
-        members
+            .collect()
     }
 
     /// Where a member's RPC port is (its `rpc_addr` tag).
@@ -427,6 +425,8 @@ impl NodeHandle {
         for task in self.tasks {
             let _ = task.await;
         }
+        // Graceful: others see this node as left (and the leader removes it from Raft).
+        self.node.gossip.leave().await;
         let mut runs = std::mem::take(&mut *self.node.runs.lock().expect("runs lock"));
         runs.abort_all();
         while runs.join_next().await.is_some() {}
@@ -494,6 +494,9 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
     let http_addr = http_listener.local_addr()?;
     let rpc_addr = rpc_listener.local_addr()?;
 
+    let gossip = crate::cluster::start_gossip(&config, rpc_addr.port()).await?;
+    crate::cluster::join_once(&gossip, &config.join).await;
+
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .build()
@@ -538,7 +541,9 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         writes,
         runs: Mutex::new(JoinSet::new()),
         in_flight: Mutex::new(HashSet::new()),
-        highest_fencing_token: std::sync::atomic::AtomicU64::new(0),
+        orders: OrderExecutor::default(),
+        gossip,
+        failure: Mutex::new(None),
     });
 
     let mut tasks = Vec::new();
@@ -553,6 +558,29 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         )),
     ];
     tasks.push(tokio::spawn(crate::scheduler::run(node.clone())));
+    tasks.push(tokio::spawn(crate::cluster::reconcile(node.clone())));
+    if node.config.bootstrap_expect > 1 {
+        tasks.push(tokio::spawn(crate::cluster::bootstrap_when_expected(
+            node.clone(),
+        )));
+    }
+    if !node.config.retry_join.is_empty() {
+        let joiner = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let interval = dkron_core::godur::parse_go_duration(&joiner.config.retry_interval)
+                .unwrap_or(Duration::from_secs(30));
+            if let Err(e) = crate::cluster::retry_join(
+                &joiner.gossip,
+                &joiner.config.retry_join,
+                interval,
+                joiner.config.retry_max,
+            )
+            .await
+            {
+                joiner.fail(format!("{e:#}"));
+            }
+        }));
+    }
     tracing::info!(
         node = %node.name(),
         http = %http_addr,
@@ -567,7 +595,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
     })
 }
 
-async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
@@ -676,6 +704,7 @@ fn rpc_router(node: Arc<Node>) -> Router {
         .route("/rpc/write", post(rpc_write))
         .route("/rpc/run", post(rpc_run))
         .route("/rpc/execute", post(rpc_execute))
+        .route("/rpc/raft-state", axum::routing::get(rpc_raft_state))
         .with_state(node)
 }
 
@@ -685,6 +714,12 @@ async fn rpc_write(
     Json(command): Json<Command>,
 ) -> Json<Result<Committed, WriteError>> {
     Json(node.write_local(command).await)
+}
+
+/// Whether this server belongs to a Raft group yet (bootstrap-expect asks its peers).
+async fn rpc_raft_state(AxState(node): AxState<Arc<Node>>) -> Json<serde_json::Value> {
+    let initialized = node.raft.is_initialized().await.unwrap_or(true);
+    Json(serde_json::json!({ "initialized": initialized }))
 }
 
 /// A run order from the leader.
@@ -739,8 +774,12 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = leave.wait_for(|v| *v) => tracing::info!("leave requested, shutting down"),
     }
+    let failure = handle.node.failure.lock().expect("failure lock").take();
     handle.shutdown().await;
-    Ok(())
+    match failure {
+        Some(message) => Err(anyhow::anyhow!(message)),
+        None => Ok(()),
+    }
 }
 
 /// Names of jobs currently running anywhere, for `/v1/busy` (single-server: this one).

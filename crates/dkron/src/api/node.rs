@@ -44,31 +44,69 @@ pub struct Member {
     status_text: &'static str,
 }
 
-fn self_member(node: &Node) -> Member {
+fn serf_member(m: dkron_membership::Member) -> Member {
+    use dkron_membership::MemberStatus;
+    // Serf's numbers: 1 alive, 2 leaving, 3 left, 4 failed. A suspect is still alive to Serf.
+    let status = match m.status {
+        MemberStatus::Alive | MemberStatus::Suspect => 1,
+        MemberStatus::Left => 3,
+        MemberStatus::Failed => 4,
+    };
     Member {
-        name: node.name().to_string(),
-        addr: node.config.advertise_ip().to_string(),
-        port: 8946,
-        tags: node.tags(),
-        status: 1,
+        addr: m.addr.ip().to_string(),
+        port: m.addr.port(),
+        tags: m.tags,
+        status,
         protocol_min: 1,
         protocol_max: 5,
         protocol_cur: 2,
         delegate_min: 2,
         delegate_max: 5,
         delegate_cur: 4,
-        id: node.name().to_string(),
-        status_text: "alive",
+        id: m.name.clone(),
+        name: m.name,
+        status_text: m.status.as_str(),
     }
+}
+
+fn all_members(node: &Node) -> Vec<Member> {
+    node.gossip.members().into_iter().map(serf_member).collect()
+}
+
+fn self_member(node: &Node) -> Member {
+    all_members(node)
+        .into_iter()
+        .find(|m| m.name == node.name())
+        .unwrap_or_else(|| Member {
+            name: node.name().to_string(),
+            addr: node.config.advertise_ip().to_string(),
+            port: node.gossip.advertise_addr().port(),
+            tags: node.tags(),
+            status: 1,
+            protocol_min: 1,
+            protocol_max: 5,
+            protocol_cur: 2,
+            delegate_min: 2,
+            delegate_max: 5,
+            delegate_cur: 4,
+            id: node.name().to_string(),
+            status_text: "alive",
+        })
 }
 
 pub async fn status(State(node): State<Arc<Node>>, RawQuery(raw): RawQuery) -> Response {
     let query = Query::parse(raw.as_deref());
+    let members = node.gossip.members();
+    let count =
+        |s: dkron_membership::MemberStatus| members.iter().filter(|m| m.status == s).count();
     let body = json!({
         "agent": {"name": node.name(), "version": crate::VERSION},
         "serf": {
-            "members": "1", "failed": "0", "left": "0", "health_score": "0",
-            "encrypted": "false",
+            "members": members.len().to_string(),
+            "failed": count(dkron_membership::MemberStatus::Failed).to_string(),
+            "left": count(dkron_membership::MemberStatus::Left).to_string(),
+            "health_score": "0",
+            "encrypted": (!node.config.encrypt.is_empty()).to_string(),
         },
         "tags": node.tags(),
     });
@@ -77,7 +115,7 @@ pub async fn status(State(node): State<Arc<Node>>, RawQuery(raw): RawQuery) -> R
 
 pub async fn members(State(node): State<Arc<Node>>, RawQuery(raw): RawQuery) -> Response {
     let query = Query::parse(raw.as_deref());
-    let members = vec![self_member(&node)];
+    let members = all_members(&node);
     render(
         StatusCode::OK,
         &members,
@@ -98,10 +136,13 @@ pub async fn leader(
             query.pretty(),
             HeaderMap::new(),
         )),
-        Some(l) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("leader {l} is not a known member yet"),
-        )),
+        Some(l) => match all_members(&node).into_iter().find(|m| m.name == l.name) {
+            Some(m) => Ok(render(StatusCode::OK, &m, query.pretty(), HeaderMap::new())),
+            None => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("leader {l} is not a known member yet"),
+            )),
+        },
         None => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no leader is elected yet; retry in a few seconds",
@@ -156,7 +197,7 @@ pub async fn unpause(State(node): State<Arc<Node>>) -> Result<Response, ApiError
 
 /// Leaves the cluster: answers with the member list, then the process shuts down.
 pub async fn leave(State(node): State<Arc<Node>>) -> Response {
-    let members = vec![self_member(&node)];
+    let members = all_members(&node);
     node.request_shutdown();
     render(StatusCode::OK, &members, false, HeaderMap::new())
 }

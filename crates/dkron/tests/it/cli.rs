@@ -27,7 +27,7 @@ fn safe_agent(home: &Path) -> Command {
         "agent",
         &format!("--data-dir={}", home.join("data").display()),
         "--http-addr=127.0.0.1:0",
-        "--bind-addr=127.0.0.1",
+        "--bind-addr=127.0.0.1:0",
         "--rpc-port=0",
     ]);
     cmd
@@ -73,8 +73,17 @@ fn unknown_agent_flag_fails_with_an_error() {
 /// Agent invocations that must be refused, with a word the message must contain.
 #[test]
 fn unsupported_or_invalid_agent_settings_are_refused_clearly() {
-    let cases: [(&[&str], &str); 4] = [
-        (&["--server", "--bootstrap-expect=3"], "bootstrap-expect"),
+    let cases: [(&[&str], &str); 7] = [
+        (&["--server"], "bootstrap-expect"),
+        (&["--node-name=lonely-agent"], "--retry-join"),
+        (
+            &["--server", "--bootstrap-expect=1", "--encrypt=not-base64!"],
+            "--encrypt",
+        ),
+        (
+            &["--retry-join=127.0.0.1:1", "--retry-interval=forever"],
+            "retry-interval",
+        ),
         (
             &["--server", "--bootstrap-expect=1", "--tag", "nope"],
             "invalid tag",
@@ -113,7 +122,7 @@ async fn reported_name(home: &Path, extra: &[&str], env: &[(&str, String)]) -> (
     cmd.args([
         "agent",
         &format!("--http-addr={http}"),
-        "--bind-addr=127.0.0.1",
+        "--bind-addr=127.0.0.1:0",
         &format!("--rpc-port={}", free_port()),
         "--log-level=warn",
     ]);
@@ -203,7 +212,7 @@ async fn start_agent(home: &Path, name: &str) -> Agent {
         "--bootstrap-expect=1",
         &format!("--data-dir={}", home.join("data").display()),
         &format!("--http-addr={http}"),
-        "--bind-addr=127.0.0.1",
+        "--bind-addr=127.0.0.1:0",
         &format!("--rpc-port={}", free_port()),
         &format!("--node-name={name}"),
     ]);

@@ -1,14 +1,15 @@
-//! Several servers in one Raft group, in-process on loopback: writes through a follower,
-//! replication to every server, and a leader failure that another server takes over.
-//! Servers are added to the group directly (`Node::add_server`); discovering them through
-//! gossip is not built yet.
+//! Several servers in one Raft group, in-process on loopback: servers join by gossip and the
+//! leader admits them into Raft; writes through a follower, replication to every server,
+//! placement on other nodes, and a leader failure that another server takes over.
 
 use std::time::Duration;
 
 use dkron::node::NodeHandle;
 use serde_json::json;
 
-use crate::support::{Api, client, node_config, shell_job, wait_until};
+use crate::support::{
+    Agent, Api, client, dkron_command, free_port, node_config, shell_job, wait_until,
+};
 
 struct Server {
     handle: Option<NodeHandle>,
@@ -16,13 +17,24 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-async fn server(name: &str, bootstrap: bool) -> Server {
+async fn server(name: &str, join: Option<String>) -> Server {
+    server_with(name, join, |_| {}).await
+}
+
+async fn server_with(
+    name: &str,
+    join: Option<String>,
+    adjust: impl FnOnce(&mut dkron::config::AgentConfig),
+) -> Server {
     let _ = client(); // installs the TLS provider
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = node_config(name, &dir.path().join("data"));
-    if !bootstrap {
+    config.profile = "local".into();
+    if let Some(seed) = join {
         config.bootstrap_expect = 0;
+        config.join = vec![seed];
     }
+    adjust(&mut config);
     let handle = dkron::node::start(config, dkron::clock::system())
         .await
         .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));
@@ -35,7 +47,8 @@ async fn server(name: &str, bootstrap: bool) -> Server {
 }
 
 async fn three_servers() -> Vec<Server> {
-    let first = server("s1", true).await;
+    let first = server("s1", None).await;
+    let first_node = first.handle.as_ref().unwrap().node.clone();
     first
         .handle
         .as_ref()
@@ -43,15 +56,24 @@ async fn three_servers() -> Vec<Server> {
         .wait_leader(Duration::from_secs(10))
         .await
         .expect("s1 leads");
-    let others = [server("s2", false).await, server("s3", false).await];
-    let leader = &first.handle.as_ref().unwrap().node;
-    for (name, s) in ["s2", "s3"].iter().zip(&others) {
-        let rpc = s.handle.as_ref().unwrap().node.rpc_addr;
-        leader
-            .add_server(name, &rpc.to_string())
-            .await
-            .unwrap_or_else(|e| panic!("adding {name}: {e:#}"));
-    }
+    let seed = first_node.gossip.advertise_addr().to_string();
+    let others = [
+        server("s2", Some(seed.clone())).await,
+        server("s3", Some(seed)).await,
+    ];
+    // The leader admits servers it learns of by gossip: learner, then voter.
+    wait_until(Duration::from_secs(20), "three voters", async || {
+        let voters = first_node
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count();
+        (voters == 3).then_some(())
+    })
+    .await;
     let mut all = vec![first];
     all.extend(others);
     all
@@ -96,6 +118,14 @@ async fn writes_through_a_follower_reach_every_server() {
             .wait_finished("replicated", 1, Duration::from_secs(10))
             .await;
     }
+    // Every server names the same leader.
+    let leader = servers[0].api.get("/v1/leader").await;
+    assert_eq!(leader.status, 200, "{}", leader.text);
+    assert_eq!(
+        follower.get("/v1/leader").await.body["Name"],
+        leader.body["Name"]
+    );
+    assert_eq!(follower.get("/v1/members").await.total_count(), Some(3));
     // Pause is replicated too.
     assert_eq!(
         follower.post_empty("/v1/pause").await.body,
@@ -185,7 +215,7 @@ async fn a_job_targeted_at_three_servers_runs_on_each_with_output_kept_by_the_le
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_run_orders_from_an_older_leader_term() {
-    let s = server("fenced", true).await;
+    let s = server("fenced", None).await;
     let node = &s.handle.as_ref().unwrap().node;
     let order = |token: u64| dkron::node::RunOrder {
         job_name: "j".into(),
@@ -213,4 +243,173 @@ async fn a_node_refuses_run_orders_from_an_older_leader_term() {
         node.execute_order(order(7)).await.is_ok(),
         "the same term still runs"
     );
+}
+
+fn voters(s: &Server) -> usize {
+    s.handle
+        .as_ref()
+        .unwrap()
+        .node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count()
+}
+
+/// Dkron's `--bootstrap-expect=3`: no server bootstraps alone; once three see each other
+/// they form one group with one leader, whatever order they started in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_servers_expecting_three_form_one_cluster() {
+    let expect3 = |c: &mut dkron::config::AgentConfig| c.bootstrap_expect = 3;
+    let a = server_with("e1", None, expect3).await;
+    let seed = a
+        .handle
+        .as_ref()
+        .unwrap()
+        .node
+        .gossip
+        .advertise_addr()
+        .to_string();
+    let b = server_with("e2", Some(seed.clone()), expect3).await;
+    // Two of three: nobody may lead yet.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !a.handle.as_ref().unwrap().node.is_leader()
+            && !b.handle.as_ref().unwrap().node.is_leader()
+    );
+    let c = server_with("e3", Some(seed), expect3).await;
+    let servers = vec![a, b, c];
+    let leader = leader_index(&servers).await;
+    wait_until(
+        Duration::from_secs(15),
+        "three voters everywhere",
+        async || servers.iter().all(|s| voters(s) == 3).then_some(()),
+    )
+    .await;
+    let leaders = servers
+        .iter()
+        .filter(|s| s.handle.as_ref().unwrap().node.is_leader())
+        .count();
+    assert_eq!(leaders, 1, "exactly one leader (was {leader})");
+}
+
+/// A server with another --encrypt key never joins; the cluster never lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_the_wrong_key_cannot_join() {
+    let key_a = "kPpdjphiipNSsjd4QHWbkA==";
+    let key_b = "AAAAAAAAAAAAAAAAAAAAAA==";
+    let good = server_with("k1", None, |c| c.encrypt = key_a.into()).await;
+    let seed = good
+        .handle
+        .as_ref()
+        .unwrap()
+        .node
+        .gossip
+        .advertise_addr()
+        .to_string();
+    let friend = server_with("k2", Some(seed.clone()), |c| c.encrypt = key_a.into()).await;
+    let intruder = server_with("k3", Some(seed), |c| c.encrypt = key_b.into()).await;
+    let node = good.handle.as_ref().unwrap().node.clone();
+    wait_until(Duration::from_secs(10), "the friend to join", async || {
+        node.gossip
+            .members()
+            .iter()
+            .any(|m| m.name == "k2")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !node.gossip.members().iter().any(|m| m.name == "k3"),
+        "the node with the wrong key was admitted"
+    );
+    assert!(node.gossip.stats().decrypt_failures > 0);
+    drop((friend, intruder));
+}
+
+/// An agent (no --server) joins by gossip and runs the jobs whose tags target it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_joins_and_runs_jobs_targeted_at_it() {
+    let s = server("hub", None).await;
+    s.handle
+        .as_ref()
+        .unwrap()
+        .wait_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let seed = s
+        .handle
+        .as_ref()
+        .unwrap()
+        .node
+        .gossip
+        .advertise_addr()
+        .to_string();
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = dkron_command(home.path());
+    cmd.args([
+        "agent",
+        "--node-name=worker1",
+        "--bind-addr=127.0.0.1:0",
+        "--tag",
+        "agent=true",
+        "--profile=local",
+    ])
+    .arg(format!("--rpc-port={}", free_port()))
+    .arg(format!("--retry-join={seed}"));
+    let agent = Agent::spawn(
+        cmd,
+        "127.0.0.1:1".parse().unwrap(),
+        home.path().join("agent.log"),
+    );
+    let node = s.handle.as_ref().unwrap().node.clone();
+    let joined = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if node.gossip.members().iter().any(|m| m.name == "worker1") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        joined.is_ok(),
+        "the agent did not join; its log:\n{}",
+        agent.log_text()
+    );
+    wait_until(
+        Duration::from_secs(15),
+        "the agent in /v1/members",
+        async || {
+            let members = s.api.get("/v1/members").await;
+            members
+                .array()
+                .iter()
+                .any(|m| m["Name"] == json!("worker1") && m["Tags"]["agent"] == json!("true"))
+                .then_some(())
+        },
+    )
+    .await;
+    // It holds no Raft state: it is not a voter.
+    assert_eq!(voters(&s), 1);
+    let mut job = shell_job("on-agent", "@manually", "echo hello from $DKRON_JOB_NAME");
+    job["tags"] = json!({"agent": "true:1"});
+    assert_eq!(s.api.post("/v1/jobs", &job).await.status, 201);
+    assert_eq!(s.api.post_empty("/v1/jobs/on-agent/run").await.status, 202);
+    let runs = s
+        .api
+        .wait_finished("on-agent", 1, Duration::from_secs(15))
+        .await;
+    assert_eq!(runs[0]["node_name"], json!("worker1"), "{:#}", runs[0]);
+    assert_eq!(runs[0]["success"], json!(true), "{:#}", runs[0]);
+    assert!(
+        runs[0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("hello from on-agent")
+    );
+    drop(node);
 }

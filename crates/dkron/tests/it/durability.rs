@@ -153,7 +153,7 @@ fn agent_command(
         "--bootstrap-expect=1",
         &format!("--data-dir={}", data_dir.display()),
         &format!("--http-addr={http}"),
-        "--bind-addr=127.0.0.1",
+        "--bind-addr=127.0.0.1:0",
         &format!("--rpc-port={}", free_port()),
         &format!("--node-name={name}"),
         "--log-level=warn",

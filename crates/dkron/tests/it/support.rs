@@ -256,7 +256,7 @@ pub fn node_config(name: &str, data_dir: &Path) -> AgentConfig {
         bootstrap_expect: 1,
         data_dir: data_dir.to_path_buf(),
         node_name: name.into(),
-        bind_addr: "127.0.0.1".into(),
+        bind_addr: "127.0.0.1:0".into(),
         http_addr: "127.0.0.1:0".into(),
         rpc_port: 0,
         ..Default::default()

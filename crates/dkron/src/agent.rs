@@ -1,0 +1,67 @@
+//! An agent: a node without `--server`. It gossips, so servers know it and its tags, and it
+//! executes the run orders servers send it on its RPC port. It holds no Raft state and
+//! serves no HTTP API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::AgentConfig;
+use crate::node::{OrderExecutor, RunOrder, RunResult};
+
+/// Runs an agent until SIGINT/SIGTERM, or until retry-join gives up (an error).
+pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    dkron_executors::install_crypto_provider();
+    let rpc_bind = config.rpc_bind()?;
+    let listener = TcpListener::bind(rpc_bind)
+        .await
+        .with_context(|| format!("cannot listen on rpc port {rpc_bind}: is the port in use?"))?;
+    let rpc_addr = listener.local_addr()?;
+    let gossip = crate::cluster::start_gossip(&config, rpc_addr.port()).await?;
+    crate::cluster::join_once(&gossip, &config.join).await;
+
+    let (stop, stopped) = watch::channel(false);
+    let orders = Arc::new(OrderExecutor::default());
+    let router = Router::new()
+        .route("/rpc/execute", post(execute))
+        .with_state(orders);
+    let server = tokio::spawn(crate::node::serve(listener, router, stopped, "rpc"));
+    tracing::info!(node = %config.node_name, rpc = %rpc_addr, gossip = %gossip.advertise_addr(), "dkron agent started");
+
+    let interval = dkron_core::godur::parse_go_duration(&config.retry_interval)
+        .unwrap_or(Duration::from_secs(30));
+    let joining = async {
+        if config.retry_join.is_empty() {
+            std::future::pending::<anyhow::Result<()>>().await
+        } else {
+            crate::cluster::retry_join(&gossip, &config.retry_join, interval, config.retry_max)
+                .await?;
+            std::future::pending::<anyhow::Result<()>>().await
+        }
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+        joined = joining => joined,
+    };
+    tracing::info!("agent shutting down");
+    gossip.leave().await;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    result
+}
+
+async fn execute(
+    State(orders): State<Arc<OrderExecutor>>,
+    Json(order): Json<RunOrder>,
+) -> Json<Result<RunResult, String>> {
+    Json(orders.execute(order).await)
+}
