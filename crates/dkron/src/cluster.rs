@@ -67,9 +67,16 @@ pub async fn start_gossip(config: &AgentConfig, rpc_port: u16) -> anyhow::Result
         keyring,
         profile,
     };
-    Membership::start(gossip)
+    let membership = Membership::start(gossip)
         .await
-        .with_context(|| format!("starting gossip on {bind} (bind-addr)"))
+        .with_context(|| format!("starting gossip on {bind} (bind-addr)"))?;
+    let advertised = membership.advertise_addr();
+    if advertised.ip().is_loopback() && !bind.ip().is_loopback() {
+        warn!(advertise = %advertised, "advertising a loopback address: other hosts cannot reach this node; set --advertise-addr");
+    } else {
+        info!(advertise = %advertised, "gossip address other nodes use");
+    }
+    Ok(membership)
 }
 
 /// Resolves `host[:port]` entries (port 8946 by default), each time it is called, so a

@@ -232,7 +232,9 @@ impl AgentConfig {
         }
         match parse_bind(&self.bind_addr, 8946) {
             Ok(a) if !a.ip().is_unspecified() => a.ip(),
-            _ => IpAddr::from([127, 0, 0, 1]),
+            // Bound to every interface: advertise this host's private address, like Dkron's
+            // GetPrivateIP; loopback only when the host has nothing else.
+            _ => private_ipv4().unwrap_or(IpAddr::from([127, 0, 0, 1])),
         }
     }
 }
@@ -240,15 +242,41 @@ impl AgentConfig {
 /// This host's first private (RFC 1918) IPv4 address, or else its first non-loopback one.
 pub fn private_ipv4() -> Option<IpAddr> {
     let addrs: Vec<std::net::Ipv4Addr> = nix::ifaddrs::getifaddrs()
-        .ok()?
-        .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
-        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-        .collect();
+        .map(|all| {
+            all.filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
+                .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+                .collect()
+        })
+        .unwrap_or_default();
     addrs
         .iter()
         .find(|ip| ip.is_private())
         .or(addrs.first())
         .map(|ip| IpAddr::V4(*ip))
+        .or_else(hosts_file_ipv4)
+        .or_else(default_route_ipv4)
+}
+
+/// This host's address as `/etc/hosts` maps its hostname (container runtimes write it).
+fn hosts_file_ipv4() -> Option<IpAddr> {
+    let hostname = nix::unistd::gethostname().ok()?.into_string().ok()?;
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts.lines().find_map(|line| {
+        let mut fields = line.split('#').next()?.split_whitespace();
+        let ip: std::net::Ipv4Addr = fields.next()?.parse().ok()?;
+        (!ip.is_loopback() && fields.any(|name| name == hostname)).then_some(IpAddr::V4(ip))
+    })
+}
+
+/// The source address the kernel would use for the default route. Connecting a UDP socket
+/// sends no packet; it only selects the route. (Interface enumeration is not available in
+/// every statically linked build, so this is the fallback.)
+fn default_route_ipv4() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // 192.0.2.1 is TEST-NET-1 (documentation only): never a real destination.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
 }
 
 /// Parses `host:port`, `:port`, `ip` or `host` into a socket address.
@@ -279,6 +307,11 @@ mod tests {
         };
         let ip = config.advertise_ip();
         assert!(!ip.is_unspecified());
+        // Every machine this runs on has a non-loopback interface (CI and containers do).
+        assert!(
+            !ip.is_loopback(),
+            "advertised {ip} although the host has other addresses"
+        );
         let explicit = AgentConfig {
             advertise_addr: "10.1.2.3".into(),
             ..AgentConfig::default()
