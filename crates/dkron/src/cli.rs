@@ -30,8 +30,34 @@ enum Command {
     Agent(Box<AgentArgs>),
     /// Generate a new gossip encryption key (base64, on stdout)
     Keygen,
+    /// Ask a server to leave the cluster gracefully and stop
+    Leave {
+        /// RPC address of the server
+        #[arg(long, default_value = "127.0.0.1:6868")]
+        rpc_addr: String,
+    },
+    /// Inspect or change the Raft configuration
+    Raft {
+        /// RPC address of a server
+        #[arg(long, global = true, default_value = "127.0.0.1:6868")]
+        rpc_addr: String,
+        #[command(subcommand)]
+        command: RaftCommand,
+    },
     /// Show version information
     Version,
+}
+
+#[derive(Subcommand)]
+enum RaftCommand {
+    /// List the servers of the Raft configuration
+    ListPeers,
+    /// Remove a server (by node name) from the Raft configuration
+    RemovePeer {
+        /// The node name of the server to remove
+        #[arg(long)]
+        peer_id: String,
+    },
 }
 
 /// `dkron agent` flags. Every flag is optional so that an unset flag never overrides the
@@ -164,7 +190,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => run_agent(*args),
+        Command::Leave { rpc_addr } => {
+            let answer: Result<(), String> =
+                rpc(&rpc_addr, "/rpc/leave", Some(&serde_json::Value::Null))?;
+            answer.map_err(anyhow::Error::msg)?;
+            println!("Left the cluster successfully");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Raft { rpc_addr, command } => match command {
+            RaftCommand::ListPeers => {
+                let peers: Vec<crate::node::Peer> = rpc(&rpc_addr, "/rpc/raft/peers", None)?;
+                println!(
+                    "{:<20} {:<20} {:<24} {:<10} Voter",
+                    "Node", "ID", "Address", "State"
+                );
+                for p in peers {
+                    println!(
+                        "{:<20} {:<20} {:<24} {:<10} {}",
+                        p.node, p.id, p.address, p.state, p.voter
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            RaftCommand::RemovePeer { peer_id } => {
+                let answer: Result<(), String> = rpc(
+                    &rpc_addr,
+                    "/rpc/raft/remove-peer",
+                    Some(&serde_json::json!(peer_id)),
+                )?;
+                answer.map_err(anyhow::Error::msg)?;
+                println!("Peer removed");
+                Ok(ExitCode::SUCCESS)
+            }
+        },
     }
+}
+
+/// One call to a server's RPC port (GET without a body, POST with one).
+fn rpc<T: serde::de::DeserializeOwned>(
+    rpc_addr: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<T> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let url = format!("http://{rpc_addr}{path}");
+        let request = match body {
+            Some(b) => client.post(&url).json(b),
+            None => client.get(&url),
+        };
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the server at {rpc_addr}: is it running? pass --rpc-addr host:port"
+            )
+        })?;
+        response
+            .json()
+            .await
+            .with_context(|| format!("unexpected answer from {url}"))
+    })
 }
 
 fn parse_tags(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {

@@ -705,6 +705,9 @@ fn rpc_router(node: Arc<Node>) -> Router {
         .route("/rpc/run", post(rpc_run))
         .route("/rpc/execute", post(rpc_execute))
         .route("/rpc/raft-state", axum::routing::get(rpc_raft_state))
+        .route("/rpc/raft/peers", axum::routing::get(rpc_raft_peers))
+        .route("/rpc/raft/remove-peer", post(rpc_remove_peer))
+        .route("/rpc/leave", post(rpc_leave))
         .with_state(node)
 }
 
@@ -720,6 +723,88 @@ async fn rpc_write(
 async fn rpc_raft_state(AxState(node): AxState<Arc<Node>>) -> Json<serde_json::Value> {
     let initialized = node.raft.is_initialized().await.unwrap_or(true);
     Json(serde_json::json!({ "initialized": initialized }))
+}
+
+/// One server of the Raft configuration, for `dkron raft list-peers`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Peer {
+    pub node: String,
+    pub id: String,
+    pub address: String,
+    pub state: String,
+    pub voter: bool,
+}
+
+async fn rpc_raft_peers(AxState(node): AxState<Arc<Node>>) -> Json<Vec<Peer>> {
+    let metrics = node.raft.metrics().borrow().clone();
+    let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+    let peers = metrics
+        .membership_config
+        .nodes()
+        .map(|(id, n)| Peer {
+            node: n.name.clone(),
+            id: n.name.clone(),
+            address: n.rpc_addr.clone(),
+            state: if metrics.current_leader == Some(*id) {
+                "leader".into()
+            } else {
+                "follower".into()
+            },
+            voter: voters.contains(id),
+        })
+        .collect();
+    Json(peers)
+}
+
+/// Removes a server (by node name) from the Raft configuration; runs on the leader.
+async fn rpc_remove_peer(
+    AxState(node): AxState<Arc<Node>>,
+    Json(name): Json<String>,
+) -> Json<Result<(), String>> {
+    let id = node_id_for(&name);
+    if !node.is_leader() {
+        return Json(match node.leader() {
+            Some(l) => match node
+                .client
+                .post(format!("http://{}/rpc/raft/remove-peer", l.rpc_addr))
+                .json(&name)
+                .send()
+                .await
+            {
+                Ok(r) => r
+                    .json::<Result<(), String>>()
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string())),
+                Err(e) => Err(format!("cannot reach the leader {}: {e}", l.name)),
+            },
+            None => Err("no leader is elected yet; retry in a few seconds".into()),
+        });
+    }
+    let metrics = node.raft.metrics().borrow().clone();
+    if !metrics.membership_config.nodes().any(|(i, _)| *i == id) {
+        return Json(Err(format!(
+            "id \"{name}\" was not found in the Raft configuration"
+        )));
+    }
+    let voters: BTreeSet<NodeId> = metrics
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|v| *v != id)
+        .collect();
+    Json(
+        node.raft
+            .change_membership(voters, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// `dkron leave`: leave the cluster gracefully and stop.
+async fn rpc_leave(AxState(node): AxState<Arc<Node>>) -> Json<Result<(), String>> {
+    node.request_shutdown();
+    Json(Ok(()))
 }
 
 /// A run order from the leader.

@@ -413,3 +413,102 @@ async fn an_agent_joins_and_runs_jobs_targeted_at_it() {
     );
     drop(node);
 }
+
+fn dkron_cli(args: &[&str]) -> std::process::Output {
+    let home = tempfile::tempdir().unwrap();
+    dkron_command(home.path())
+        .args(args)
+        .output()
+        .expect("running dkron")
+}
+
+/// `dkron raft list-peers`, `dkron raft remove-peer` and `dkron leave` against live servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_peers_can_be_listed_and_removed_and_a_server_can_leave() {
+    let servers = three_servers().await;
+    let rpc = |i: usize| {
+        servers[i]
+            .handle
+            .as_ref()
+            .unwrap()
+            .node
+            .rpc_addr
+            .to_string()
+    };
+    let rpc0 = rpc(0);
+    let list = tokio::task::spawn_blocking(move || {
+        dkron_cli(&["raft", "list-peers", "--rpc-addr", &rpc0])
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(list.status.success(), "{text}");
+    for name in ["s1", "s2", "s3"] {
+        assert!(text.contains(name), "{text}");
+    }
+    assert_eq!(text.matches("leader").count(), 1, "{text}");
+
+    // Asked of a follower, the removal is carried out by the leader.
+    let follower = (0..3)
+        .find(|i| !servers[*i].handle.as_ref().unwrap().node.is_leader())
+        .unwrap();
+    let victim = if servers[(follower + 1) % 3]
+        .handle
+        .as_ref()
+        .unwrap()
+        .node
+        .is_leader()
+    {
+        (follower + 2) % 3
+    } else {
+        (follower + 1) % 3
+    };
+    let victim_name = servers[victim]
+        .handle
+        .as_ref()
+        .unwrap()
+        .node
+        .name()
+        .to_string();
+    let rpcf = rpc(follower);
+    let vn = victim_name.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        dkron_cli(&["raft", "remove-peer", "--peer-id", &vn, "--rpc-addr", &rpcf])
+    })
+    .await
+    .unwrap();
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&removed.stdout).contains("Peer removed"));
+    let rpcf = rpc(follower);
+    let unknown = tokio::task::spawn_blocking(move || {
+        dkron_cli(&[
+            "raft",
+            "remove-peer",
+            "--peer-id",
+            "nobody",
+            "--rpc-addr",
+            &rpcf,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("was not found"));
+
+    // `dkron leave` makes the server stop gracefully.
+    let leaving = &servers[follower].handle.as_ref().unwrap().node;
+    let mut stop = leaving.shutdown_requested();
+    let rpcf = rpc(follower);
+    let left = tokio::task::spawn_blocking(move || dkron_cli(&["leave", "--rpc-addr", &rpcf]))
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&left.stdout).contains("Left the cluster successfully"));
+    tokio::time::timeout(Duration::from_secs(5), stop.wait_for(|v| *v))
+        .await
+        .expect("the server was asked to stop")
+        .unwrap();
+}
