@@ -9,6 +9,7 @@
 //! scenario also runs the *floor*: a minimal program (this binary, `floor` subcommand) that
 //! starts the same N requests at each whole second with no scheduler at all.
 
+mod failover;
 mod sink;
 
 use std::path::PathBuf;
@@ -56,7 +57,7 @@ impl Dkron {
                 "--server",
                 "--bootstrap-expect=1",
                 "--node-name=bench",
-                "--bind-addr=127.0.0.1",
+                "--bind-addr=127.0.0.1:0",
                 "--log-level=warn",
             ])
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
@@ -375,6 +376,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(scenario, "all" | "rss") {
         bench_rss(&client).await?;
+    }
+    if matches!(scenario, "all" | "failover") {
+        let kills = match (scenario, args.get(1)) {
+            ("failover", Some(k)) => k.parse()?,
+            _ => 20,
+        };
+        failover::bench(&client, kills).await?;
     }
     Ok(())
 }

@@ -1,0 +1,229 @@
+//! Failover gap on a 3-server loopback cluster: `kill -9` the leader, measure the time until
+//! the first run of an occurrence due after the kill reaches the sink, restart the killed
+//! server, repeat. Also measures job creates per second sent to a follower.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::sink::Sink;
+use crate::{dkron_path, free_port, percentile};
+
+struct Server {
+    name: String,
+    http: u16,
+    rpc: u16,
+    gossip: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn spawn(&mut self, join: Option<u16>) -> anyhow::Result<()> {
+        let mut cmd = Command::new(dkron_path());
+        cmd.args(["agent", "--server", "--log-level=warn"])
+            .arg(format!("--node-name={}", self.name))
+            .arg(format!("--data-dir={}", self.dir.display()))
+            .arg(format!("--http-addr=127.0.0.1:{}", self.http))
+            .arg(format!("--bind-addr=127.0.0.1:{}", self.gossip))
+            .arg(format!("--rpc-port={}", self.rpc));
+        match join {
+            Some(port) => cmd.arg(format!("--join=127.0.0.1:{port}")),
+            None => cmd.arg("--bootstrap-expect=1"),
+        };
+        self.child = Some(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting dkron")?,
+        );
+        Ok(())
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
+    client
+        .get(url)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+async fn leader_of(client: &reqwest::Client, servers: &[Server]) -> Option<String> {
+    for s in servers.iter().filter(|s| s.child.is_some()) {
+        if let Some(v) = get_json(client, &format!("{}/v1/leader", s.base())).await
+            && let Some(name) = v["Name"].as_str()
+        {
+            return Some(name.to_string());
+        }
+    }
+    None
+}
+
+async fn voters(client: &reqwest::Client, server: &Server) -> usize {
+    get_json(client, &format!("{}/v1/members", server.base()))
+        .await
+        .and_then(|v| {
+            v.as_array().map(|a| {
+                a.iter()
+                    .filter(|m| m["statusText"] == "alive" && m["Tags"]["server"] == "true")
+                    .count()
+            })
+        })
+        .unwrap_or(0)
+}
+
+async fn wait<F: AsyncFnMut() -> bool>(
+    limit: Duration,
+    what: &str,
+    mut f: F,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+pub async fn bench(client: &reqwest::Client, kills: usize) -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers: Vec<Server> = (1..=3)
+        .map(|i| -> anyhow::Result<Server> {
+            Ok(Server {
+                name: format!("f{i}"),
+                http: free_port()?,
+                rpc: free_port()?,
+                gossip: free_port()?,
+                dir: root.path().join(format!("f{i}")),
+                child: None,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let seed = servers[0].gossip;
+    servers[0].spawn(None)?;
+    wait(Duration::from_secs(20), "the first server", async || {
+        get_json(client, &format!("{}/v1/leader", servers[0].base()))
+            .await
+            .is_some()
+    })
+    .await?;
+    servers[1].spawn(Some(seed))?;
+    servers[2].spawn(Some(seed))?;
+    wait(Duration::from_secs(30), "three servers", async || {
+        voters(client, &servers[0]).await == 3
+    })
+    .await?;
+
+    // Creates through a follower: forwarded to the leader, acknowledged after commit.
+    let leader = leader_of(client, &servers).await.context("no leader")?;
+    let follower = servers
+        .iter()
+        .find(|s| s.name != leader)
+        .context("no follower")?;
+    let n = 2000;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..32 {
+        let client = client.clone();
+        let url = format!("{}/v1/jobs", follower.base());
+        tasks.push(tokio::spawn(async move {
+            for i in (worker..n).step_by(32) {
+                let job = json!({"name": format!("c{i}"), "schedule": "@every 1h", "executor": "shell",
+                                 "executor_config": {"command": "true"}});
+                let r = client.post(&url).json(&job).send().await?;
+                anyhow::ensure!(r.status() == 201, "create answered {}", r.status());
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let creates = n as f64 / started.elapsed().as_secs_f64();
+
+    let sink = Sink::start().await?;
+    let job = json!({"name": "tick", "schedule": "* * * * * *", "tags": {"server": "true:1"},
+        "executor": "http", "executor_config": {"method": "GET", "url": sink.url(), "timeout": "5"}});
+    let r = client
+        .post(format!("{}/v1/jobs", servers[0].base()))
+        .json(&job)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status() == 201,
+        "creating the tick job answered {}",
+        r.status()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut gaps = Vec::new();
+    for round in 0..kills {
+        let leader = leader_of(client, &servers)
+            .await
+            .context("no leader before a kill")?;
+        let idx = servers
+            .iter()
+            .position(|s| s.name == leader)
+            .context("leader not ours")?;
+        let killed_at = Timestamp::now();
+        if let Some(mut child) = servers[idx].child.take() {
+            child.start_kill()?;
+            let _ = child.wait().await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let gap = loop {
+            let first = sink
+                .hits()
+                .into_iter()
+                .filter(|h| h.scheduled >= killed_at)
+                .map(|h| h.arrived)
+                .min();
+            if let Some(arrived) = first {
+                break arrived.duration_since(killed_at).as_secs_f64();
+            }
+            if Instant::now() > deadline {
+                bail!("round {round}: no fire within 30 s of killing the leader");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        gaps.push(gap);
+        let peer = servers[(idx + 1) % 3].gossip;
+        servers[idx].spawn(Some(peer))?;
+        let back = &servers[idx];
+        wait(
+            Duration::from_secs(30),
+            "the killed server to rejoin",
+            async || voters(client, back).await == 3,
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    gaps.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "| failover gap (leader `kill -9` → first run of an occurrence due after the kill) | 3 servers on loopback, {kills} kills, job `* * * * * *` | p50 **{:.2} s**, p99 **{:.2} s**, max {:.2} s | p99 ≤ 2 s |",
+        percentile(&gaps, 0.5),
+        percentile(&gaps, 0.99),
+        gaps.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "| job creates through a follower | 3 servers, {n} creates, 32 in flight | **{creates:.0} creates/s** | ≥ 1,000/s |"
+    );
+    Ok(())
+}
