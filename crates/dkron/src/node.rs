@@ -105,6 +105,9 @@ pub struct ClusterMember {
 /// A committed write: its result and the log index that carried it.
 type Committed = (Response, u64);
 
+/// How long placement skips a node that refused a run order's connection.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
+
 /// How long a follower waits for its own state machine to catch up with a write it forwarded,
 /// so a client reads its own write from the server it wrote to.
 const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
@@ -131,6 +134,8 @@ pub struct Node {
     orders: OrderExecutor,
     /// Gossip membership: who is in the cluster, with which tags.
     pub gossip: dkron_membership::Membership,
+    /// Nodes that refused a run order's connection, and when.
+    unreachable: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Why the node stopped on its own (e.g. retry-join gave up), for the exit status.
     failure: Mutex<Option<String>>,
 }
@@ -230,7 +235,12 @@ impl Node {
             .await
         {
             Ok(r) => r,
-            Err(e) => return failed(e.to_string()),
+            Err(e) => {
+                if e.is_connect() {
+                    self.mark_unreachable(node_name);
+                }
+                return failed(e.to_string());
+            }
         };
         match response.json::<Result<RunResult, String>>().await {
             Ok(Ok(result)) => result,
@@ -364,11 +374,27 @@ impl Node {
                 alive: matches!(
                     m.status,
                     dkron_membership::MemberStatus::Alive | dkron_membership::MemberStatus::Suspect
-                ),
+                ) && !self.recently_unreachable(&m.name),
                 name: m.name,
                 tags: m.tags,
             })
             .collect()
+    }
+
+    /// Placement skips a node that refused a connection for [`UNREACHABLE_FOR`]: gossip takes
+    /// seconds to declare a dead node failed, and every run sent to it meanwhile is lost.
+    fn mark_unreachable(&self, name: &str) {
+        tracing::warn!(node = %name, "node unreachable: placement skips it for a while");
+        self.unreachable
+            .lock()
+            .expect("unreachable lock")
+            .insert(name.to_string(), std::time::Instant::now());
+    }
+
+    fn recently_unreachable(&self, name: &str) -> bool {
+        let mut map = self.unreachable.lock().expect("unreachable lock");
+        map.retain(|_, since| since.elapsed() < UNREACHABLE_FOR);
+        map.contains_key(name)
     }
 
     /// Where a member's RPC port is (its `rpc_addr` tag).
@@ -543,6 +569,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         in_flight: Mutex::new(HashSet::new()),
         orders: OrderExecutor::default(),
         gossip,
+        unreachable: Mutex::new(std::collections::HashMap::new()),
         failure: Mutex::new(None),
     });
 
