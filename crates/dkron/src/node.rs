@@ -478,9 +478,12 @@ fn raft_config(multiplier: u32) -> anyhow::Result<openraft::Config> {
     let m = u64::from(multiplier.max(1));
     let config = openraft::Config {
         cluster_name: "dkron".into(),
-        heartbeat_interval: 250 * m,
-        election_timeout_min: 1000 * m,
-        election_timeout_max: 2000 * m,
+        // A follower grants no vote while its leader lease (the election timeout) runs, so a
+        // dead leader costs up to two timeouts before a new one leads: keep them short enough
+        // for a ~2 s failover on a LAN; --raft-multiplier scales them for slower networks.
+        heartbeat_interval: 100 * m,
+        election_timeout_min: 400 * m,
+        election_timeout_max: 800 * m,
         install_snapshot_timeout: 10_000,
         // A snapshot costs time proportional to the whole state; entries are batches, so
         // 20,000 of them cover minutes of heavy scheduling.
