@@ -94,17 +94,8 @@ fn render_bytes_tail(bytes: &[u8], cut_at_front: bool, max: usize) -> String {
 }
 
 /// The longest suffix of `s` that fits in `max` bytes and starts on a
-/// character boundary.
-pub fn tail_str(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
+/// character boundary (the core's rule, shared with the API's truncation).
+pub use dkron_core::job::tail_utf8 as tail_str;
 
 /// Build a job's final output: `prefix` (status lines, warnings) + the
 /// captured tail + `suffix` (kill or mismatch messages), within `limit` bytes.

@@ -77,20 +77,14 @@ fn self_member(node: &Node) -> Member {
     all_members(node)
         .into_iter()
         .find(|m| m.name == node.name())
-        .unwrap_or_else(|| Member {
-            name: node.name().to_string(),
-            addr: node.config.advertise_ip().to_string(),
-            port: node.gossip.advertise_addr().port(),
-            tags: node.tags(),
-            status: 1,
-            protocol_min: 1,
-            protocol_max: 5,
-            protocol_cur: 2,
-            delegate_min: 2,
-            delegate_max: 5,
-            delegate_cur: 4,
-            id: node.name().to_string(),
-            status_text: "alive",
+        .unwrap_or_else(|| {
+            // Gossip always lists this node; this is only a safe answer if it ever does not.
+            serf_member(dkron_membership::Member {
+                name: node.name().to_string(),
+                addr: node.gossip.advertise_addr(),
+                tags: node.tags(),
+                status: dkron_membership::MemberStatus::Alive,
+            })
         })
 }
 
