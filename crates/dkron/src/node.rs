@@ -896,14 +896,3 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
         None => Ok(()),
     }
 }
-
-/// Names of jobs currently running anywhere, for `/v1/busy` (single-server: this one).
-pub fn running_jobs(node: &Node) -> BTreeSet<String> {
-    node.state.read(|s| {
-        s.jobs
-            .iter()
-            .filter(|(_, e)| !e.running.is_empty())
-            .map(|(n, _)| n.clone())
-            .collect()
-    })
-}

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use dkron_core::command::{Command, Response as Applied};
+use dkron_core::command::Command;
 use dkron_core::job::{Execution, tail_utf8};
 use serde::Serialize;
 
-use super::ApiError;
 use super::query::{Query, render, total_count};
+use super::{ApiError, forget_outputs, write_job};
 use crate::node::Node;
 
 #[derive(Serialize)]
@@ -126,26 +126,14 @@ pub async fn delete_all(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(raw.as_deref());
-    match node
-        .write(Command::DeleteExecutions { job: job.clone() })
-        .await?
-    {
-        Applied::Job { job: stored } => {
-            if let Err(e) = node.outputs.delete_job(&job).await {
-                tracing::warn!(job = %job, error = %e, "could not delete the job's kept outputs");
-            }
-            Ok(render(
-                StatusCode::OK,
-                &stored,
-                query.pretty(),
-                HeaderMap::new(),
-            ))
-        }
-        Applied::Rejected { error } => Err(error.into()),
-        other => Err(ApiError::internal(format!(
-            "unexpected apply result {other:?}"
-        ))),
-    }
+    let stored = write_job(&node, Command::DeleteExecutions { job: job.clone() }).await?;
+    forget_outputs(&node, &job).await;
+    Ok(render(
+        StatusCode::OK,
+        &stored,
+        query.pretty(),
+        HeaderMap::new(),
+    ))
 }
 
 /// Running executions, oldest first.

@@ -8,12 +8,12 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use dkron_core::command::{Command, Response as Applied};
+use dkron_core::command::Command;
 use dkron_core::job::Job;
 use dkron_core::validate::{FieldError, validate_job};
 
-use super::ApiError;
 use super::query::{Query, render, total_count};
+use super::{ApiError, forget_outputs, write_job};
 use crate::node::Node;
 use crate::runner::{Trigger, run_job};
 
@@ -70,21 +70,14 @@ async fn save(node: &Arc<Node>, job: Job, query: &Query) -> Result<Response, Api
     }
     let name = job.name.clone();
     let now = node.clock.now();
-    match node
-        .write(Command::SetJob {
+    write_job(
+        node,
+        Command::SetJob {
             job: Box::new(job),
             now,
-        })
-        .await?
-    {
-        Applied::Job { .. } => {}
-        Applied::Rejected { error } => return Err(error.into()),
-        other => {
-            return Err(ApiError::internal(format!(
-                "unexpected apply result {other:?}"
-            )));
-        }
-    }
+        },
+    )
+    .await?;
     if query.has("runoncreate") {
         run_job(node.clone(), name.clone(), Trigger::Manual);
     }
@@ -230,26 +223,14 @@ pub async fn delete(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(raw.as_deref());
-    match node
-        .write(Command::DeleteJob { name: name.clone() })
-        .await?
-    {
-        Applied::Job { job } => {
-            if let Err(e) = node.outputs.delete_job(&name).await {
-                tracing::warn!(job = %name, error = %e, "could not delete the job's kept outputs");
-            }
-            Ok(render(
-                StatusCode::OK,
-                &job,
-                query.pretty(),
-                HeaderMap::new(),
-            ))
-        }
-        Applied::Rejected { error } => Err(error.into()),
-        other => Err(ApiError::internal(format!(
-            "unexpected apply result {other:?}"
-        ))),
-    }
+    let job = write_job(&node, Command::DeleteJob { name: name.clone() }).await?;
+    forget_outputs(&node, &name).await;
+    Ok(render(
+        StatusCode::OK,
+        &job,
+        query.pretty(),
+        HeaderMap::new(),
+    ))
 }
 
 /// Run now: answered 202 at once; the run proceeds in the background.
@@ -289,24 +270,14 @@ pub async fn toggle(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(raw.as_deref());
-    match node
-        .write(Command::ToggleJob { name: name.clone() })
-        .await?
-    {
-        Applied::Job { .. } => {
-            let job = stored_job(&node, &name)?;
-            Ok(render(
-                StatusCode::OK,
-                &job,
-                query.pretty(),
-                HeaderMap::new(),
-            ))
-        }
-        Applied::Rejected { error } => Err(error.into()),
-        other => Err(ApiError::internal(format!(
-            "unexpected apply result {other:?}"
-        ))),
-    }
+    write_job(&node, Command::ToggleJob { name: name.clone() }).await?;
+    let job = stored_job(&node, &name)?;
+    Ok(render(
+        StatusCode::OK,
+        &job,
+        query.pretty(),
+        HeaderMap::new(),
+    ))
 }
 
 /// Restores jobs from a `GET /v1/jobs` dump (multipart field `file`), parents first.
@@ -370,14 +341,15 @@ pub async fn restore(
     for job in ordered {
         let name = job.name.clone();
         let ok = check_job(&job).is_empty()
-            && matches!(
-                node.write(Command::SetJob {
+            && write_job(
+                &node,
+                Command::SetJob {
                     job: Box::new(job),
-                    now: node.clock.now()
-                })
-                .await,
-                Ok(Applied::Job { .. })
-            );
+                    now: node.clock.now(),
+                },
+            )
+            .await
+            .is_ok();
         results.push(format!(
             "{} create {name}",
             if ok { "success" } else { "fail" }

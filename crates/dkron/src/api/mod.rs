@@ -77,6 +77,29 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
+/// Proposes a command whose success answer is a job (create, delete, toggle, delete
+/// executions) and returns that job; a rejection becomes its API error.
+async fn write_job(
+    node: &Node,
+    command: dkron_core::command::Command,
+) -> Result<dkron_core::job::Job, ApiError> {
+    use dkron_core::command::Response as Applied;
+    match node.write(command).await? {
+        Applied::Job { job } => Ok(*job),
+        Applied::Rejected { error } => Err(error.into()),
+        other => Err(ApiError::internal(format!(
+            "unexpected apply result {other:?}"
+        ))),
+    }
+}
+
+/// Drops the full outputs this node kept for `job` (its executions are gone).
+async fn forget_outputs(node: &Node, job: &str) {
+    if let Err(e) = node.outputs.delete_job(job).await {
+        tracing::warn!(job = %job, error = %e, "could not delete the job's kept outputs");
+    }
+}
+
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,

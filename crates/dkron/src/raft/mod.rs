@@ -16,6 +16,7 @@ pub mod network;
 pub mod state_machine;
 
 use std::fmt;
+// The macro's default snapshot type names `Cursor` unqualified.
 use std::io::Cursor;
 
 use dkron_core::command::{Command, Response};
@@ -92,10 +93,6 @@ pub(crate) fn read_err<E: std::error::Error + 'static>(e: E) -> StorageError {
 pub(crate) fn write_err<E: std::error::Error + 'static>(e: E) -> StorageError {
     io_err(openraft::ErrorVerb::Write, e)
 }
-
-/// Reads a `Cursor` type name so the macro's default snapshot type stays in scope.
-#[allow(dead_code)]
-type SnapshotData = Cursor<Vec<u8>>;
 
 /// openraft's storage conformance suite, run against our redb log store and state machine.
 #[cfg(test)]
