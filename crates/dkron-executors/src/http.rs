@@ -479,12 +479,7 @@ mod tests {
         }
     }
 
-    fn cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::test_support::cfg;
 
     async fn run(pairs: &[(&str, &str)]) -> ExecOutcome {
         crate::install_crypto_provider();

@@ -149,3 +149,17 @@ mod tests {
         assert!(rustls::crypto::CryptoProvider::get_default().is_some());
     }
 }
+
+/// Helpers shared by the executors' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::BTreeMap;
+
+    /// An executor config from literal pairs.
+    pub fn cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+}

@@ -582,12 +582,7 @@ mod tests {
         }
     }
 
-    fn cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::test_support::cfg;
 
     /// Every test run is bounded, so a hang fails instead of stalling CI.
     async fn run(pairs: &[(&str, &str)], limit: usize) -> ExecOutcome {
