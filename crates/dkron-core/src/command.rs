@@ -23,14 +23,28 @@ pub enum Command {
         name: String,
     },
     /// Flip `disabled` atomically (Dkron read-modify-wrote it from a possibly stale replica).
+    /// `now` (absent in entries older than the fire ledger) moves the ledger of a job being
+    /// enabled, so occurrences due while it was disabled are not caught up.
     ToggleJob {
         name: String,
+        #[serde(default)]
+        now: Option<Timestamp>,
     },
     /// Claim a run: records it as running. With `enforce_forbid`, refused while the job
     /// (`concurrency: forbid`) has another run in progress — decided here, atomically.
     StartExecution {
         execution: Execution,
         enforce_forbid: bool,
+    },
+    /// Claim one scheduled occurrence in the fire ledger. Refused when an occurrence at or
+    /// after `nominal` was already decided, so no occurrence is fired twice, whoever leads.
+    /// Otherwise the ledger moves to `nominal` and the verdict says what happened: `runs`
+    /// (every target of the occurrence, one group) started, or skipped because the job's
+    /// concurrency is `forbid` and a run is still going, or nothing eligible to run it.
+    ClaimOccurrence {
+        job: String,
+        nominal: Timestamp,
+        runs: Vec<Execution>,
     },
     /// Record a finished run (output already cut to a short tail by the proposer).
     FinishExecution {
@@ -63,6 +77,10 @@ pub enum Response {
         execution: Execution,
     },
     Finished(FinishOutcome),
+    /// A [`Command::ClaimOccurrence`] was decided.
+    Claimed {
+        verdict: Verdict,
+    },
     Paused {
         paused: bool,
     },
@@ -73,6 +91,18 @@ pub enum Response {
     Batch {
         responses: Vec<Response>,
     },
+}
+
+/// What became of one scheduled occurrence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Its runs started, with these execution ids.
+    Ran { executions: Vec<String> },
+    /// Not run: `concurrency` is `forbid` and these runs were still going.
+    SkippedForbid { running: Vec<String> },
+    /// Not run: no alive node matched the job's tags.
+    NoTarget,
 }
 
 /// What the leader must do after a run finished, decided by the state machine.
@@ -102,6 +132,12 @@ pub enum ApplyError {
     Cycle { chain: Vec<String> },
     #[error("{}", crate::validate::summary(errors))]
     Invalid { errors: Vec<FieldError> },
+    #[error("occurrence {nominal} of job {job} was already decided (ledger at {fired_through})")]
+    AlreadyDecided {
+        job: String,
+        nominal: Timestamp,
+        fired_through: Timestamp,
+    },
     #[error("job {job} is already running and its concurrency is forbid")]
     AlreadyRunning { job: String, running: Vec<String> },
 }

@@ -11,7 +11,7 @@ use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 use crate::MAX_EXECUTIONS_PER_JOB;
-use crate::command::{ApplyError, Command, FinishOutcome, Response};
+use crate::command::{ApplyError, Command, FinishOutcome, Response, Verdict};
 use crate::job::{Execution, Job, STATUS_FAILED, STATUS_PARTIALLY_FAILED, STATUS_SUCCESS};
 use crate::schedule::{Schedule, load_timezone};
 use crate::validate::validate_job;
@@ -51,6 +51,13 @@ pub struct JobEntry {
     /// Execution records stored for this job, so retention needs no scan.
     #[serde(default)]
     pub stored_executions: usize,
+    /// The fire ledger: every scheduled occurrence at or before this instant is decided
+    /// (claimed, or skipped for a reason). A new leader resumes right after it, so occurrences
+    /// that fell due while no leader existed are fired late rather than dropped, and a claim
+    /// at or before it is refused, so none is fired twice. `None` only in entries written
+    /// before the ledger existed.
+    #[serde(default)]
+    pub fired_through: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -153,7 +160,10 @@ impl State {
         let result = match command {
             Command::SetJob { job, now } => self.set_job(*job, now, &mut effects),
             Command::DeleteJob { name } => self.delete_job(&name, &mut effects),
-            Command::ToggleJob { name } => self.toggle_job(&name, &mut effects),
+            Command::ToggleJob { name, now } => self.toggle_job(&name, now, &mut effects),
+            Command::ClaimOccurrence { job, nominal, runs } => {
+                self.claim_occurrence(&job, nominal, runs, &mut effects)
+            }
             Command::StartExecution {
                 execution,
                 enforce_forbid,
@@ -224,7 +234,7 @@ impl State {
         job.next = None;
         let previous = self.jobs.remove(&name);
         let stored_executions = previous.as_ref().map_or(0, |p| p.stored_executions);
-        let (anchor, running, groups, old_parent) = match &previous {
+        let (anchor, running, groups, old_parent, fired_through) = match &previous {
             Some(prev) => {
                 let p = &prev.job;
                 job.success_count = job.success_count.max(p.success_count);
@@ -241,16 +251,33 @@ impl State {
                 } else {
                     now
                 };
+                // Occurrences owed under the old schedule or zone, or while the job was
+                // disabled, are not caught up under the new one.
+                let fresh_start = p.schedule != job.schedule
+                    || p.timezone != job.timezone
+                    || (p.disabled && !job.disabled);
+                let fired_through = match prev.fired_through {
+                    Some(t) if fresh_start => Some(t.max(now)),
+                    Some(t) => Some(t),
+                    None => Some(now),
+                };
                 (
                     anchor,
                     prev.running.clone(),
                     prev.groups.clone(),
                     p.parent_job.clone(),
+                    fired_through,
                 )
             }
             None => {
                 job.dependent_jobs = None;
-                (now, BTreeMap::new(), BTreeMap::new(), String::new())
+                (
+                    now,
+                    BTreeMap::new(),
+                    BTreeMap::new(),
+                    String::new(),
+                    Some(now),
+                )
             }
         };
         if old_parent != job.parent_job {
@@ -275,6 +302,7 @@ impl State {
                 running,
                 groups,
                 stored_executions,
+                fired_through,
             },
         );
         effects.push(Effect::PutJob(name));
@@ -308,13 +336,56 @@ impl State {
     fn toggle_job(
         &mut self,
         name: &str,
+        now: Option<Timestamp>,
         effects: &mut Vec<Effect>,
     ) -> Result<Response, ApplyError> {
         let entry = self.entry_mut(name)?;
         entry.job.disabled = !entry.job.disabled;
+        if let (false, Some(now)) = (entry.job.disabled, now) {
+            // Enabled again: what fell due while disabled is not owed.
+            entry.fired_through = Some(entry.fired_through.map_or(now, |t| t.max(now)));
+        }
         let job = entry.job.clone();
         effects.push(Effect::PutJob(name.to_string()));
         Ok(Response::Job { job: Box::new(job) })
+    }
+
+    fn claim_occurrence(
+        &mut self,
+        name: &str,
+        nominal: Timestamp,
+        runs: Vec<Execution>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, ApplyError> {
+        let entry = self.entry_mut(name)?;
+        if let Some(fired_through) = entry.fired_through.filter(|t| nominal <= *t) {
+            return Err(ApplyError::AlreadyDecided {
+                job: name.to_string(),
+                nominal,
+                fired_through,
+            });
+        }
+        entry.fired_through = Some(nominal);
+        let verdict = if runs.is_empty() {
+            Verdict::NoTarget
+        } else if entry.job.forbids_overlap() && !entry.running.is_empty() {
+            Verdict::SkippedForbid {
+                running: entry.running.keys().cloned().collect(),
+            }
+        } else {
+            let executions = runs.iter().map(|r| r.id.clone()).collect();
+            for mut run in runs {
+                run.job_name = name.to_string();
+                run.scheduled_at = Some(nominal);
+                // Cannot fail: the job exists and forbid was decided above.
+                self.start_execution(run, false, effects)?;
+            }
+            return Ok(Response::Claimed {
+                verdict: Verdict::Ran { executions },
+            });
+        };
+        effects.push(Effect::PutJob(name.to_string()));
+        Ok(Response::Claimed { verdict })
     }
 
     fn start_execution(

@@ -11,6 +11,7 @@ use axum::extract::State as AxState;
 use axum::routing::post;
 use axum::{Json, Router};
 use dkron_core::command::{Command, Response};
+use dkron_core::job::Execution;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tokio::net::TcpListener;
@@ -129,7 +130,7 @@ pub struct Node {
     /// Runs executing in this process, so shutdown can stop them and a new leader can tell
     /// its own live runs from runs orphaned by a restart.
     runs: Mutex<JoinSet<()>>,
-    in_flight: Mutex<HashSet<String>>,
+    in_flight: Mutex<HashSet<(String, String)>>,
     /// Runs orders on this node, refusing those of deposed leaders.
     orders: OrderExecutor,
     /// Gossip membership: who is in the cluster, with which tags.
@@ -321,18 +322,24 @@ impl Node {
         runs.spawn(run);
     }
 
-    /// Marks an execution as executing here (`true`) or done (`false`).
-    pub fn track_execution(&self, id: &str, running: bool) {
+    /// Marks an execution as executing here (`true`) or done (`false`). Keyed by job and
+    /// id: ids (`<start ns>-<node>`) repeat across jobs started at the same instant.
+    pub fn track_execution(&self, execution: &Execution, running: bool) {
+        let key = (execution.job_name.clone(), execution.id.clone());
         let mut set = self.in_flight.lock().expect("in-flight lock");
         if running {
-            set.insert(id.to_string());
+            set.insert(key);
         } else {
-            set.remove(id);
+            set.remove(&key);
         }
     }
 
-    pub fn is_executing_here(&self, id: &str) -> bool {
-        self.in_flight.lock().expect("in-flight lock").contains(id)
+    pub fn is_executing_here(&self, execution: &Execution) -> bool {
+        let key = (execution.job_name.clone(), execution.id.clone());
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .contains(&key)
     }
 
     pub fn is_leader(&self) -> bool {

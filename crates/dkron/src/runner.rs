@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dkron_core::command::{ApplyError, Command, Response};
+use dkron_core::command::{ApplyError, Command, Response, Verdict};
 use dkron_core::job::{Execution, tail_utf8};
 use dkron_core::placement::{Candidate, select_target_nodes};
 use dkron_core::timefmt::unix_nanos;
@@ -47,17 +47,27 @@ pub struct PlannedRun {
 }
 
 /// Decides the runs of one trigger of `job_name` (targets from its tags), without IO.
-pub fn plan_trigger(node: &Node, job_name: &str, trigger: Trigger) -> Vec<PlannedRun> {
+/// `None`: nothing to claim (the job is gone, or disabled and the trigger is not manual);
+/// an empty plan: no alive node matches the job's tags.
+///
+/// `now` stamps the runs (their ids are `<start ns>-<node>`): catch-up occurrences of one job
+/// planned in the same pass get distinct instants.
+pub fn plan_trigger(
+    node: &Node,
+    job_name: &str,
+    trigger: Trigger,
+    now: Timestamp,
+) -> Option<Vec<PlannedRun>> {
     let Some(job) = node
         .state
         .read(|s| s.jobs.get(job_name).map(|e| e.job.clone()))
     else {
         warn!(job = %job_name, "job vanished before it could run");
-        return Vec::new();
+        return None;
     };
     if job.disabled && trigger != Trigger::Manual {
         info!(job = %job_name, ?trigger, "skipping run: the job is disabled");
-        return Vec::new();
+        return None;
     }
     let members = candidates(node);
     let mut rng = rand::rng();
@@ -68,9 +78,8 @@ pub fn plan_trigger(node: &Node, job_name: &str, trigger: Trigger) -> Vec<Planne
             tags = ?job.tags,
             "no target nodes found to run job: compare the job's tags with the nodes' tags (GET /v1/members)"
         );
-        return Vec::new();
+        return Some(Vec::new());
     }
-    let now = node.clock.now();
     let group = unix_nanos(now);
     let scheduled_at = match trigger {
         Trigger::Scheduled { nominal } => Some(nominal),
@@ -78,49 +87,40 @@ pub fn plan_trigger(node: &Node, job_name: &str, trigger: Trigger) -> Vec<Planne
     };
     // A run claimed ahead of time starts at its nominal time.
     let starts = scheduled_at.map_or(now, |t| t.max(now));
-    targets
-        .into_iter()
-        .map(|target| PlannedRun {
-            execution: Execution {
-                id: Execution::make_id(starts, &target.name),
-                job_name: job_name.to_string(),
-                started_at: Some(starts),
-                node_name: target.name.clone(),
-                group,
-                attempt: 1,
-                scheduled_at,
-                ..Execution::default()
-            },
-        })
-        .collect()
+    Some(
+        targets
+            .into_iter()
+            .map(|target| PlannedRun {
+                execution: Execution {
+                    id: Execution::make_id(starts, &target.name),
+                    job_name: job_name.to_string(),
+                    started_at: Some(starts),
+                    node_name: target.name.clone(),
+                    group,
+                    attempt: 1,
+                    scheduled_at,
+                    ..Execution::default()
+                },
+            })
+            .collect(),
+    )
 }
 
-/// Starts every run of one trigger of `job_name` and returns without waiting for them.
+/// Starts every run of one manual or dependent trigger of `job_name` and returns without
+/// waiting for them. (Scheduled occurrences go through [`claim_occurrences`].)
 pub fn run_job(node: Arc<Node>, job_name: String, trigger: Trigger) {
-    let runs = plan_trigger(&node, &job_name, trigger);
+    let runs = plan_trigger(&node, &job_name, trigger, node.clock.now()).unwrap_or_default();
     if !runs.is_empty() {
         let task_node = node.clone();
         node.spawn_run(async move { claim_and_start(task_node, runs).await });
     }
 }
 
-/// Claims all `runs` in one log entry (one consensus round however many jobs fell due at
-/// the same instant), then starts each claimed run.
-pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
-    let t0 = node.clock.now();
-    // Tracked before the claim commits, so a concurrent orphan sweep never mistakes these
-    // runs for ones lost by a restart.
-    for run in &runs {
-        node.track_execution(&run.execution.id, true);
-    }
-    let mut commands: Vec<Command> = runs
-        .iter()
-        .map(|r| Command::StartExecution {
-            execution: r.execution.clone(),
-            enforce_forbid: true,
-        })
-        .collect();
-    let answers = if commands.len() == 1 {
+/// Proposes `commands` as one log entry (one consensus round however many there are) and
+/// answers one response per command, or nothing if the write failed.
+async fn write_all(node: &Node, mut commands: Vec<Command>) -> Vec<Response> {
+    let count = commands.len();
+    let answers = if count == 1 {
         let command = commands.pop().expect("one command");
         node.write(command).await.map(|r| vec![r])
     } else {
@@ -130,31 +130,107 @@ pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
             Err(e) => Err(e),
         }
     };
-    let answers = match answers {
-        Ok(a) if a.len() == runs.len() => a,
+    match answers {
+        Ok(a) if a.len() == count => a,
         Ok(a) => {
             warn!(
-                expected = runs.len(),
+                expected = count,
                 got = a.len(),
-                "claim answered with the wrong number of results; runs not started"
+                "write answered with the wrong number of results; runs not started"
             );
             Vec::new()
         }
         Err(e) => {
-            warn!(error = %e, runs = runs.len(), "could not record the runs' start; they did not run");
+            warn!(error = %e, commands = count, "could not record the runs' start; they did not run (the next leader resumes from the fire ledger)");
             Vec::new()
         }
-    };
-    let t1 = node.clock.now();
-    if let Some(nominal) = runs.first().and_then(|r| r.execution.scheduled_at) {
+    }
+}
+
+/// One scheduled occurrence to claim in the fire ledger, with its planned runs (empty: no
+/// eligible node, which the ledger records as such).
+pub struct Occurrence {
+    pub job: String,
+    pub nominal: Timestamp,
+    pub runs: Vec<PlannedRun>,
+}
+
+/// Claims scheduled occurrences in the fire ledger, all in one log entry, then starts the
+/// runs of each occurrence the ledger granted.
+pub async fn claim_occurrences(node: Arc<Node>, occurrences: Vec<Occurrence>) {
+    let t0 = node.clock.now();
+    // Tracked before the claim commits, so a concurrent orphan sweep never mistakes these
+    // runs for ones lost by a restart.
+    for run in occurrences.iter().flat_map(|o| &o.runs) {
+        node.track_execution(&run.execution, true);
+    }
+    let commands = occurrences
+        .iter()
+        .map(|o| Command::ClaimOccurrence {
+            job: o.job.clone(),
+            nominal: o.nominal,
+            runs: o.runs.iter().map(|r| r.execution.clone()).collect(),
+        })
+        .collect();
+    let mut answers = write_all(&node, commands).await.into_iter();
+    if let Some(first) = occurrences.first() {
         tracing::debug!(
-            runs = runs.len(),
-            planned_ms = t0.duration_since(nominal).as_secs_f64() * 1000.0,
-            claimed_ms = t1.duration_since(nominal).as_secs_f64() * 1000.0,
+            occurrences = occurrences.len(),
+            planned_ms = t0.duration_since(first.nominal).as_secs_f64() * 1000.0,
+            claimed_ms = node.clock.now().duration_since(first.nominal).as_secs_f64() * 1000.0,
             "claimed"
         );
     }
-    let mut answers = answers.into_iter();
+    for occurrence in occurrences {
+        let started = match answers.next() {
+            Some(Response::Claimed {
+                verdict: Verdict::Ran { .. },
+            }) => true,
+            Some(Response::Claimed {
+                verdict: Verdict::SkippedForbid { running },
+            }) => {
+                info!(job = %occurrence.job, nominal = %occurrence.nominal, ?running, "skipping occurrence: the previous run is still going and concurrency is forbid");
+                false
+            }
+            Some(Response::Claimed {
+                verdict: Verdict::NoTarget,
+            }) => false,
+            Some(Response::Rejected {
+                error: ApplyError::AlreadyDecided { .. },
+            }) => {
+                info!(job = %occurrence.job, nominal = %occurrence.nominal, "occurrence already decided by the fire ledger; not firing it again");
+                false
+            }
+            Some(other) => {
+                warn!(job = %occurrence.job, response = ?other, "occurrence not started");
+                false
+            }
+            None => false,
+        };
+        for run in occurrence.runs {
+            if started {
+                node.spawn_run(execute_claimed(node.clone(), run.execution));
+            } else {
+                node.track_execution(&run.execution, false);
+            }
+        }
+    }
+}
+
+/// Claims all `runs` of a manual or dependent trigger in one log entry, then starts each
+/// claimed run.
+pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
+    for run in &runs {
+        node.track_execution(&run.execution, true);
+    }
+    let commands = runs
+        .iter()
+        .map(|r| Command::StartExecution {
+            execution: r.execution.clone(),
+            enforce_forbid: true,
+        })
+        .collect();
+    let mut answers = write_all(&node, commands).await.into_iter();
     for run in runs {
         let claimed = match answers.next() {
             Some(Response::Started { .. }) => true,
@@ -173,7 +249,7 @@ pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
         if claimed {
             node.spawn_run(execute_claimed(node.clone(), run.execution));
         } else {
-            node.track_execution(&run.execution.id, false);
+            node.track_execution(&run.execution, false);
         }
     }
 }
@@ -199,7 +275,7 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution) {
             .state
             .read(|s| s.jobs.get(&execution.job_name).map(|e| e.job.clone()))
         else {
-            node.track_execution(&execution.id, false);
+            node.track_execution(&execution, false);
             return;
         };
         let job_name = execution.job_name.clone();
@@ -255,7 +331,7 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution) {
         let recorded = node
             .write(Command::FinishExecution { execution: done })
             .await;
-        node.track_execution(&execution.id, false);
+        node.track_execution(&execution, false);
         let outcome = match recorded {
             Ok(Response::Finished(outcome)) => outcome,
             Ok(other) => {
@@ -298,7 +374,7 @@ async fn claim_retry(node: &Arc<Node>, previous: &Execution, attempt: u32) -> Op
         attempt,
         ..previous.clone()
     };
-    node.track_execution(&execution.id, true);
+    node.track_execution(&execution, true);
     match node
         .write(Command::StartExecution {
             execution: execution.clone(),
@@ -308,7 +384,7 @@ async fn claim_retry(node: &Arc<Node>, previous: &Execution, attempt: u32) -> Op
     {
         Ok(Response::Started { .. }) => Some(execution),
         other => {
-            node.track_execution(&execution.id, false);
+            node.track_execution(&execution, false);
             warn!(job = %execution.job_name, result = ?other, "retry not started");
             None
         }
@@ -323,7 +399,7 @@ pub async fn close_orphaned_runs(node: &Arc<Node>) {
         s.jobs
             .values()
             .flat_map(|e| e.running.values())
-            .filter(|e| e.node_name == node.name() && !node.is_executing_here(&e.id))
+            .filter(|e| e.node_name == node.name() && !node.is_executing_here(e))
             .cloned()
             .collect()
     });

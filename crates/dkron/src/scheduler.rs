@@ -8,17 +8,22 @@
 //! moment goes into one log entry, so a thousand jobs on `* * * * * *` cost one consensus
 //! round per second, not a thousand. A `forbid` job is claimed only when due, because the
 //! run before it may still finish in between.
+//!
+//! Each claim goes through the fire ledger in the replicated state (`fired_through` per job),
+//! so the queue starts from the ledger, not from "now": occurrences that fell due while no
+//! leader existed (a failover, a restart) are fired late, once each, in order, as long as
+//! they are no older than [`CATCHUP_DEADLINE`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
-use tracing::info;
+use jiff::{SignedDuration, Timestamp};
+use tracing::{info, warn};
 
 use crate::node::Node;
 use crate::raft::ServerNode;
-use crate::runner::{Trigger, claim_and_start, plan_trigger};
+use crate::runner::{Occurrence, Trigger, claim_occurrences, plan_trigger};
 
 pub async fn run(node: Arc<Node>) {
     let mut metrics = node.raft.metrics();
@@ -44,6 +49,13 @@ pub async fn run(node: Arc<Node>) {
 
 /// How long before its nominal time an `allow` occurrence is claimed.
 pub const CLAIM_AHEAD: Duration = Duration::from_millis(500);
+
+/// Occurrences owed by the ledger are caught up when they are at most this late; older ones
+/// are reported missed (a cluster that was down for a day does not replay the whole day).
+pub const CATCHUP_DEADLINE: SignedDuration = SignedDuration::from_hours(1);
+
+/// Occurrences claimed in one pass at most, so a long catch-up cannot starve the loop.
+const MAX_PER_PASS: usize = 10_000;
 
 /// Due-queue ordered by claim time. Parsed schedules are not kept: croner's compiled form
 /// takes about 5 KB per job, and parsing on each fire costs microseconds.
@@ -87,16 +99,40 @@ impl Queue {
         Some((fire, name))
     }
 
-    /// Recomputes a job's next fire after `after` from the current state.
-    fn refresh(&mut self, node: &Node, name: &str, after: Timestamp) {
+    /// Recomputes a job's next fire from the current state: the first occurrence after the
+    /// fire ledger and after what this leader already fired, and no older than the catch-up
+    /// deadline.
+    fn refresh(&mut self, node: &Node, name: &str, now: Timestamp) {
+        let fired_here = self.last_fired.get(name).copied();
+        let horizon = now.checked_sub(CATCHUP_DEADLINE).unwrap_or(now);
         let next = node.state.read(|s| {
             let entry = s.jobs.get(name)?;
-            Some((entry.next_fire_after(after)?, entry.job.forbids_overlap()))
+            // Entries older than the ledger: start from now, as before it existed.
+            let ledger = entry.fired_through.unwrap_or(now);
+            let mut after = fired_here.map_or(ledger, |t| t.max(ledger));
+            if after < horizon {
+                if let Some(missed) = entry.next_fire_after(after).filter(|t| *t <= horizon) {
+                    warn!(
+                        job = %name,
+                        first_missed = %missed,
+                        until = %horizon,
+                        "occurrences older than the catch-up deadline were not run; they fell due while no leader was running the schedule"
+                    );
+                }
+                after = horizon;
+            }
+            Some((after, entry.next_fire_after(after), entry.job.forbids_overlap()))
         });
-        if next.is_none() {
-            self.last_fired.remove(name);
+        match next {
+            Some((after, Some(fire), forbid)) => {
+                self.last_fired.insert(name.to_string(), after);
+                self.set(name, Some((fire, forbid)));
+            }
+            _ => {
+                self.last_fired.remove(name);
+                self.set(name, None);
+            }
         }
-        self.set(name, next);
     }
 }
 
@@ -112,28 +148,36 @@ async fn lead(node: &Arc<Node>, metrics: &mut Metrics) {
     }
     loop {
         let now = node.clock.now();
+        // Everything claimable now, in order: a job owing several occurrences (catch-up)
+        // contributes each of them, oldest first, to the same log entry.
         let mut fired = Vec::new();
-        while let Some(due) = queue.pop_claimable(now) {
-            fired.push(due);
+        while let Some((due, name)) = queue.pop_claimable(now) {
+            queue.last_fired.insert(name.clone(), due);
+            queue.refresh(node, &name, now);
+            fired.push((due, name));
+            if fired.len() >= MAX_PER_PASS {
+                break;
+            }
         }
         if !fired.is_empty() {
-            let runs: Vec<_> = fired
-                .iter()
-                .flat_map(|(due, name)| {
-                    plan_trigger(node, name, Trigger::Scheduled { nominal: *due })
+            let occurrences: Vec<Occurrence> = fired
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, (nominal, job))| {
+                    // Distinct instants for the ids of several catch-up runs of one job.
+                    let at = now
+                        .checked_add(SignedDuration::from_nanos(i as i64))
+                        .unwrap_or(now);
+                    let runs = plan_trigger(node, &job, Trigger::Scheduled { nominal }, at)?;
+                    Some(Occurrence { job, nominal, runs })
                 })
                 .collect();
-            if !runs.is_empty() {
-                node.spawn_run(claim_and_start(node.clone(), runs));
-            }
-            for (due, name) in fired {
-                queue.last_fired.insert(name.clone(), due);
-                queue.refresh(node, &name, due);
+            if !occurrences.is_empty() {
+                node.spawn_run(claim_occurrences(node.clone(), occurrences));
             }
         }
         for name in node.state.take_dirty() {
-            let after = queue.last_fired.get(&name).map_or(now, |t| (*t).max(now));
-            queue.refresh(node, &name, after);
+            queue.refresh(node, &name, now);
         }
         let wait = match queue.by_time.first() {
             Some((t, _)) => t

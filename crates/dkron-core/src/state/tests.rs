@@ -397,3 +397,159 @@ fn a_batch_applies_in_order_with_one_response_each() {
     assert!(matches!(responses[1], Response::Rejected { .. }));
     assert!(h.state.jobs.contains_key("a") && h.state.jobs.contains_key("b"));
 }
+
+impl Harness {
+    /// Claims occurrence `nominal` of `job` on the given nodes (one group).
+    fn claim(&mut self, job: &str, nominal: &str, nodes: &[&str]) -> Response {
+        let nominal = ts(nominal);
+        let runs = nodes
+            .iter()
+            .map(|n| Execution {
+                id: Execution::make_id(nominal, n),
+                job_name: job.into(),
+                started_at: Some(nominal),
+                node_name: n.to_string(),
+                group: 7,
+                attempt: 1,
+                ..Execution::default()
+            })
+            .collect();
+        self.apply(Command::ClaimOccurrence {
+            job: job.into(),
+            nominal,
+            runs,
+        })
+    }
+}
+
+fn verdict(r: Response) -> Verdict {
+    match r {
+        Response::Claimed { verdict } => verdict,
+        other => panic!("expected a verdict, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_occurrence_is_claimed_once_and_never_before_the_ledger() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"j","schedule":"* * * * * *"}"#);
+    assert_eq!(h.state.jobs["j"].fired_through, Some(ts(T0)));
+    // Occurrences up to the job's creation are not owed.
+    let err = rejected(h.claim("j", T0, &["n1"]));
+    assert!(matches!(err, ApplyError::AlreadyDecided { .. }), "{err:?}");
+    let v = verdict(h.claim("j", "2026-01-01T00:00:01Z", &["n1", "n2"]));
+    assert!(
+        matches!(&v, Verdict::Ran { executions } if executions.len() == 2),
+        "{v:?}"
+    );
+    assert_eq!(h.state.jobs["j"].running.len(), 2);
+    assert_eq!(h.executions["j"].len(), 2);
+    // The same occurrence again (a second leader, a replayed claim) and an older one: refused,
+    // and nothing changes.
+    for again in ["2026-01-01T00:00:01Z", "2026-01-01T00:00:00.5Z"] {
+        let before = h.state.clone();
+        let err = rejected(h.claim("j", again, &["n3"]));
+        assert!(matches!(err, ApplyError::AlreadyDecided { .. }), "{err:?}");
+        assert_eq!(h.state, before);
+    }
+    assert_eq!(
+        h.state.jobs["j"].fired_through,
+        Some(ts("2026-01-01T00:00:01Z"))
+    );
+}
+
+#[test]
+fn forbid_and_missing_targets_are_verdicts_that_move_the_ledger() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"f","schedule":"* * * * * *","concurrency":"forbid"}"#);
+    let Verdict::Ran { executions } = verdict(h.claim("f", "2026-01-01T00:00:01Z", &["n1"])) else {
+        panic!("first claim should run")
+    };
+    let v = verdict(h.claim("f", "2026-01-01T00:00:02Z", &["n1"]));
+    assert_eq!(
+        v,
+        Verdict::SkippedForbid {
+            running: executions
+        }
+    );
+    assert_eq!(
+        h.state.jobs["f"].running.len(),
+        1,
+        "the skipped one did not start"
+    );
+    assert_eq!(
+        verdict(h.claim("f", "2026-01-01T00:00:03Z", &[])),
+        Verdict::NoTarget
+    );
+    assert_eq!(
+        h.state.jobs["f"].fired_through,
+        Some(ts("2026-01-01T00:00:03Z"))
+    );
+}
+
+#[test]
+fn new_schedules_zones_and_reenabling_owe_nothing_from_before() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"j","schedule":"@every 1s"}"#);
+    let later = |h: &mut Harness, json: &str, now: &str| {
+        let job: Job = serde_json::from_str(json).unwrap();
+        h.apply(Command::SetJob {
+            job: Box::new(job),
+            now: ts(now),
+        })
+    };
+    // An edit that keeps schedule and zone keeps the ledger: occurrences due meanwhile are
+    // still owed.
+    later(
+        &mut h,
+        r#"{"name":"j","schedule":"@every 1s","owner":"x"}"#,
+        "2026-01-01T00:00:05Z",
+    );
+    assert_eq!(h.state.jobs["j"].fired_through, Some(ts(T0)));
+    later(
+        &mut h,
+        r#"{"name":"j","schedule":"@every 2s"}"#,
+        "2026-01-01T00:00:06Z",
+    );
+    assert_eq!(
+        h.state.jobs["j"].fired_through,
+        Some(ts("2026-01-01T00:00:06Z"))
+    );
+    later(
+        &mut h,
+        r#"{"name":"j","schedule":"@every 2s","timezone":"Europe/Berlin"}"#,
+        "2026-01-01T00:00:07Z",
+    );
+    assert_eq!(
+        h.state.jobs["j"].fired_through,
+        Some(ts("2026-01-01T00:00:07Z"))
+    );
+    h.apply(Command::ToggleJob {
+        name: "j".into(),
+        now: Some(ts("2026-01-01T00:00:08Z")),
+    });
+    assert!(h.job("j").disabled);
+    assert_eq!(
+        h.state.jobs["j"].fired_through,
+        Some(ts("2026-01-01T00:00:07Z"))
+    );
+    h.apply(Command::ToggleJob {
+        name: "j".into(),
+        now: Some(ts("2026-01-01T00:00:20Z")),
+    });
+    assert_eq!(
+        h.state.jobs["j"].fired_through,
+        Some(ts("2026-01-01T00:00:20Z"))
+    );
+    // A claim ahead of time is never moved back by an edit.
+    verdict(h.claim("j", "2026-01-01T00:00:30Z", &["n1"]));
+    later(
+        &mut h,
+        r#"{"name":"j","schedule":"@every 3s"}"#,
+        "2026-01-01T00:00:29Z",
+    );
+    assert_eq!(
+        h.state.jobs["j"].fired_through,
+        Some(ts("2026-01-01T00:00:30Z"))
+    );
+}

@@ -84,6 +84,11 @@ impl From<ApplyError> for ApiError {
                 status: StatusCode::CONFLICT,
                 body: json!({ "error": message, "job": job, "running": running }),
             },
+            // Only the scheduler proposes occurrence claims; no API call answers with this.
+            ApplyError::AlreadyDecided { job, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                body: json!({ "error": message, "job": job }),
+            },
         }
     }
 }

@@ -270,7 +270,11 @@ pub async fn toggle(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(raw.as_deref());
-    write_job(&node, Command::ToggleJob { name: name.clone() }).await?;
+    let toggle = Command::ToggleJob {
+        name: name.clone(),
+        now: Some(node.clock.now()),
+    };
+    write_job(&node, toggle).await?;
     let job = stored_job(&node, &name)?;
     Ok(render(
         StatusCode::OK,

@@ -241,6 +241,30 @@ pub struct TestNode {
     pub dir: TempDir,
     pub handle: Option<NodeHandle>,
     pub api: Api,
+    /// The node's clock (the system clock plus an offset the test can move), kept across
+    /// restarts.
+    pub clock: Arc<OffsetClock>,
+}
+
+/// The system clock shifted by an offset a test moves forward, to let hours "pass" while a
+/// node is down without waiting for them.
+#[derive(Default)]
+pub struct OffsetClock {
+    offset_secs: std::sync::atomic::AtomicI64,
+}
+
+impl OffsetClock {
+    pub fn advance(&self, by: Duration) {
+        self.offset_secs
+            .fetch_add(by.as_secs() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl dkron::clock::Clock for OffsetClock {
+    fn now(&self) -> jiff::Timestamp {
+        let offset = self.offset_secs.load(std::sync::atomic::Ordering::SeqCst);
+        jiff::Timestamp::now() + jiff::SignedDuration::from_secs(offset)
+    }
 }
 
 impl std::ops::Deref for TestNode {
@@ -263,9 +287,9 @@ pub fn node_config(name: &str, data_dir: &Path) -> AgentConfig {
     }
 }
 
-async fn start_handle(name: &str, data_dir: &Path) -> NodeHandle {
+async fn start_handle(name: &str, data_dir: &Path, clock: Arc<OffsetClock>) -> NodeHandle {
     init_process();
-    let handle = dkron::node::start(node_config(name, data_dir), dkron::clock::system())
+    let handle = dkron::node::start(node_config(name, data_dir), clock)
         .await
         .unwrap_or_else(|e| panic!("starting node {name}: {e:#}"));
     handle
@@ -282,13 +306,15 @@ impl TestNode {
 
     pub async fn start_named(name: &str) -> TestNode {
         let dir = tempfile::tempdir().expect("creating a temp dir");
-        let handle = start_handle(name, &dir.path().join("data")).await;
+        let clock = Arc::new(OffsetClock::default());
+        let handle = start_handle(name, &dir.path().join("data"), clock.clone()).await;
         let api = Api::new(handle.http_addr());
         TestNode {
             name: name.into(),
             dir,
             handle: Some(handle),
             api,
+            clock,
         }
     }
 
@@ -308,7 +334,7 @@ impl TestNode {
     /// Stops the node and starts it again on the same data dir (new ports).
     pub async fn restart(&mut self) {
         self.shutdown().await;
-        let handle = start_handle(&self.name, &self.data_dir()).await;
+        let handle = start_handle(&self.name, &self.data_dir(), self.clock.clone()).await;
         self.api = Api::new(handle.http_addr());
         self.handle = Some(handle);
     }

@@ -1,0 +1,76 @@
+//! The fire ledger: occurrences that fell due while no leader ran the schedule are fired late,
+//! once each, within the catch-up deadline; none is fired twice across restarts. Time "passes"
+//! while the node is down by moving its clock forward, so nothing here waits for a schedule.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::support::{SOON, TestNode, shell_job, wait_until};
+
+/// The nominal times of a job's scheduled runs, sorted.
+async fn scheduled_times(node: &TestNode, job: &str) -> Vec<Timestamp> {
+    let mut times: Vec<Timestamp> = node
+        .executions(job)
+        .await
+        .iter()
+        .filter_map(|e| e["scheduled_at"].as_str()?.parse().ok())
+        .collect();
+    times.sort();
+    times
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_occurrences_are_caught_up_once_and_old_ones_are_not() {
+    let mut node = TestNode::start().await;
+    let anchor = dkron::clock::Clock::now(&*node.clock);
+    node.create(&shell_job("ten", "@every 10m", "true")).await;
+    node.shutdown().await;
+
+    // 35 minutes "pass" while the node is down: three occurrences fell due.
+    node.clock.advance(Duration::from_secs(35 * 60));
+    node.restart().await;
+    let first = wait_until(SOON, "three catch-up runs", async || {
+        let times = scheduled_times(&node, "ten").await;
+        (times.len() >= 3).then_some(times)
+    })
+    .await;
+    assert_eq!(first.len(), 3, "{first:?}");
+    for (i, t) in first.iter().enumerate() {
+        let expected_offset = SignedDuration::from_mins(10 * (i as i64 + 1));
+        let off = t.duration_since(anchor) - expected_offset;
+        assert!(
+            off.abs() < SignedDuration::from_secs(5),
+            "occurrence {i} at {t}, anchor {anchor}"
+        );
+    }
+
+    // A restart at the same time owes nothing: the ledger is durable.
+    node.restart().await;
+    // Two hours later: only the occurrences at most an hour late are caught up (the deadline);
+    // the six of the first hour are not run.
+    node.shutdown().await;
+    node.clock.advance(Duration::from_secs(2 * 3600));
+    node.restart().await;
+    let all = wait_until(SOON, "the catch-up within the deadline", async || {
+        let times = scheduled_times(&node, "ten").await;
+        (times.len() >= 9).then_some(times)
+    })
+    .await;
+    // Give a wrongly fired extra occurrence the time it would need to show up.
+    node.create(&shell_job("witness", "@every 1h", "true"))
+        .await;
+    node.run("witness").await;
+    node.wait_finished("witness", 1, SOON).await;
+    let all_again = scheduled_times(&node, "ten").await;
+    assert_eq!(all, all_again, "no further runs after the catch-up");
+    let mut dedup = all.clone();
+    dedup.dedup();
+    assert_eq!(dedup, all, "an occurrence ran twice: {all:?}");
+    let late: Vec<i64> = all[3..]
+        .iter()
+        .map(|t| (t.duration_since(anchor).as_secs() + 150) / 600)
+        .collect();
+    // Now is anchor + 155 min: occurrences at 100..150 min are within an hour.
+    assert_eq!(late, vec![10, 11, 12, 13, 14, 15], "{all:?}");
+}
