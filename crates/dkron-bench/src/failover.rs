@@ -216,6 +216,23 @@ pub async fn bench(client: &reqwest::Client, kills: usize) -> anyhow::Result<()>
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     gaps.sort_by(|a, b| a.total_cmp(b));
+    // Exactly once: every whole second from the first to the last fire seen, run once.
+    let mut per_second = std::collections::BTreeMap::<i64, usize>::new();
+    for hit in sink.hits() {
+        *per_second.entry(hit.scheduled.as_second()).or_default() += 1;
+    }
+    let (first, last) = (
+        per_second.keys().next().copied().unwrap_or(0),
+        per_second.keys().last().copied().unwrap_or(0),
+    );
+    let duplicates = per_second.values().filter(|n| **n > 1).count();
+    let missed = (first..=last)
+        .filter(|s| !per_second.contains_key(s))
+        .count();
+    println!(
+        "| occurrences across the {kills} kills | `* * * * * *`, {} s observed | **{duplicates} run twice, {missed} missed** | 0 and 0 |",
+        last - first + 1
+    );
     println!(
         "| failover gap (leader `kill -9` → first run of an occurrence due after the kill) | 3 servers on loopback, {kills} kills, job `* * * * * *` | p50 **{:.2} s**, p99 **{:.2} s**, max {:.2} s | p99 ≤ 2 s |",
         percentile(&gaps, 0.5),

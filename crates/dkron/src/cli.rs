@@ -148,6 +148,11 @@ struct AgentArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     encrypt: Option<String>,
+    /// How long a failed server may stay unreachable before it is removed from the Raft
+    /// group (Go duration, default 24h)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serf_reconnect_timeout: Option<String>,
     /// Scale Raft timeouts (1-10)
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -6,10 +6,10 @@
 //!   removal of servers that left gracefully,
 //! - the member list that job placement and `/v1/members` use.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dkron_membership::{Config as GossipConfig, Keyring, MemberStatus, Membership, Profile};
@@ -228,13 +228,22 @@ async fn peers_uninitialised(node: &Node, servers: &BTreeMap<String, String>) ->
     true
 }
 
-/// On the leader: admits alive servers that are not in the Raft group yet and removes
-/// servers that left gracefully. Runs on every membership change and every few seconds.
+/// On the leader: admits alive servers that are not in the Raft group yet, removes servers
+/// that left gracefully, and removes servers that stayed failed longer than
+/// `serf-reconnect-timeout`. Runs on every membership change and every few seconds.
 pub async fn reconcile(node: Arc<Node>) {
     let mut changes = node.gossip.subscribe();
+    let reconnect_timeout = node
+        .config
+        .reconnect_timeout()
+        .unwrap_or(Duration::from_secs(24 * 3600));
+    // When this leader first saw each voter failed (or gone from gossip).
+    let mut failed_since: HashMap<NodeId, Instant> = HashMap::new();
     loop {
         if node.is_leader() {
-            reconcile_once(&node).await;
+            reconcile_once(&node, &mut failed_since, reconnect_timeout).await;
+        } else {
+            failed_since.clear();
         }
         tokio::select! {
             _ = changes.changed() => {}
@@ -243,7 +252,11 @@ pub async fn reconcile(node: Arc<Node>) {
     }
 }
 
-async fn reconcile_once(node: &Node) {
+async fn reconcile_once(
+    node: &Node,
+    failed_since: &mut HashMap<NodeId, Instant>,
+    reconnect_timeout: Duration,
+) {
     let membership = node.raft.metrics().borrow().membership_config.clone();
     let in_group: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
     for (name, rpc) in alive_servers(node) {
@@ -254,18 +267,55 @@ async fn reconcile_once(node: &Node) {
             warn!(server = %name, error = %format!("{e:#}"), "could not add a server to the Raft group; will retry");
         }
     }
-    let left: BTreeSet<NodeId> = node
+    let status: HashMap<NodeId, MemberStatus> = node
         .gossip
         .members()
         .into_iter()
-        .filter(|m| m.status == MemberStatus::Left && m.name != node.name())
-        .map(|m| node_id_for(&m.name))
+        .map(|m| (node_id_for(&m.name), m.status))
         .collect();
     let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
-    let remaining: BTreeSet<NodeId> = voters.difference(&left).copied().collect();
-    if remaining.len() < voters.len() && !remaining.is_empty() {
+    let now = Instant::now();
+    let mut remove = BTreeSet::new();
+    for id in voters.iter().filter(|id| **id != node.id) {
+        match status.get(id) {
+            Some(MemberStatus::Alive | MemberStatus::Suspect) => {
+                failed_since.remove(id);
+            }
+            Some(MemberStatus::Left) => {
+                remove.insert(*id);
+            }
+            // Failed, or forgotten by gossip altogether.
+            Some(MemberStatus::Failed) | None => {
+                let since = *failed_since.entry(*id).or_insert(now);
+                if now.duration_since(since) >= reconnect_timeout {
+                    let name = membership
+                        .nodes()
+                        .find(|(n, _)| *n == id)
+                        .map(|(_, s)| s.name.clone())
+                        .unwrap_or_default();
+                    warn!(
+                        server = %name,
+                        unreachable_for_s = now.duration_since(since).as_secs(),
+                        "removing a failed server from the Raft group (serf-reconnect-timeout); it is added back if it returns"
+                    );
+                    remove.insert(*id);
+                }
+            }
+        }
+    }
+    failed_since.retain(|id, _| voters.contains(id));
+    let remaining: BTreeSet<NodeId> = voters.difference(&remove).copied().collect();
+    if !remove.is_empty() && !remaining.is_empty() {
         match node.raft.change_membership(remaining, false).await {
-            Ok(_) => info!("removed servers that left from the Raft group"),
+            Ok(_) => {
+                info!(
+                    removed = remove.len(),
+                    "removed departed or failed servers from the Raft group"
+                );
+                for id in &remove {
+                    failed_since.remove(id);
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "could not remove departed servers from the Raft group; will retry")
             }

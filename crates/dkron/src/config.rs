@@ -38,6 +38,9 @@ pub struct AgentConfig {
     /// Retry-join attempts before giving up; 0 = forever.
     pub retry_max: u32,
     pub encrypt: String,
+    /// How long a failed server may stay unreachable before the leader removes it from the
+    /// Raft group (Go duration; Dkron's Serf reaping time).
+    pub serf_reconnect_timeout: String,
     pub raft_multiplier: u32,
     pub profile: String,
     pub disable_usage_stats: bool,
@@ -68,6 +71,7 @@ impl Default for AgentConfig {
             retry_interval: "30s".into(),
             retry_max: 0,
             encrypt: String::new(),
+            serf_reconnect_timeout: "24h".into(),
             raft_multiplier: 1,
             profile: "lan".into(),
             disable_usage_stats: false,
@@ -159,6 +163,13 @@ pub fn resolve(
 }
 
 impl AgentConfig {
+    /// `serf-reconnect-timeout` parsed.
+    pub fn reconnect_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        dkron_core::godur::parse_go_duration(&self.serf_reconnect_timeout).map_err(|e| {
+            anyhow::anyhow!("invalid serf-reconnect-timeout: {e} (for example 24h or 30m)")
+        })
+    }
+
     /// Refuses settings this build cannot honour, with the fix in the message.
     pub fn check(&self) -> anyhow::Result<()> {
         if self.server
@@ -181,6 +192,7 @@ impl AgentConfig {
         }
         dkron_core::godur::parse_go_duration(&self.retry_interval)
             .map_err(|e| anyhow::anyhow!("invalid retry-interval: {e}"))?;
+        self.reconnect_timeout()?;
         if !matches!(self.profile.as_str(), "lan" | "wan" | "local") {
             bail!("unknown profile {:?}: use lan, wan or local", self.profile);
         }

@@ -288,6 +288,88 @@ impl Node {
 
     /// Adds a server to the Raft group (on the leader): first as a learner that catches up,
     /// then as a voter. Membership (gossip) calls this for servers it discovers.
+    /// Called by a leader that is stopping gracefully: waits (briefly) until a voter has
+    /// every log entry, asks it to stand for election, and waits until another server leads,
+    /// so scheduling resumes without anyone waiting out an election timeout.
+    pub async fn hand_over_leadership(&self) {
+        if !self.is_leader() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let successor = loop {
+            let m = self.raft.metrics().borrow().clone();
+            let last = m.last_log_index;
+            let voters: Vec<NodeId> = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .filter(|id| *id != self.id)
+                .collect();
+            if voters.is_empty() {
+                return;
+            }
+            let caught_up = voters.iter().copied().find(|id| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .and_then(|matched| matched.as_ref())
+                    .map(|l| l.index)
+                    == last
+            });
+            if let Some(id) = caught_up {
+                break m
+                    .membership_config
+                    .nodes()
+                    .find(|(n, _)| **n == id)
+                    .map(|(_, s)| s.clone());
+            }
+            if tokio::time::Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let Some(successor) = successor else {
+            tracing::warn!(
+                "no server caught up in time to take over; the others will elect a leader after their election timeout"
+            );
+            return;
+        };
+        let asked = self
+            .client
+            .post(format!("http://{}/rpc/raft/elect", successor.rpc_addr))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if let Err(e) = asked {
+            tracing::warn!(successor = %successor.name, error = %e, "could not ask the successor to take over; the others will elect a leader after their election timeout");
+            return;
+        }
+        let id = self.id;
+        let handed = self
+            .raft
+            .wait(Some(Duration::from_secs(1)))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != id),
+                "another leader",
+            )
+            .await;
+        if handed.is_err() {
+            // More than three voters: followers refuse votes while our heartbeats keep
+            // their leader lease alive. Stop sending them; the successor retries soon.
+            self.raft.runtime_config().heartbeat(false);
+            let _ = self
+                .raft
+                .wait(Some(Duration::from_secs(3)))
+                .metrics(
+                    |m| m.current_leader.is_some_and(|l| l != id),
+                    "another leader",
+                )
+                .await;
+        }
+        let leader = self.raft.metrics().borrow().current_leader;
+        tracing::info!(successor = %successor.name, new_leader = ?leader, "handed leadership over before stopping");
+    }
+
     pub async fn add_server(&self, name: &str, rpc_addr: &str) -> anyhow::Result<()> {
         let id = node_id_for(name);
         let node = ServerNode {
@@ -450,7 +532,23 @@ impl NodeHandle {
 
     /// Stops the node: scheduler, runs in progress, servers, then Raft (which flushes its
     /// storage). When this returns, nothing of the node holds the data dir any more.
+    /// Graceful: a leader first hands leadership to an up-to-date server, and the others see
+    /// this node as left (the leader then removes it from Raft).
     pub async fn shutdown(self) {
+        self.stop(true).await;
+    }
+
+    /// Stops the node as if it had crashed: no hand-over, no goodbye to the cluster, which
+    /// sees it as failed. For tests and benchmarks of failure handling.
+    pub async fn crash(self) {
+        self.stop(false).await;
+    }
+
+    async fn stop(self, graceful: bool) {
+        if graceful {
+            // Before the RPC server stops: the successor needs this node's vote.
+            self.node.hand_over_leadership().await;
+        }
         self.node.request_shutdown();
         for task in &self.tasks {
             task.abort();
@@ -458,8 +556,11 @@ impl NodeHandle {
         for task in self.tasks {
             let _ = task.await;
         }
-        // Graceful: others see this node as left (and the leader removes it from Raft).
-        self.node.gossip.leave().await;
+        if graceful {
+            self.node.gossip.leave().await;
+        } else {
+            self.node.gossip.shutdown().await;
+        }
         let mut runs = std::mem::take(&mut *self.node.runs.lock().expect("runs lock"));
         runs.abort_all();
         while runs.join_next().await.is_some() {}
@@ -745,7 +846,13 @@ fn rpc_router(node: Arc<Node>) -> Router {
         .route("/rpc/raft/peers", axum::routing::get(rpc_raft_peers))
         .route("/rpc/raft/remove-peer", post(rpc_remove_peer))
         .route("/rpc/leave", post(rpc_leave))
+        .route("/rpc/raft/elect", post(rpc_elect))
         .with_state(node)
+}
+
+/// A leader stepping down asks this server to stand for election now.
+async fn rpc_elect(AxState(node): AxState<Arc<Node>>) -> Json<Result<(), String>> {
+    Json(node.raft.trigger().elect().await.map_err(|e| e.to_string()))
 }
 
 /// A write forwarded by a follower: proposed here only, never forwarded again.

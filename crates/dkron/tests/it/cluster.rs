@@ -24,7 +24,7 @@ async fn server(name: &str, join: Option<String>) -> Server {
 async fn server_with(
     name: &str,
     join: Option<String>,
-    adjust: impl FnOnce(&mut dkron::config::AgentConfig),
+    adjust: impl Fn(&mut dkron::config::AgentConfig),
 ) -> Server {
     let _ = client(); // installs the TLS provider
     let dir = tempfile::tempdir().expect("temp dir");
@@ -47,7 +47,11 @@ async fn server_with(
 }
 
 async fn three_servers() -> Vec<Server> {
-    let first = server("s1", None).await;
+    three_servers_with(|_| {}).await
+}
+
+async fn three_servers_with(adjust: impl Fn(&mut dkron::config::AgentConfig)) -> Vec<Server> {
+    let first = server_with("s1", None, &adjust).await;
     let first_node = first.handle.as_ref().unwrap().node.clone();
     first
         .handle
@@ -58,8 +62,8 @@ async fn three_servers() -> Vec<Server> {
         .expect("s1 leads");
     let seed = first_node.gossip.advertise_addr().to_string();
     let others = [
-        server("s2", Some(seed.clone())).await,
-        server("s3", Some(seed)).await,
+        server_with("s2", Some(seed.clone()), &adjust).await,
+        server_with("s3", Some(seed), &adjust).await,
     ];
     // The leader admits servers it learns of by gossip: learner, then voter.
     wait_until(Duration::from_secs(20), "three voters", async || {
@@ -511,4 +515,78 @@ async fn raft_peers_can_be_listed_and_removed_and_a_server_can_leave() {
         .await
         .expect("the server was asked to stop")
         .unwrap();
+}
+
+fn voter_count(server: &Server) -> usize {
+    server
+        .handle
+        .as_ref()
+        .expect("running")
+        .node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_stopping_gracefully_hands_over_before_any_election_timeout() {
+    // Raft timeouts x10: no follower can start an election within 4 s of its last
+    // heartbeat, so a new leader sooner than that can only come from the hand-over.
+    let mut servers = three_servers_with(|c| c.raft_multiplier = 10).await;
+    let first = leader_index(&servers).await;
+    // A leader's own vote is protected by its lease (8 s here) after it was elected.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let first = if servers[first].handle.as_ref().unwrap().node.is_leader() {
+        first
+    } else {
+        leader_index(&servers).await
+    };
+    let old = servers[first].handle.take().expect("running");
+    let started = std::time::Instant::now();
+    old.shutdown().await;
+    let next = wait_until(
+        Duration::from_secs(3),
+        "the successor to lead",
+        async || {
+            servers
+                .iter()
+                .position(|s| s.handle.as_ref().is_some_and(|h| h.node.is_leader()))
+        },
+    )
+    .await;
+    assert_ne!(next, first);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "a new leader took {:?}: no hand-over happened",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_server_is_removed_from_raft_after_the_reconnect_timeout() {
+    let mut servers = three_servers_with(|c| c.serf_reconnect_timeout = "2s".into()).await;
+    let leader = leader_index(&servers).await;
+    let victim = (leader + 1) % 3;
+    servers[victim]
+        .handle
+        .take()
+        .expect("running")
+        .crash()
+        .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the failed server to leave the Raft group",
+        async || (voter_count(&servers[leader]) == 2).then_some(()),
+    )
+    .await;
+    // The two that remain still commit writes.
+    let created = servers[leader]
+        .api
+        .post("/v1/jobs", &shell_job("after-removal", "@manually", "true"))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
 }
