@@ -35,6 +35,10 @@ pub enum Command {
     StartExecution {
         execution: Execution,
         enforce_forbid: bool,
+        /// A retry that moved off the node named here (it became unreachable or left): that
+        /// node no longer counts toward the group's outcome.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        moved_from: Option<String>,
     },
     /// Claim one scheduled occurrence in the fire ledger. Refused when an occurrence at or
     /// after `nominal` was already decided, so no occurrence is fired twice, whoever leads.

@@ -167,7 +167,8 @@ impl State {
             Command::StartExecution {
                 execution,
                 enforce_forbid,
-            } => self.start_execution(execution, enforce_forbid, &mut effects),
+                moved_from,
+            } => self.start_execution(execution, enforce_forbid, moved_from, &mut effects),
             Command::FinishExecution { execution } => {
                 self.finish_execution(execution, &mut effects)
             }
@@ -378,7 +379,7 @@ impl State {
                 run.job_name = name.to_string();
                 run.scheduled_at = Some(nominal);
                 // Cannot fail: the job exists and forbid was decided above.
-                self.start_execution(run, false, effects)?;
+                self.start_execution(run, false, None, effects)?;
             }
             return Ok(Response::Claimed {
                 verdict: Verdict::Ran { executions },
@@ -392,6 +393,7 @@ impl State {
         &mut self,
         mut execution: Execution,
         enforce_forbid: bool,
+        moved_from: Option<String>,
         effects: &mut Vec<Effect>,
     ) -> Result<Response, ApplyError> {
         let entry = self.entry_mut(&execution.job_name)?;
@@ -406,10 +408,11 @@ impl State {
         entry
             .running
             .insert(execution.id.clone(), execution.clone());
-        entry
-            .groups
-            .entry(execution.group)
-            .or_default()
+        let group = entry.groups.entry(execution.group).or_default();
+        if let Some(from) = moved_from.filter(|from| *from != execution.node_name) {
+            group.nodes.remove(&from);
+        }
+        group
             .nodes
             .insert(execution.node_name.clone(), NodeProgress::Running);
         while entry.groups.len() > MAX_OPEN_GROUPS {

@@ -228,6 +228,7 @@ pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
         .map(|r| Command::StartExecution {
             execution: r.execution.clone(),
             enforce_forbid: true,
+            moved_from: None,
         })
         .collect();
     let mut answers = write_all(&node, commands).await.into_iter();
@@ -361,11 +362,51 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution) {
     }
 }
 
-/// Claims attempt `attempt` of the same group on the same node.
+/// Where the next attempt of `previous` runs: on the same node while it is alive and
+/// reachable, else on another node matching the job's tags that is not already running this
+/// trigger. `None`: stay (no other node qualifies).
+fn retry_target(node: &Node, previous: &Execution) -> Option<String> {
+    let members = candidates(node);
+    if members
+        .iter()
+        .any(|m| m.name == previous.node_name && m.alive)
+    {
+        return None;
+    }
+    let (tags, busy) = node.state.read(|s| {
+        let entry = s.jobs.get(&previous.job_name)?;
+        let busy: Vec<String> = entry
+            .groups
+            .get(&previous.group)
+            .map(|g| g.nodes.keys().cloned().collect())
+            .unwrap_or_default();
+        Some((entry.job.tags.clone(), busy))
+    })?;
+    let others: Vec<Candidate> = members
+        .into_iter()
+        .filter(|m| !busy.contains(&m.name))
+        .collect();
+    let mut rng = rand::rng();
+    let eligible = select_target_nodes(tags.as_ref(), &others, |n| rng.random_range(0..n));
+    if eligible.is_empty() {
+        return None;
+    }
+    let pick = eligible[rng.random_range(0..eligible.len())];
+    Some(pick.name.clone())
+}
+
+/// Claims attempt `attempt` of the same group, on the same node or, if that node is gone or
+/// unreachable, on another eligible one.
 async fn claim_retry(node: &Arc<Node>, previous: &Execution, attempt: u32) -> Option<Execution> {
     let now = node.clock.now();
+    let moved_to = retry_target(node, previous);
+    if let Some(to) = &moved_to {
+        info!(job = %previous.job_name, from = %previous.node_name, to = %to, attempt, "node unreachable: the retry moves to another eligible node");
+    }
+    let node_name = moved_to.unwrap_or_else(|| previous.node_name.clone());
     let execution = Execution {
-        id: Execution::make_id(now, &previous.node_name),
+        id: Execution::make_id(now, &node_name),
+        node_name,
         started_at: Some(now),
         finished_at: None,
         success: false,
@@ -379,6 +420,7 @@ async fn claim_retry(node: &Arc<Node>, previous: &Execution, attempt: u32) -> Op
         .write(Command::StartExecution {
             execution: execution.clone(),
             enforce_forbid: true,
+            moved_from: Some(previous.node_name.clone()),
         })
         .await
     {

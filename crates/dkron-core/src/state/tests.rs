@@ -70,6 +70,7 @@ impl Harness {
         match self.apply(Command::StartExecution {
             execution,
             enforce_forbid: true,
+            moved_from: None,
         }) {
             Response::Started { execution } => execution,
             other => panic!("start refused: {other:?}"),
@@ -180,13 +181,15 @@ fn forbid_is_decided_atomically_at_claim_time() {
     let err = rejected(h.apply(Command::StartExecution {
         execution: second.clone(),
         enforce_forbid: true,
+        moved_from: None,
     }));
     assert!(matches!(err, ApplyError::AlreadyRunning { .. }));
     h.finish(first, true);
     assert!(matches!(
         h.apply(Command::StartExecution {
             execution: second,
-            enforce_forbid: true
+            enforce_forbid: true,
+            moved_from: None,
         }),
         Response::Started { .. }
     ));
@@ -552,4 +555,28 @@ fn new_schedules_zones_and_reenabling_owe_nothing_from_before() {
         h.state.jobs["j"].fired_through,
         Some(ts("2026-01-01T00:00:30Z"))
     );
+}
+
+#[test]
+fn a_retry_moved_to_another_node_decides_the_group_without_the_old_node() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"m","schedule":"@daily","retries":1}"#);
+    let first = h.run("m", "gone", 5, 1, "2026-01-01T00:00:01Z");
+    assert!(h.finish(first.clone(), false).retry);
+    let moved = Execution {
+        id: Execution::make_id(ts("2026-01-01T00:00:03Z"), "n2"),
+        node_name: "n2".into(),
+        attempt: 2,
+        ..first
+    };
+    let started = h.apply(Command::StartExecution {
+        execution: moved.clone(),
+        enforce_forbid: true,
+        moved_from: Some("gone".into()),
+    });
+    assert!(matches!(started, Response::Started { .. }), "{started:?}");
+    let outcome = h.finish(moved, true);
+    assert!(outcome.group_done, "{outcome:?}");
+    assert_eq!(outcome.status, "success");
+    assert_eq!(h.job("m").status, "success");
 }
