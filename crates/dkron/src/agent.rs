@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::node::{OrderExecutor, RunOrder, RunResult};
+use crate::orders::{OrderExecutor, RunOrder, RunResult};
 
 /// Runs an agent until SIGINT/SIGTERM, or until retry-join gives up (an error).
 pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
@@ -28,7 +28,7 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
     crate::cluster::join_once(&gossip, &config.join).await;
 
     let (stop, stopped) = watch::channel(false);
-    let orders = Arc::new(OrderExecutor::default());
+    let orders = Arc::new(OrderExecutor::new(crate::clock::system()));
     let router = Router::new()
         .route("/rpc/execute", post(execute))
         .with_state(orders);

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod node;
+pub mod orders;
 pub mod outputs;
 pub mod raft;
 pub mod runner;

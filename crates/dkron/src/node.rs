@@ -20,6 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::SharedClock;
 use crate::config::AgentConfig;
+use crate::orders::{OrderExecutor, RunOrder, RunResult};
 use crate::outputs::OutputStore;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
@@ -37,62 +38,6 @@ pub enum WriteError {
     LeaderUnreachable { leader: String, reason: String },
     #[error("the consensus layer stopped: {0}")]
     Fatal(String),
-}
-
-/// A run order sent by the leader to the node that executes it (`/rpc/execute`). Output
-/// comes back in the answer, never through the Raft log.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct RunOrder {
-    pub job_name: String,
-    pub executor: String,
-    pub config: BTreeMap<String, String>,
-    pub execution_id: String,
-    /// RFC 3339 UTC nominal time.
-    pub scheduled_time: String,
-    /// The leader's term: a node refuses orders older than the newest it has seen.
-    pub fencing_token: u64,
-}
-
-/// What the executing node answers.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct RunResult {
-    pub success: bool,
-    pub output: String,
-}
-
-/// Executes run orders on this node (servers and agents alike), refusing an order whose
-/// leader term is older than the newest one seen: a deposed leader must not start side
-/// effects.
-#[derive(Default)]
-pub struct OrderExecutor {
-    highest_fencing_token: std::sync::atomic::AtomicU64,
-}
-
-impl OrderExecutor {
-    pub async fn execute(&self, order: RunOrder) -> Result<RunResult, String> {
-        use std::sync::atomic::Ordering;
-        let newest = self
-            .highest_fencing_token
-            .fetch_max(order.fencing_token, Ordering::SeqCst);
-        if order.fencing_token < newest {
-            return Err(format!(
-                "refused: run order from leader term {} but term {newest} was already seen; the sender is no longer leader",
-                order.fencing_token
-            ));
-        }
-        let ctx = dkron_executors::RunContext {
-            job_name: order.job_name,
-            execution_id: order.execution_id,
-            scheduled_time: order.scheduled_time,
-            fencing_token: order.fencing_token,
-            output_limit: crate::outputs::CAPTURE_LIMIT,
-        };
-        let outcome = dkron_executors::execute(&order.executor, &order.config, &ctx).await;
-        Ok(RunResult {
-            success: outcome.success,
-            output: outcome.output,
-        })
-    }
 }
 
 /// A node jobs may be placed on.
@@ -563,6 +508,7 @@ impl NodeHandle {
         }
         let mut runs = std::mem::take(&mut *self.node.runs.lock().expect("runs lock"));
         runs.abort_all();
+        self.node.orders.abort_all();
         while runs.join_next().await.is_some() {}
         for server in self.servers {
             let abort = server.abort_handle();
@@ -670,6 +616,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         raft,
         state,
         outputs,
+        orders: OrderExecutor::new(clock.clone()),
         clock,
         http_addr,
         rpc_addr,
@@ -678,7 +625,6 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         writes,
         runs: Mutex::new(JoinSet::new()),
         in_flight: Mutex::new(HashSet::new()),
-        orders: OrderExecutor::default(),
         gossip,
         unreachable: Mutex::new(std::collections::HashMap::new()),
         failure: Mutex::new(None),

@@ -14,7 +14,7 @@ use rand::Rng;
 use tracing::{info, warn};
 
 use crate::node::Node;
-use crate::node::{RunOrder, RunResult};
+use crate::orders::{RunOrder, RunResult};
 use crate::outputs::INLINE_OUTPUT_LIMIT;
 
 /// Why a run starts.
@@ -209,7 +209,7 @@ pub async fn claim_occurrences(node: Arc<Node>, occurrences: Vec<Occurrence>) {
         };
         for run in occurrence.runs {
             if started {
-                node.spawn_run(execute_claimed(node.clone(), run.execution));
+                node.spawn_run(execute_claimed(node.clone(), run.execution, false));
             } else {
                 node.track_execution(&run.execution, false);
             }
@@ -248,7 +248,7 @@ pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
             None => false,
         };
         if claimed {
-            node.spawn_run(execute_claimed(node.clone(), run.execution));
+            node.spawn_run(execute_claimed(node.clone(), run.execution, false));
         } else {
             node.track_execution(&run.execution, false);
         }
@@ -263,7 +263,7 @@ pub fn retry_backoff(next_attempt: u32) -> Duration {
 
 /// Executes a claimed run, records its result, then retries (claiming the next attempt) or
 /// triggers the children, as the state machine decided.
-async fn execute_claimed(node: Arc<Node>, mut execution: Execution) {
+async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed: bool) {
     // Claimed ahead of time: wait for the nominal instant.
     if let Some(start) = execution.started_at {
         let wait = start.duration_since(node.clock.now());
@@ -291,7 +291,11 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution) {
                 .unwrap_or_else(|| node.clock.now())
                 .to_string(),
             fencing_token: node.raft.metrics().borrow().current_term,
+            resumed,
+            started_at: execution.started_at,
         };
+        // Only the first order of a resumed run is a resumption; retries are new runs.
+        resumed = false;
         let outcome = if execution.node_name == node.name() {
             node.execute_order(order)
                 .await
@@ -433,50 +437,26 @@ async fn claim_retry(node: &Arc<Node>, previous: &Execution, attempt: u32) -> Op
     }
 }
 
-/// Closes, as failed, the runs recorded as running on this node that this process is not
-/// executing: they were lost when the node stopped. Called when this node becomes leader,
-/// so a `forbid` job is never blocked by a run that no longer exists (Dkron issue #1939).
-pub async fn close_orphaned_runs(node: &Arc<Node>) {
-    let orphans: Vec<Execution> = node.state.read(|s| {
+/// Called when this node becomes leader: resumes every run the state records as running
+/// that this process is not executing. Each one's order is sent again to its node, which
+/// answers with the run's result if it ran or is running (orders are idempotent by execution
+/// id), runs it now if the order never reached it, or refuses it as lost if the node
+/// restarted since; a node that is gone yields a failed result naming it. Either way the run
+/// is closed and a `forbid` job is never blocked by a run that no longer exists (Dkron issue
+/// #1939), and a run claimed by a leader that died before dispatching it still runs, once.
+pub fn resume_running_runs(node: &Arc<Node>) {
+    let running: Vec<Execution> = node.state.read(|s| {
         s.jobs
             .values()
             .flat_map(|e| e.running.values())
-            .filter(|e| e.node_name == node.name() && !node.is_executing_here(e))
+            .filter(|e| !node.is_executing_here(e))
             .cloned()
             .collect()
     });
-    for orphan in orphans {
-        let reason = format!(
-            "dkron: this run was lost because node {} stopped while it was running; it was closed as failed when the node came back",
-            orphan.node_name
-        );
-        warn!(job = %orphan.job_name, execution = %orphan.id, "closing a run lost by a restart as failed");
-        let closed = Execution {
-            success: false,
-            finished_at: Some(node.clock.now()),
-            output_size: reason.len() as u64,
-            output: reason,
-            ..orphan.clone()
-        };
-        match node
-            .write(Command::FinishExecution { execution: closed })
-            .await
-        {
-            Ok(Response::Finished(outcome)) if outcome.retry => {
-                if let Some(next) = claim_retry(node, &orphan, orphan.attempt + 1).await {
-                    node.spawn_run(execute_claimed(node.clone(), next));
-                }
-            }
-            Ok(Response::Finished(outcome)) => {
-                for child in outcome.dependents {
-                    run_job(node.clone(), child, Trigger::Dependent);
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                warn!(job = %orphan.job_name, error = %e, "could not close a lost run; it will be retried at the next leadership change")
-            }
-        }
+    for execution in running {
+        info!(job = %execution.job_name, execution = %execution.id, node = %execution.node_name, "resuming a run started under the previous leader");
+        node.track_execution(&execution, true);
+        node.spawn_run(execute_claimed(node.clone(), execution, true));
     }
 }
 

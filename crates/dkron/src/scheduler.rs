@@ -40,7 +40,7 @@ pub async fn run(node: Arc<Node>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        crate::runner::close_orphaned_runs(&node).await;
+        crate::runner::resume_running_runs(&node);
         info!(node = %node.name(), "became leader; scheduler started");
         lead(&node, &mut metrics).await;
         info!(node = %node.name(), "no longer leader; scheduler stopped");

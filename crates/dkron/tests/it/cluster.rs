@@ -221,13 +221,15 @@ async fn a_job_targeted_at_three_servers_runs_on_each_with_output_kept_by_the_le
 async fn a_node_refuses_run_orders_from_an_older_leader_term() {
     let s = server("fenced", None).await;
     let node = &s.handle.as_ref().unwrap().node;
-    let order = |token: u64| dkron::node::RunOrder {
+    let order = |token: u64| dkron::orders::RunOrder {
         job_name: "j".into(),
         executor: "shell".into(),
         config: [("command".to_string(), "true".to_string())].into(),
         execution_id: format!("e{token}"),
         scheduled_time: "2026-01-01T00:00:00Z".into(),
         fencing_token: token,
+        resumed: false,
+        started_at: None,
     };
     assert!(
         node.execute_order(order(7))
@@ -667,4 +669,69 @@ async fn a_retry_moves_off_a_node_that_became_unreachable() {
     assert_eq!(last["node_name"], json!(spare_name), "{runs:#?}");
     assert!(last["attempt"].as_u64() > Some(1));
     assert_eq!(api.job("moving").await["status"], "success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_collects_the_result_of_a_run_its_predecessor_started() {
+    let mut servers = three_servers().await;
+    let leader = leader_index(&servers).await;
+    let worker = (leader + 1) % 3;
+    let worker_name = name_of(&servers[worker]);
+    add_tag(&servers[worker], "pool", "b").await;
+    let api = servers[worker].api.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "the leader to see the tag",
+        async || {
+            let members = servers[leader].api.get("/v1/members").await;
+            members
+                .array()
+                .iter()
+                .any(|m| m["Name"] == json!(worker_name) && m["Tags"]["pool"] == "b")
+                .then_some(())
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("runs");
+    let mut job = shell_job(
+        "long",
+        "@manually",
+        &format!("echo ran >> {}; sleep 2; echo done", marker.display()),
+    );
+    job["tags"] = json!({"pool": "b:1"});
+    job["concurrency"] = json!("forbid");
+    assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
+    assert_eq!(api.run("long").await.status, 202);
+    wait_until(Duration::from_secs(10), "the run to start", async || {
+        std::fs::read_to_string(&marker).ok().map(|_| ())
+    })
+    .await;
+
+    // The leader that ordered the run dies while it runs.
+    servers[leader]
+        .handle
+        .take()
+        .expect("running")
+        .crash()
+        .await;
+    let runs = wait_until(
+        Duration::from_secs(20),
+        "the run's result under the new leader",
+        async || {
+            let runs = api.executions("long").await;
+            (runs.len() == 1 && crate::support::is_finished(&runs[0])).then_some(runs)
+        },
+    )
+    .await;
+    assert_eq!(runs[0]["success"], json!(true), "{runs:#?}");
+    assert_eq!(runs[0]["output"], json!("done\n"));
+    assert_eq!(runs[0]["node_name"], json!(worker_name));
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "ran\n",
+        "ran once"
+    );
+    // The forbid job is free again.
+    assert_eq!(api.run("long").await.status, 202);
 }

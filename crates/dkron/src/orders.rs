@@ -1,0 +1,401 @@
+//! Run orders on the node that executes them (servers and agents alike).
+//!
+//! A run order is idempotent by (job, execution id): the first one starts the run, in a task
+//! of its own so it outlives the connection that asked for it; the same order again (a new
+//! leader resuming the runs its predecessor had started) waits for that run's result, or gets
+//! it at once if the run already finished. So a leader change neither kills nor repeats a run,
+//! and its result is not lost with the leader that ordered it.
+//!
+//! A resumed order for a run this process never saw is run late only if this process was
+//! already up when the run was due (so the order was never delivered). If the process started
+//! after that, the run may have started in the previous process: it is refused as lost,
+//! never run twice.
+//!
+//! Orders from a leader whose term is older than the newest seen are refused (fencing).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::clock::SharedClock;
+
+/// A run order sent by the leader to the node that executes it (`/rpc/execute`). Output
+/// comes back in the answer, never through the Raft log.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunOrder {
+    pub job_name: String,
+    pub executor: String,
+    pub config: BTreeMap<String, String>,
+    pub execution_id: String,
+    /// RFC 3339 UTC nominal time.
+    pub scheduled_time: String,
+    /// The leader's term: a node refuses orders older than the newest it has seen.
+    pub fencing_token: u64,
+    /// Sent again by a new leader for a run its predecessor had claimed.
+    #[serde(default)]
+    pub resumed: bool,
+    /// When the run was due to start (the claim's `started_at`).
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+}
+
+/// What the executing node answers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunResult {
+    pub success: bool,
+    pub output: String,
+}
+
+/// How long a finished run's result is kept for a resumed order, and how long after its
+/// start a never-seen resumed order may still run.
+pub const RESULT_RETENTION: Duration = Duration::from_secs(600);
+
+/// Output bytes kept across finished results; beyond it the oldest outputs are dropped (the
+/// leader that ordered the run normally has the output already).
+const KEPT_OUTPUT_BUDGET: usize = 8 << 20;
+
+/// Clock skew tolerated between the leader that stamped `started_at` and this node.
+const SKEW: SignedDuration = SignedDuration::from_secs(1);
+
+type Key = (String, String);
+
+enum Slot {
+    Running(watch::Receiver<Option<RunResult>>),
+    Done(RunResult),
+}
+
+/// What to do with an order, decided from the table.
+enum Decision {
+    Wait(watch::Receiver<Option<RunResult>>),
+    Answer(RunResult),
+    Start(watch::Sender<Option<RunResult>>),
+    Refuse(String),
+}
+
+/// Orders seen by this process: running ones, and finished ones for [`RESULT_RETENTION`].
+#[derive(Default)]
+struct Table {
+    slots: HashMap<Key, Slot>,
+    /// Finished runs, oldest first, with when they finished.
+    finished: VecDeque<(Key, Timestamp)>,
+    kept_output: usize,
+}
+
+impl Table {
+    fn decide(&mut self, order: &RunOrder, up_since: Timestamp, now: Timestamp) -> Decision {
+        self.expire(now);
+        let key = (order.job_name.clone(), order.execution_id.clone());
+        match self.slots.get(&key) {
+            Some(Slot::Running(rx)) => return Decision::Wait(rx.clone()),
+            Some(Slot::Done(result)) => return Decision::Answer(result.clone()),
+            None => {}
+        }
+        if order.resumed {
+            let retention = SignedDuration::try_from(RESULT_RETENTION).unwrap_or_default();
+            let delivered_before = order.started_at.is_none_or(|t| t < up_since + SKEW);
+            if delivered_before {
+                return Decision::Refuse(
+                    "this run was lost: the node restarted after the run was due, so whether it ran is unknown; it is closed as failed rather than run twice".into(),
+                );
+            }
+            if order.started_at.is_some_and(|t| t < now - retention) {
+                return Decision::Refuse(
+                    "this run was lost: its result is no longer known on this node; it is closed as failed rather than run twice".into(),
+                );
+            }
+        }
+        let (tx, rx) = watch::channel(None);
+        self.slots.insert(key, Slot::Running(rx));
+        Decision::Start(tx)
+    }
+
+    fn finish(&mut self, key: Key, result: RunResult, now: Timestamp) {
+        self.kept_output += result.output.len();
+        self.slots.insert(key.clone(), Slot::Done(result));
+        self.finished.push_back((key, now));
+        // Over budget: drop the oldest outputs, keep their outcome.
+        let mut i = 0;
+        while self.kept_output > KEPT_OUTPUT_BUDGET && i < self.finished.len() {
+            let key = &self.finished[i].0;
+            if let Some(Slot::Done(r)) = self.slots.get_mut(key) {
+                self.kept_output -= r.output.len();
+                r.output = "dkron: output no longer kept by the executing node\n".into();
+                self.kept_output += r.output.len();
+            }
+            i += 1;
+        }
+    }
+
+    /// A run whose task ended without a result (aborted at shutdown).
+    fn forget(&mut self, key: &Key) {
+        if matches!(self.slots.get(key), Some(Slot::Running(_))) {
+            self.slots.remove(key);
+        }
+    }
+
+    fn expire(&mut self, now: Timestamp) {
+        let retention = SignedDuration::try_from(RESULT_RETENTION).unwrap_or_default();
+        while let Some((key, at)) = self.finished.front() {
+            if *at + retention > now {
+                break;
+            }
+            if let Some(Slot::Done(r)) = self.slots.remove(key) {
+                self.kept_output -= r.output.len();
+            }
+            self.finished.pop_front();
+        }
+    }
+}
+
+/// Executes run orders on this node; see the module docs.
+pub struct OrderExecutor {
+    clock: SharedClock,
+    /// When this process started taking orders.
+    up_since: Timestamp,
+    highest_fencing_token: AtomicU64,
+    table: Arc<Mutex<Table>>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl OrderExecutor {
+    pub fn new(clock: SharedClock) -> OrderExecutor {
+        OrderExecutor {
+            up_since: clock.now(),
+            clock,
+            highest_fencing_token: AtomicU64::new(0),
+            table: Arc::default(),
+            tasks: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    pub async fn execute(&self, order: RunOrder) -> Result<RunResult, String> {
+        let newest = self
+            .highest_fencing_token
+            .fetch_max(order.fencing_token, Ordering::SeqCst);
+        if order.fencing_token < newest {
+            return Err(format!(
+                "refused: run order from leader term {} but term {newest} was already seen; the sender is no longer leader",
+                order.fencing_token
+            ));
+        }
+        let decision =
+            self.table
+                .lock()
+                .expect("orders lock")
+                .decide(&order, self.up_since, self.clock.now());
+        let mut rx = match decision {
+            Decision::Answer(result) => return Ok(result),
+            Decision::Refuse(reason) => return Err(reason),
+            Decision::Wait(rx) => rx,
+            Decision::Start(tx) => {
+                let rx = tx.subscribe();
+                self.start(order, tx);
+                rx
+            }
+        };
+        match rx.wait_for(Option::is_some).await {
+            Ok(result) => Ok(result.clone().expect("waited for a result")),
+            Err(_) => Err("the run was interrupted: the executing node is shutting down".into()),
+        }
+    }
+
+    /// Runs the order in a task of its own, so it outlives the connection that ordered it.
+    fn start(&self, order: RunOrder, tx: watch::Sender<Option<RunResult>>) {
+        let slot = SlotGuard {
+            key: (order.job_name.clone(), order.execution_id.clone()),
+            table: self.table.clone(),
+            finished: false,
+        };
+        let ctx = dkron_executors::RunContext {
+            job_name: order.job_name,
+            execution_id: order.execution_id,
+            scheduled_time: order.scheduled_time,
+            fencing_token: order.fencing_token,
+            output_limit: crate::outputs::CAPTURE_LIMIT,
+        };
+        let (executor, config) = (order.executor, order.config);
+        let clock = self.clock.clone();
+        let mut tasks = self.tasks.lock().expect("order tasks lock");
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let outcome = dkron_executors::execute(&executor, &config, &ctx).await;
+            let result = RunResult {
+                success: outcome.success,
+                output: outcome.output,
+            };
+            slot.finish(result.clone(), clock.now());
+            let _ = tx.send(Some(result));
+        });
+    }
+
+    /// Stops every run in progress (node shutdown); whoever waits for them is told so.
+    pub fn abort_all(&self) {
+        self.tasks.lock().expect("order tasks lock").abort_all();
+    }
+}
+
+/// Moves a run's slot to finished, or frees it if the run's task is dropped without a result.
+struct SlotGuard {
+    key: Key,
+    table: Arc<Mutex<Table>>,
+    finished: bool,
+}
+
+impl SlotGuard {
+    fn finish(mut self, result: RunResult, now: Timestamp) {
+        self.finished = true;
+        if let Ok(mut table) = self.table.lock() {
+            table.finish(self.key.clone(), result, now);
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Ok(mut table) = self.table.lock() {
+            table.forget(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn order(id: &str, resumed: bool, started_at: &str) -> RunOrder {
+        RunOrder {
+            job_name: "j".into(),
+            executor: "shell".into(),
+            config: BTreeMap::new(),
+            execution_id: id.into(),
+            scheduled_time: started_at.into(),
+            fencing_token: 1,
+            resumed,
+            started_at: Some(ts(started_at)),
+        }
+    }
+
+    fn result(output: &str) -> RunResult {
+        RunResult {
+            success: true,
+            output: output.into(),
+        }
+    }
+
+    const UP: &str = "2026-01-01T00:00:00Z";
+
+    #[test]
+    fn a_repeated_order_waits_for_or_gets_the_first_ones_result() {
+        let mut t = Table::default();
+        let now = ts("2026-01-01T00:01:00Z");
+        let o = order("e1", false, "2026-01-01T00:01:00Z");
+        assert!(matches!(t.decide(&o, ts(UP), now), Decision::Start(_)));
+        assert!(matches!(t.decide(&o, ts(UP), now), Decision::Wait(_)));
+        let resumed = RunOrder {
+            resumed: true,
+            ..o.clone()
+        };
+        assert!(matches!(t.decide(&resumed, ts(UP), now), Decision::Wait(_)));
+        t.finish(("j".into(), "e1".into()), result("out"), now);
+        assert!(
+            matches!(t.decide(&resumed, ts(UP), now), Decision::Answer(r) if r == result("out"))
+        );
+        // After the retention the key is forgotten.
+        let later = now + SignedDuration::from_secs(601);
+        let fresh = order("e1", false, "2026-01-01T00:11:01Z");
+        assert!(matches!(
+            t.decide(&fresh, ts(UP), later),
+            Decision::Start(_)
+        ));
+    }
+
+    #[test]
+    fn a_resumed_order_never_seen_runs_only_if_this_process_was_up_when_it_was_due() {
+        let mut t = Table::default();
+        let now = ts("2026-01-01T00:05:00Z");
+        // Due before this process started (+ skew): it may have run in the previous one.
+        for due in ["2025-12-31T23:59:00Z", "2026-01-01T00:00:00.5Z"] {
+            let d = t.decide(&order(due, true, due), ts(UP), now);
+            assert!(
+                matches!(d, Decision::Refuse(ref m) if m.contains("lost")),
+                "{due}"
+            );
+        }
+        // Due while up, never delivered: run it now, once.
+        let due = "2026-01-01T00:04:00Z";
+        assert!(matches!(
+            t.decide(&order("e2", true, due), ts(UP), now),
+            Decision::Start(_)
+        ));
+        assert!(matches!(
+            t.decide(&order("e2", true, due), ts(UP), now),
+            Decision::Wait(_)
+        ));
+        // Too old to be sure its result was not forgotten.
+        let long_ago = "2026-01-01T00:04:00Z";
+        let much_later = ts("2026-01-01T00:20:00Z");
+        let d = t.decide(&order("e3", true, long_ago), ts(UP), much_later);
+        assert!(matches!(d, Decision::Refuse(_)));
+        // A fresh order (not resumed) always runs.
+        let d = t.decide(&order("e4", false, "2025-12-31T00:00:00Z"), ts(UP), now);
+        assert!(matches!(d, Decision::Start(_)));
+    }
+
+    #[test]
+    fn kept_outputs_stay_within_the_budget() {
+        let mut t = Table::default();
+        let now = ts("2026-01-01T00:01:00Z");
+        let big = "x".repeat(1 << 20);
+        for i in 0..20 {
+            let o = order(&format!("e{i}"), false, "2026-01-01T00:01:00Z");
+            assert!(matches!(t.decide(&o, ts(UP), now), Decision::Start(_)));
+            t.finish(("j".into(), format!("e{i}")), result(&big), now);
+        }
+        assert!(t.kept_output <= KEPT_OUTPUT_BUDGET, "{}", t.kept_output);
+        let newest = order("e19", true, "2026-01-01T00:01:00Z");
+        assert!(
+            matches!(t.decide(&newest, ts(UP), now), Decision::Answer(r) if r.output.len() == big.len())
+        );
+        let oldest = order("e0", true, "2026-01-01T00:01:00Z");
+        assert!(
+            matches!(t.decide(&oldest, ts(UP), now), Decision::Answer(r) if r.success && r.output.contains("no longer kept"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_order_twice_runs_once_and_both_get_its_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("runs");
+        let orders = OrderExecutor::new(crate::clock::system());
+        let mut o = order("twice", false, "2026-01-01T00:00:00Z");
+        o.config = [
+            (
+                "command".to_string(),
+                format!("echo ran >> {}; sleep 0.3; echo done", marker.display()),
+            ),
+            ("shell".to_string(), "true".to_string()),
+        ]
+        .into();
+        let (a, b) = tokio::join!(orders.execute(o.clone()), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            orders.execute(o.clone()).await
+        });
+        assert_eq!(a, b);
+        assert_eq!(a.unwrap().output, "done\n");
+        // And once more after it finished.
+        assert_eq!(orders.execute(o).await.unwrap().output, "done\n");
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+    }
+}
