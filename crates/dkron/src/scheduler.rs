@@ -28,12 +28,28 @@ use crate::runner::{Occurrence, Trigger, claim_occurrences, plan_trigger};
 pub async fn run(node: Arc<Node>) {
     let mut metrics = node.raft.metrics();
     loop {
-        if metrics
-            .wait_for(|m| m.current_leader == Some(node.id))
+        // The last other server seen leading: when this node takes over, it is dead, cut off
+        // or leaving, and gossip may take seconds to say so.
+        let mut previous: Option<String> = None;
+        let became_leader = metrics
+            .wait_for(|m| {
+                if let Some(other) = m.current_leader.filter(|l| *l != node.id) {
+                    previous = m
+                        .membership_config
+                        .nodes()
+                        .find(|(id, _)| **id == other)
+                        .map(|(_, n)| n.name.clone());
+                }
+                m.current_leader == Some(node.id)
+            })
             .await
-            .is_err()
-        {
+            .is_ok();
+        if !became_leader {
             return;
+        }
+        if let Some(previous) = previous {
+            // Placing new runs on it would fail them; runs it had claimed are resumed below.
+            node.skip_in_placement(&previous);
         }
         // Serve from a state machine that has applied everything the previous leader did.
         if node.raft.ensure_linearizable().await.is_err() {
