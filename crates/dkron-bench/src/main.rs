@@ -1,6 +1,7 @@
 //! Benchmarks of dkron-rs on one node, printed as Markdown for BENCHMARKS.md.
 //!
-//! `cargo run --release -p dkron-bench -- [all|creates|spread|same-second|rss]`
+//! `cargo run --release -p dkron-bench -- [all|creates|spread|same-second|rss|failover [kills]]`
+//! and the fault-injection suite against containers: `dkron-bench faults [jobs] [kills]`.
 //!
 //! Each scenario starts the release `dkron` binary on a fresh data dir and free loopback ports,
 //! drives it over HTTP, and measures from outside: acknowledged creates per second, fire
@@ -10,6 +11,7 @@
 //! starts the same N requests at each whole second with no scheduler at all.
 
 mod failover;
+mod faults;
 mod sink;
 
 use std::path::PathBuf;
@@ -354,6 +356,12 @@ async fn main() -> anyhow::Result<()> {
         return floor(url, n, s).await;
     }
     let scenario = args.first().map(String::as_str).unwrap_or("all");
+    if scenario == "faults" {
+        let jobs = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(200);
+        let kills = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(3);
+        let client = reqwest::Client::builder().build()?;
+        return faults::run(&client, jobs, kills).await;
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;

@@ -22,6 +22,11 @@ pub struct Sink {
 
 impl Sink {
     pub async fn start() -> anyhow::Result<Sink> {
+        Sink::start_on("127.0.0.1:0".parse()?).await
+    }
+
+    /// A sink listening on `addr` (a container network's gateway, for runs in containers).
+    pub async fn start_on(addr: std::net::SocketAddr) -> anyhow::Result<Sink> {
         let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
         let recorded = hits.clone();
         let app = Router::new().route(
@@ -50,7 +55,7 @@ impl Sink {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::orders::{OrderExecutor, RunOrder, RunResult};
+use crate::orders::{HOLD, OrderAnswer, OrderExecutor, RunOrder};
 
 /// Runs an agent until SIGINT/SIGTERM, or until retry-join gives up (an error).
 pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
@@ -62,6 +62,6 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
 async fn execute(
     State(orders): State<Arc<OrderExecutor>>,
     Json(order): Json<RunOrder>,
-) -> Json<Result<RunResult, String>> {
-    Json(orders.execute(order).await)
+) -> Json<OrderAnswer> {
+    Json(orders.answer(order, HOLD).await)
 }

@@ -20,7 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::SharedClock;
 use crate::config::AgentConfig;
-use crate::orders::{OrderExecutor, RunOrder, RunResult};
+use crate::orders::{HOLD, LEASE, OrderAnswer, OrderExecutor, RunOrder, RunResult};
 use crate::outputs::OutputStore;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
@@ -159,13 +159,16 @@ impl Node {
         self.orders.execute(order).await
     }
 
-    /// Sends a run order to the node at `rpc_addr` and waits for its result. An unreachable
-    /// node yields a failed result that says so (Dkron silently dropped such runs).
+    /// Sends a run order to the node at `rpc_addr` and waits for its result, asking again
+    /// each time the node answers that the run still goes (orders are idempotent). An order
+    /// that could not be delivered yields a failed result that says so (Dkron silently dropped
+    /// such runs); a node that stops answering for [`LEASE`] after taking the order loses the
+    /// run's lease: failed, its outcome unknown.
     pub async fn execute_remote(
         &self,
         node_name: &str,
         rpc_addr: &str,
-        order: RunOrder,
+        mut order: RunOrder,
     ) -> RunResult {
         let failed = |reason: String| RunResult {
             success: false,
@@ -173,25 +176,47 @@ impl Node {
                 "dkron: could not run the job on node {node_name} ({rpc_addr}): {reason}\n"
             ),
         };
-        let response = match self
-            .client
-            .post(format!("http://{rpc_addr}/rpc/execute"))
-            .json(&order)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                if e.is_connect() {
+        let url = format!("http://{rpc_addr}/rpc/execute");
+        let mut last_contact = tokio::time::Instant::now();
+        let mut first = true;
+        loop {
+            let sent = self
+                .client
+                .post(&url)
+                .json(&order)
+                .timeout(HOLD + Duration::from_secs(5))
+                .send()
+                .await;
+            let problem = match sent {
+                Ok(response) => match response.json::<OrderAnswer>().await {
+                    Ok(OrderAnswer::Done { result }) => return result,
+                    Ok(OrderAnswer::Refused { reason }) => return failed(reason),
+                    Ok(OrderAnswer::Running) => {
+                        last_contact = tokio::time::Instant::now();
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                },
+                // A fresh order that never got through: certainly not started. (A resumed
+                // one may have been delivered by the previous leader: keep asking.)
+                Err(e) if first && !order.resumed && e.is_connect() => {
                     self.mark_unreachable(node_name);
+                    return failed(e.to_string());
                 }
-                return failed(e.to_string());
+                Err(e) => Some(e.to_string()),
+            };
+            // From now on the node may know the order: ask about it, never start it afresh.
+            first = false;
+            order.resumed = true;
+            if let Some(problem) = problem {
+                if last_contact.elapsed() > LEASE {
+                    return failed(format!(
+                        "the node stopped answering for {} s while running it ({problem}); the run's outcome is unknown",
+                        LEASE.as_secs()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        };
-        match response.json::<Result<RunResult, String>>().await {
-            Ok(Ok(result)) => result,
-            Ok(Err(refused)) => failed(refused),
-            Err(e) => failed(e.to_string()),
         }
     }
 
@@ -907,8 +932,8 @@ async fn rpc_leave(AxState(node): AxState<Arc<Node>>) -> Json<Result<(), String>
 async fn rpc_execute(
     AxState(node): AxState<Arc<Node>>,
     Json(order): Json<RunOrder>,
-) -> Json<Result<RunResult, String>> {
-    Json(node.execute_order(order).await)
+) -> Json<OrderAnswer> {
+    Json(node.orders.answer(order, crate::orders::HOLD).await)
 }
 
 /// A manual run forwarded by a follower.

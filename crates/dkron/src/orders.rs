@@ -51,6 +51,24 @@ pub struct RunResult {
     pub output: String,
 }
 
+/// What `/rpc/execute` answers: the result, a refusal, or "still running, ask again" after
+/// holding the request for a while, so no connection waits for a whole long run and the
+/// leader hears from the node regularly (the run's lease).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum OrderAnswer {
+    Done { result: RunResult },
+    Refused { reason: String },
+    Running,
+}
+
+/// How long `/rpc/execute` holds a request before answering [`OrderAnswer::Running`].
+pub const HOLD: Duration = Duration::from_secs(10);
+
+/// How long a run whose node stops answering keeps its lease: after that the leader closes it
+/// as failed, its outcome unknown.
+pub const LEASE: Duration = Duration::from_secs(30);
+
 /// How long a finished run's result is kept for a resumed order, and how long after its
 /// start a never-seen resumed order may still run.
 pub const RESULT_RETENTION: Duration = Duration::from_secs(600);
@@ -173,7 +191,33 @@ impl OrderExecutor {
         }
     }
 
+    /// Runs (or joins) the order and waits for its result.
     pub async fn execute(&self, order: RunOrder) -> Result<RunResult, String> {
+        match self.begin(order)? {
+            Begun::Finished(result) => Ok(result),
+            Begun::Running(mut rx) => wait_result(&mut rx).await,
+        }
+    }
+
+    /// Runs (or joins) the order and answers within `hold`: the result, or that it still runs.
+    pub async fn answer(&self, order: RunOrder, hold: Duration) -> OrderAnswer {
+        let outcome = match self.begin(order) {
+            Err(reason) => Err(reason),
+            Ok(Begun::Finished(result)) => Ok(result),
+            Ok(Begun::Running(mut rx)) => {
+                match tokio::time::timeout(hold, wait_result(&mut rx)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => return OrderAnswer::Running,
+                }
+            }
+        };
+        match outcome {
+            Ok(result) => OrderAnswer::Done { result },
+            Err(reason) => OrderAnswer::Refused { reason },
+        }
+    }
+
+    fn begin(&self, order: RunOrder) -> Result<Begun, String> {
         let newest = self
             .highest_fencing_token
             .fetch_max(order.fencing_token, Ordering::SeqCst);
@@ -188,19 +232,15 @@ impl OrderExecutor {
                 .lock()
                 .expect("orders lock")
                 .decide(&order, self.up_since, self.clock.now());
-        let mut rx = match decision {
-            Decision::Answer(result) => return Ok(result),
-            Decision::Refuse(reason) => return Err(reason),
-            Decision::Wait(rx) => rx,
+        match decision {
+            Decision::Answer(result) => Ok(Begun::Finished(result)),
+            Decision::Refuse(reason) => Err(reason),
+            Decision::Wait(rx) => Ok(Begun::Running(rx)),
             Decision::Start(tx) => {
                 let rx = tx.subscribe();
                 self.start(order, tx);
-                rx
+                Ok(Begun::Running(rx))
             }
-        };
-        match rx.wait_for(Option::is_some).await {
-            Ok(result) => Ok(result.clone().expect("waited for a result")),
-            Err(_) => Err("the run was interrupted: the executing node is shutting down".into()),
         }
     }
 
@@ -236,6 +276,18 @@ impl OrderExecutor {
     /// Stops every run in progress (node shutdown); whoever waits for them is told so.
     pub fn abort_all(&self) {
         self.tasks.lock().expect("order tasks lock").abort_all();
+    }
+}
+
+enum Begun {
+    Finished(RunResult),
+    Running(watch::Receiver<Option<RunResult>>),
+}
+
+async fn wait_result(rx: &mut watch::Receiver<Option<RunResult>>) -> Result<RunResult, String> {
+    match rx.wait_for(Option::is_some).await {
+        Ok(result) => Ok(result.clone().expect("waited for a result")),
+        Err(_) => Err("the run was interrupted: the executing node is shutting down".into()),
     }
 }
 
@@ -397,5 +449,33 @@ mod tests {
         // And once more after it finished.
         assert_eq!(orders.execute(o).await.unwrap().output, "done\n");
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+    }
+
+    #[tokio::test]
+    async fn a_held_order_answers_running_then_the_result() {
+        let orders = OrderExecutor::new(crate::clock::system());
+        let mut o = order("held", false, "2026-01-01T00:00:00Z");
+        o.config = [
+            ("command".to_string(), "sleep 0.4; echo late".to_string()),
+            ("shell".to_string(), "true".to_string()),
+        ]
+        .into();
+        let hold = Duration::from_millis(50);
+        assert_eq!(orders.answer(o.clone(), hold).await, OrderAnswer::Running);
+        let done = loop {
+            match orders.answer(o.clone(), hold).await {
+                OrderAnswer::Running => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(
+            done,
+            OrderAnswer::Done {
+                result: RunResult {
+                    success: true,
+                    output: "late\n".into()
+                }
+            }
+        );
     }
 }
