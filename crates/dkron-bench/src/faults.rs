@@ -338,6 +338,19 @@ async fn check_window(
                 f.failed_with_reason += 1;
             } else {
                 f.silent.push((job.clone(), second));
+                let about: Vec<String> = runs
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| {
+                        e["scheduled_at"]
+                            .as_str()
+                            .and_then(|t| t.parse::<Timestamp>().ok())
+                            .is_some_and(|t| t.as_second() == second)
+                    })
+                    .map(|e| e.to_string())
+                    .collect();
+                eprintln!("silent miss {job} @ {second}: executions {about:?}");
             }
         }
     }

@@ -50,6 +50,14 @@ pub enum Command {
         nominal: Timestamp,
         runs: Vec<Execution>,
     },
+    /// Decide, without running them, the occurrences after the job's ledger up to `through`
+    /// (catch-up policy or deadline): the ledger moves to `through` and a skip is recorded.
+    /// Refused if the ledger is already there.
+    SkipOccurrences {
+        job: String,
+        through: Timestamp,
+        reason: crate::occurrence::SkipReason,
+    },
     /// Record a finished run (output already cut to a short tail by the proposer).
     FinishExecution {
         execution: Execution,
@@ -91,6 +99,8 @@ pub enum Response {
     Rejected {
         error: ApplyError,
     },
+    /// A [`Command::SkipOccurrences`] was recorded.
+    Skipped,
     /// One response per command of a [`Command::Batch`], in order.
     Batch {
         responses: Vec<Response>,

@@ -49,6 +49,11 @@ pub struct Job {
     pub expires_at: Option<Timestamp>,
     #[serde(with = "timefmt::nullable")]
     pub starts_at: Option<Timestamp>,
+    /// Not in Dkron: what to do with occurrences that fell due while no leader ran the
+    /// schedule (a failover, a cluster restart): `all` (default), `latest` or `none`.
+    pub catchup: String,
+    /// Not in Dkron: how late such an occurrence may still run (Go duration, default `1h`).
+    pub catchup_deadline: String,
 }
 
 impl Default for Job {
@@ -81,9 +86,16 @@ impl Default for Job {
             ephemeral: false,
             expires_at: None,
             starts_at: None,
+            catchup: CATCHUP_ALL.to_string(),
+            catchup_deadline: DEFAULT_CATCHUP_DEADLINE.to_string(),
         }
     }
 }
+
+pub const CATCHUP_ALL: &str = "all";
+pub const CATCHUP_LATEST: &str = "latest";
+pub const CATCHUP_NONE: &str = "none";
+pub const DEFAULT_CATCHUP_DEADLINE: &str = "1h";
 
 pub const CONCURRENCY_ALLOW: &str = "allow";
 pub const CONCURRENCY_FORBID: &str = "forbid";
@@ -99,6 +111,20 @@ impl Job {
 
     pub fn executor_config(&self) -> StringMap {
         self.executor_config.clone().unwrap_or_default()
+    }
+
+    /// `catchup_deadline` parsed (the default when empty or unparsable; validation refuses
+    /// bad values).
+    pub fn catchup_deadline(&self) -> jiff::SignedDuration {
+        let text = if self.catchup_deadline.is_empty() {
+            DEFAULT_CATCHUP_DEADLINE
+        } else {
+            &self.catchup_deadline
+        };
+        crate::godur::parse_go_duration(text)
+            .ok()
+            .and_then(|d| jiff::SignedDuration::try_from(d).ok())
+            .unwrap_or(jiff::SignedDuration::from_hours(1))
     }
 
     pub fn dependents(&self) -> &[String] {

@@ -9,12 +9,14 @@
 //! - [`schedule`]: the schedule language (6-field cron, descriptors, `@every`, `@at`, `~`).
 //! - [`placement`]: choosing target nodes from a job's tags.
 //! - [`command`]: the replicated-log commands and their responses.
-//! - [`state`]: the state machine (`apply`).
+//! - [`state`]: the state machine (`apply`), including the fire ledger.
+//! - [`occurrence`]: skip records, the catch-up decision, per-occurrence verdicts.
 //! - [`timefmt`]: Dkron's timestamp JSON conventions.
 
 pub mod command;
 pub mod godur;
 pub mod job;
+pub mod occurrence;
 pub mod placement;
 pub mod schedule;
 pub mod state;

@@ -4,7 +4,7 @@
 //! bulky and live in the shell's store; `apply` tells the shell what to write through
 //! [`Effect`]s, which the shell commits in the same transaction as the state change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::MAX_EXECUTIONS_PER_JOB;
 use crate::command::{ApplyError, Command, FinishOutcome, Response, Verdict};
 use crate::job::{Execution, Job, STATUS_FAILED, STATUS_PARTIALLY_FAILED, STATUS_SUCCESS};
+use crate::occurrence::{Skip, SkipReason, record_skip};
 use crate::schedule::{Schedule, load_timezone};
 use crate::validate::validate_job;
 
@@ -58,6 +59,9 @@ pub struct JobEntry {
     /// before the ledger existed.
     #[serde(default)]
     pub fired_through: Option<Timestamp>,
+    /// Occurrences that were decided without running, and why (bounded, newest last).
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub skipped: VecDeque<Skip>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -164,6 +168,11 @@ impl State {
             Command::ClaimOccurrence { job, nominal, runs } => {
                 self.claim_occurrence(&job, nominal, runs, &mut effects)
             }
+            Command::SkipOccurrences {
+                job,
+                through,
+                reason,
+            } => self.skip_occurrences(&job, through, reason, &mut effects),
             Command::StartExecution {
                 execution,
                 enforce_forbid,
@@ -235,7 +244,7 @@ impl State {
         job.next = None;
         let previous = self.jobs.remove(&name);
         let stored_executions = previous.as_ref().map_or(0, |p| p.stored_executions);
-        let (anchor, running, groups, old_parent, fired_through) = match &previous {
+        let (anchor, running, groups, old_parent, fired_through, skipped) = match &previous {
             Some(prev) => {
                 let p = &prev.job;
                 job.success_count = job.success_count.max(p.success_count);
@@ -262,12 +271,29 @@ impl State {
                     Some(t) => Some(t),
                     None => Some(now),
                 };
+                let mut skipped = prev.skipped.clone();
+                if let Some(after) = prev.fired_through.filter(|t| fresh_start && *t < now) {
+                    let reason = if p.disabled {
+                        SkipReason::Disabled
+                    } else {
+                        SkipReason::Rescheduled
+                    };
+                    record_skip(
+                        &mut skipped,
+                        Skip {
+                            after,
+                            through: now,
+                            reason,
+                        },
+                    );
+                }
                 (
                     anchor,
                     prev.running.clone(),
                     prev.groups.clone(),
                     p.parent_job.clone(),
                     fired_through,
+                    skipped,
                 )
             }
             None => {
@@ -278,6 +304,7 @@ impl State {
                     BTreeMap::new(),
                     String::new(),
                     Some(now),
+                    VecDeque::new(),
                 )
             }
         };
@@ -304,6 +331,7 @@ impl State {
                 groups,
                 stored_executions,
                 fired_through,
+                skipped,
             },
         );
         effects.push(Effect::PutJob(name));
@@ -344,6 +372,16 @@ impl State {
         entry.job.disabled = !entry.job.disabled;
         if let (false, Some(now)) = (entry.job.disabled, now) {
             // Enabled again: what fell due while disabled is not owed.
+            if let Some(after) = entry.fired_through.filter(|t| *t < now) {
+                record_skip(
+                    &mut entry.skipped,
+                    Skip {
+                        after,
+                        through: now,
+                        reason: SkipReason::Disabled,
+                    },
+                );
+            }
             entry.fired_through = Some(entry.fired_through.map_or(now, |t| t.max(now)));
         }
         let job = entry.job.clone();
@@ -366,13 +404,13 @@ impl State {
                 fired_through,
             });
         }
+        let after = entry.fired_through.unwrap_or(nominal);
         entry.fired_through = Some(nominal);
-        let verdict = if runs.is_empty() {
-            Verdict::NoTarget
+        let (verdict, reason) = if runs.is_empty() {
+            (Verdict::NoTarget, SkipReason::NoTarget)
         } else if entry.job.forbids_overlap() && !entry.running.is_empty() {
-            Verdict::SkippedForbid {
-                running: entry.running.keys().cloned().collect(),
-            }
+            let running = entry.running.keys().cloned().collect();
+            (Verdict::SkippedForbid { running }, SkipReason::Forbid)
         } else {
             let executions = runs.iter().map(|r| r.id.clone()).collect();
             for mut run in runs {
@@ -385,8 +423,48 @@ impl State {
                 verdict: Verdict::Ran { executions },
             });
         };
+        record_skip(
+            &mut entry.skipped,
+            Skip {
+                after,
+                through: nominal,
+                reason,
+            },
+        );
         effects.push(Effect::PutJob(name.to_string()));
         Ok(Response::Claimed { verdict })
+    }
+
+    fn skip_occurrences(
+        &mut self,
+        name: &str,
+        through: Timestamp,
+        reason: SkipReason,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, ApplyError> {
+        let entry = self.entry_mut(name)?;
+        let Some(after) = entry.fired_through else {
+            // No ledger (an entry older than it): nothing is owed, nothing to skip.
+            return Ok(Response::Skipped);
+        };
+        if through <= after {
+            return Err(ApplyError::AlreadyDecided {
+                job: name.to_string(),
+                nominal: through,
+                fired_through: after,
+            });
+        }
+        entry.fired_through = Some(through);
+        record_skip(
+            &mut entry.skipped,
+            Skip {
+                after,
+                through,
+                reason,
+            },
+        );
+        effects.push(Effect::PutJob(name.to_string()));
+        Ok(Response::Skipped)
     }
 
     fn start_execution(

@@ -6,7 +6,12 @@
 use serde::Serialize;
 
 use crate::godur::parse_go_duration;
-use crate::job::{CONCURRENCY_ALLOW, CONCURRENCY_FORBID, Job};
+use crate::job::{
+    CATCHUP_ALL, CATCHUP_LATEST, CATCHUP_NONE, CONCURRENCY_ALLOW, CONCURRENCY_FORBID, Job,
+};
+
+/// The longest catch-up deadline: a week of occurrences is the most a new leader enumerates.
+const MAX_CATCHUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 use crate::placement::parse_tag_value;
 use crate::schedule::{Schedule, load_timezone};
 
@@ -72,6 +77,28 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
             "concurrency",
             "invalid concurrency policy value, use \"allow\" or \"forbid\"",
         ));
+    }
+    if !matches!(
+        job.catchup.as_str(),
+        CATCHUP_ALL | CATCHUP_LATEST | CATCHUP_NONE | ""
+    ) {
+        errors.push(FieldError::new(
+            "catchup",
+            "invalid catch-up policy, use \"all\", \"latest\" or \"none\"",
+        ));
+    }
+    if !job.catchup_deadline.is_empty() {
+        match parse_go_duration(&job.catchup_deadline) {
+            Ok(d) if d.is_zero() || d > MAX_CATCHUP_DEADLINE => errors.push(FieldError::new(
+                "catchup_deadline",
+                "catchup_deadline must be more than 0 and at most 168h",
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push(FieldError::new(
+                "catchup_deadline",
+                format!("can't parse catchup_deadline: {e} (for example \"1h\" or \"30m\")"),
+            )),
+        }
     }
     if let Err(e) = load_timezone(&job.timezone) {
         errors.push(FieldError::new("timezone", e));

@@ -11,8 +11,9 @@
 //!
 //! Each claim goes through the fire ledger in the replicated state (`fired_through` per job),
 //! so the queue starts from the ledger, not from "now": occurrences that fell due while no
-//! leader existed (a failover, a restart) are fired late, once each, in order, as long as
-//! they are no older than [`CATCHUP_DEADLINE`].
+//! leader existed (a failover, a restart) are fired late, once each, in order. Before that,
+//! each job's catch-up policy (`catchup`, `catchup_deadline`) decides which of them not to run,
+//! and those are recorded as skipped (`SkipOccurrences`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
+
+use dkron_core::command::Command;
+use dkron_core::occurrence::plan_catch_up;
 
 use crate::node::Node;
 use crate::raft::ServerNode;
@@ -65,10 +69,6 @@ pub async fn run(node: Arc<Node>) {
 
 /// How long before its nominal time an `allow` occurrence is claimed.
 pub const CLAIM_AHEAD: Duration = Duration::from_millis(500);
-
-/// Occurrences owed by the ledger are caught up when they are at most this late; older ones
-/// are reported missed (a cluster that was down for a day does not replay the whole day).
-pub const CATCHUP_DEADLINE: SignedDuration = SignedDuration::from_hours(1);
 
 /// Occurrences claimed in one pass at most, so a long catch-up cannot starve the loop.
 const MAX_PER_PASS: usize = 10_000;
@@ -120,9 +120,12 @@ impl Queue {
     /// deadline.
     fn refresh(&mut self, node: &Node, name: &str, now: Timestamp) {
         let fired_here = self.last_fired.get(name).copied();
-        let horizon = now.checked_sub(CATCHUP_DEADLINE).unwrap_or(now);
         let next = node.state.read(|s| {
             let entry = s.jobs.get(name)?;
+            // Normally the catch-up decision moved the ledger past this already.
+            let horizon = now
+                .checked_sub(entry.job.catchup_deadline())
+                .unwrap_or(now);
             // Entries older than the ledger: start from now, as before it existed.
             let ledger = entry.fired_through.unwrap_or(now);
             let mut after = fired_here.map_or(ledger, |t| t.max(ledger));
@@ -158,6 +161,31 @@ async fn lead(node: &Arc<Node>, metrics: &mut Metrics) {
     let mut queue = Queue::default();
     node.state.take_dirty();
     let now = node.clock.now();
+    // What fell due while no leader ran the schedule: each job's catch-up policy decides
+    // which of those occurrences not to run, recorded before anything is claimed.
+    let skips: Vec<Command> = node.state.read(|s| {
+        s.jobs
+            .iter()
+            .filter_map(|(name, entry)| {
+                let (through, reason) = plan_catch_up(entry, now)?;
+                Some(Command::SkipOccurrences {
+                    job: name.clone(),
+                    through,
+                    reason,
+                })
+            })
+            .collect()
+    });
+    if !skips.is_empty() {
+        info!(
+            jobs = skips.len(),
+            "not running some occurrences that fell due while no leader ran the schedule (catch-up policy or deadline); GET /v1/jobs/<job>/occurrences shows which"
+        );
+        if let Err(e) = node.write(Command::Batch { commands: skips }).await {
+            warn!(error = %e, "could not record the catch-up decisions; stepping back until leadership is settled");
+            return;
+        }
+    }
     let names: Vec<String> = node.state.read(|s| s.jobs.keys().cloned().collect());
     for name in names {
         queue.refresh(node, &name, now);

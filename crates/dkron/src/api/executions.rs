@@ -157,3 +157,53 @@ pub async fn busy(
         total_count(total),
     ))
 }
+
+/// Occurrences listed at most per request.
+const MAX_OCCURRENCES: usize = 1000;
+
+/// `GET /v1/jobs/:job/occurrences?from=&to=&limit=` (not in Dkron): every nominal occurrence
+/// of the job in the range with what became of it — ran (its executions), skipped and why,
+/// pending, or no record kept. `from` and `to` are RFC 3339; the default range is the last
+/// hour. `X-Truncated: true` when the list stops at `limit` (at most 1000).
+pub async fn occurrences(
+    State(node): State<Arc<Node>>,
+    Path(job): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref());
+    let now = node.clock.now();
+    let instant = |field: &str, default: jiff::Timestamp| match query.get(field) {
+        None | Some("") => Ok(default),
+        Some(v) => v.parse::<jiff::Timestamp>().map_err(|e| {
+            ApiError::bad_param(
+                field,
+                format!("{v:?} is not an RFC 3339 time such as 2026-01-01T03:00:00Z: {e}"),
+            )
+        }),
+    };
+    let to = instant("to", now)?;
+    let from = instant("from", to - jiff::SignedDuration::from_hours(1))?;
+    if from > to {
+        return Err(ApiError::bad_param("from", "from must not be after to"));
+    }
+    let limit = match query.get("limit") {
+        None | Some("") => MAX_OCCURRENCES,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_OCCURRENCES).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_param(
+                    "limit",
+                    format!("{v:?} is not a number from 1 to {MAX_OCCURRENCES}"),
+                ));
+            }
+        },
+    };
+    let Some(entry) = node.state.read(|s| s.jobs.get(&job).cloned()) else {
+        return Err(ApiError::job_not_found(&job));
+    };
+    let executions = node.state.executions(&job)?;
+    let (list, truncated) = dkron_core::occurrence::verdicts(&entry, &executions, from, to, limit);
+    let mut headers = HeaderMap::new();
+    headers.insert("X-Truncated", truncated.to_string().parse().expect("ascii"));
+    Ok(render(StatusCode::OK, &list, query.pretty(), headers))
+}

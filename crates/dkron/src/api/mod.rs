@@ -53,7 +53,8 @@ pub fn router(node: Arc<Node>) -> Router {
             "/jobs/{job}/executions",
             get(executions::list).delete(executions::delete_all),
         )
-        .route("/jobs/{job}/executions/{execution}", get(executions::show));
+        .route("/jobs/{job}/executions/{execution}", get(executions::show))
+        .route("/jobs/{job}/occurrences", get(executions::occurrences));
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods(Any)

@@ -74,3 +74,88 @@ async fn missed_occurrences_are_caught_up_once_and_old_ones_are_not() {
     // Now is anchor + 155 min: occurrences at 100..150 min are within an hour.
     assert_eq!(late, vec![10, 11, 12, 13, 14, 15], "{all:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_policies_decide_and_the_occurrences_api_says_why() {
+    let mut node = TestNode::start().await;
+    let start = dkron::clock::Clock::now(&*node.clock);
+    let mut latest = shell_job("latest", "@every 10m", "true");
+    latest["catchup"] = "latest".into();
+    let mut none = shell_job("none", "@every 10m", "true");
+    none["catchup"] = "none".into();
+    node.create(&latest).await;
+    node.create(&none).await;
+    node.create(&shell_job("all", "@every 10m", "true")).await;
+    node.shutdown().await;
+    node.clock.advance(Duration::from_secs(35 * 60));
+    node.restart().await;
+    wait_until(SOON, "the catch-up runs", async || {
+        let all = scheduled_times(&node, "all").await.len();
+        let latest = scheduled_times(&node, "latest").await.len();
+        (all == 3 && latest == 1).then_some(())
+    })
+    .await;
+    node.create(&shell_job("witness", "@every 1h", "true"))
+        .await;
+    node.run("witness").await;
+    node.wait_finished("witness", 1, SOON).await;
+    assert!(scheduled_times(&node, "none").await.is_empty());
+    let latest_run = scheduled_times(&node, "latest").await[0];
+    assert!(
+        (latest_run.duration_since(start) - SignedDuration::from_mins(30)).abs()
+            < SignedDuration::from_secs(5),
+        "latest ran {latest_run}"
+    );
+
+    let from = (start + SignedDuration::from_mins(5)).to_string();
+    let to = (start + SignedDuration::from_mins(45)).to_string();
+    let outcomes = |job: &'static str| {
+        let (from, to) = (from.clone(), to.clone());
+        let node = &node;
+        async move {
+            let r = node
+                .get(&format!("/v1/jobs/{job}/occurrences?from={from}&to={to}"))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.array()
+                .iter()
+                .map(|o| {
+                    let reason = o["reason"].as_str().unwrap_or("");
+                    format!("{} {reason}", o["outcome"].as_str().unwrap())
+                        .trim()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        outcomes("latest").await,
+        [
+            "skipped catchup_latest",
+            "skipped catchup_latest",
+            "ran",
+            "pending"
+        ]
+    );
+    assert_eq!(
+        outcomes("none").await,
+        [
+            "skipped catchup_none",
+            "skipped catchup_none",
+            "skipped catchup_none",
+            "pending"
+        ]
+    );
+    assert_eq!(outcomes("all").await, ["ran", "ran", "ran", "pending"]);
+
+    // Bad input is a 400 naming the field.
+    let mut bad = shell_job("bad", "@every 1m", "true");
+    bad["catchup"] = "sometimes".into();
+    bad["catchup_deadline"] = "soon".into();
+    let r = node.post("/v1/jobs", &bad).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_fields(), ["catchup", "catchup_deadline"]);
+    let r = node.get("/v1/jobs/all/occurrences?from=yesterday").await;
+    assert_eq!((r.status, r.body["field"].as_str()), (400, Some("from")));
+    assert_eq!(node.get("/v1/jobs/nope/occurrences").await.status, 404);
+}
