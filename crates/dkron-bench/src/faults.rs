@@ -350,7 +350,17 @@ async fn check_window(
                     })
                     .map(|e| e.to_string())
                     .collect();
-                eprintln!("silent miss {job} @ {second}: executions {about:?}");
+                let from = Timestamp::from_second(second).unwrap_or_default();
+                let to = Timestamp::from_second(second + 1).unwrap_or_default();
+                let verdict = get_json(
+                    client,
+                    &format!("{api}/v1/jobs/{job}/occurrences?from={from}&to={to}"),
+                )
+                .await
+                .unwrap_or_default();
+                eprintln!(
+                    "silent miss {job} @ {second}: executions {about:?}; occurrences {verdict}"
+                );
             }
         }
     }

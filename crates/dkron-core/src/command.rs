@@ -152,6 +152,14 @@ pub enum ApplyError {
         nominal: Timestamp,
         fired_through: Timestamp,
     },
+    #[error(
+        "occurrence {nominal} of job {job} is not the next one owed ({expected:?}); claims are contiguous"
+    )]
+    OutOfOrder {
+        job: String,
+        nominal: Timestamp,
+        expected: Option<Timestamp>,
+    },
     #[error("job {job} is already running and its concurrency is forbid")]
     AlreadyRunning { job: String, running: Vec<String> },
 }

@@ -397,12 +397,24 @@ impl State {
         effects: &mut Vec<Effect>,
     ) -> Result<Response, ApplyError> {
         let entry = self.entry_mut(name)?;
-        if let Some(fired_through) = entry.fired_through.filter(|t| nominal <= *t) {
-            return Err(ApplyError::AlreadyDecided {
-                job: name.to_string(),
-                nominal,
-                fired_through,
-            });
+        if let Some(fired_through) = entry.fired_through {
+            if nominal <= fired_through {
+                return Err(ApplyError::AlreadyDecided {
+                    job: name.to_string(),
+                    nominal,
+                    fired_through,
+                });
+            }
+            // Claims are contiguous: only the next occurrence owed can be claimed, so the
+            // ledger never passes an occurrence without a claim or a skip record for it.
+            let expected = entry.next_fire_after(fired_through);
+            if expected != Some(nominal) {
+                return Err(ApplyError::OutOfOrder {
+                    job: name.to_string(),
+                    nominal,
+                    expected,
+                });
+            }
         }
         let after = entry.fired_through.unwrap_or(nominal);
         entry.fired_through = Some(nominal);

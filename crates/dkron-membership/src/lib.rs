@@ -127,6 +127,14 @@ impl Profile {
             }
         };
         config.max_packet_size = NonZeroUsize::new(FOCA_MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
+        if self == Profile::Lan {
+            // foca's LAN default announces to down members every 65 s, so a partition
+            // that heals stays visible for up to a minute; every 5 s costs one datagram.
+            config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+                frequency: Duration::from_secs(5),
+                num_members: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+            });
+        }
         config
     }
 }

@@ -82,6 +82,10 @@ pub struct Node {
     pub gossip: dkron_membership::Membership,
     /// Nodes that refused a run order's connection, and when.
     unreachable: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Jobs whose next claim failed or was refused: the scheduler searches their next
+    /// occurrence from the ledger again.
+    resync: Mutex<BTreeSet<String>>,
+    resync_wake: tokio::sync::Notify,
     /// Why the node stopped on its own (e.g. retry-join gave up), for the exit status.
     failure: Mutex<Option<String>>,
 }
@@ -413,6 +417,24 @@ impl Node {
         crate::cluster::node_tags(&self.config, self.rpc_addr.port())
     }
 
+    /// Asks the scheduler to search `job`'s next occurrence from the fire ledger again (its
+    /// last claim was not written or was refused, so an occurrence may still be owed).
+    pub fn resync_schedule(&self, job: &str) {
+        self.resync
+            .lock()
+            .expect("resync lock")
+            .insert(job.to_string());
+        self.resync_wake.notify_one();
+    }
+
+    pub fn take_resync(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.resync.lock().expect("resync lock"))
+    }
+
+    pub async fn resync_requested(&self) {
+        self.resync_wake.notified().await
+    }
+
     /// Stops the node because it cannot go on; `message` becomes the process's error.
     pub fn fail(&self, message: String) {
         tracing::error!(reason = %message, "stopping the node");
@@ -659,6 +681,8 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         gossip,
         unreachable: Mutex::new(std::collections::HashMap::new()),
         failure: Mutex::new(None),
+        resync: Mutex::new(BTreeSet::new()),
+        resync_wake: tokio::sync::Notify::new(),
     });
 
     let mut tasks = Vec::new();

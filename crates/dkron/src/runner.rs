@@ -117,14 +117,23 @@ pub fn run_job(node: Arc<Node>, job_name: String, trigger: Trigger) {
 }
 
 /// Proposes `commands` as one log entry (one consensus round however many there are) and
-/// answers one response per command, or nothing if the write failed.
-async fn write_all(node: &Node, mut commands: Vec<Command>) -> Vec<Response> {
+/// answers one response per command, or nothing if the write failed. With `local_only` the
+/// commands are proposed on this node or not at all: a deposed leader's claims must not
+/// reach its successor, whose own catch-up decides those occurrences.
+async fn write_all(node: &Node, mut commands: Vec<Command>, local_only: bool) -> Vec<Response> {
     let count = commands.len();
+    let write = async |command: Command| {
+        if local_only {
+            node.write_local(command).await.map(|(r, _)| r)
+        } else {
+            node.write(command).await
+        }
+    };
     let answers = if count == 1 {
         let command = commands.pop().expect("one command");
-        node.write(command).await.map(|r| vec![r])
+        write(command).await.map(|r| vec![r])
     } else {
-        match node.write(Command::Batch { commands }).await {
+        match write(Command::Batch { commands }).await {
             Ok(Response::Batch { responses }) => Ok(responses),
             Ok(other) => Ok(vec![other]),
             Err(e) => Err(e),
@@ -172,7 +181,7 @@ pub async fn claim_occurrences(node: Arc<Node>, occurrences: Vec<Occurrence>) {
             runs: o.runs.iter().map(|r| r.execution.clone()).collect(),
         })
         .collect();
-    let mut answers = write_all(&node, commands).await.into_iter();
+    let mut answers = write_all(&node, commands, true).await.into_iter();
     if let Some(first) = occurrences.first() {
         tracing::debug!(
             occurrences = occurrences.len(),
@@ -201,11 +210,23 @@ pub async fn claim_occurrences(node: Arc<Node>, occurrences: Vec<Occurrence>) {
                 info!(job = %occurrence.job, nominal = %occurrence.nominal, "occurrence already decided by the fire ledger; not firing it again");
                 false
             }
-            Some(other) => {
-                warn!(job = %occurrence.job, response = ?other, "occurrence not started");
+            Some(Response::Rejected {
+                error: ApplyError::OutOfOrder { expected, .. },
+            }) => {
+                info!(job = %occurrence.job, nominal = %occurrence.nominal, ?expected, "an earlier occurrence is still owed; the scheduler claims it first");
+                node.resync_schedule(&occurrence.job);
                 false
             }
-            None => false,
+            Some(other) => {
+                warn!(job = %occurrence.job, response = ?other, "occurrence not started");
+                node.resync_schedule(&occurrence.job);
+                false
+            }
+            // The claim was not written: the occurrence is still owed.
+            None => {
+                node.resync_schedule(&occurrence.job);
+                false
+            }
         };
         for run in occurrence.runs {
             if started {
@@ -231,7 +252,7 @@ pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
             moved_from: None,
         })
         .collect();
-    let mut answers = write_all(&node, commands).await.into_iter();
+    let mut answers = write_all(&node, commands, false).await.into_iter();
     for run in runs {
         let claimed = match answers.next() {
             Some(Response::Started { .. }) => true,

@@ -116,31 +116,19 @@ impl Queue {
     }
 
     /// Recomputes a job's next fire from the current state: the first occurrence after the
-    /// fire ledger and after what this leader already fired, and no older than the catch-up
-    /// deadline.
+    /// fire ledger and after what this leader already fired (claims still in flight).
     fn refresh(&mut self, node: &Node, name: &str, now: Timestamp) {
         let fired_here = self.last_fired.get(name).copied();
         let next = node.state.read(|s| {
             let entry = s.jobs.get(name)?;
-            // Normally the catch-up decision moved the ledger past this already.
-            let horizon = now
-                .checked_sub(entry.job.catchup_deadline())
-                .unwrap_or(now);
             // Entries older than the ledger: start from now, as before it existed.
             let ledger = entry.fired_through.unwrap_or(now);
-            let mut after = fired_here.map_or(ledger, |t| t.max(ledger));
-            if after < horizon {
-                if let Some(missed) = entry.next_fire_after(after).filter(|t| *t <= horizon) {
-                    warn!(
-                        job = %name,
-                        first_missed = %missed,
-                        until = %horizon,
-                        "occurrences older than the catch-up deadline were not run; they fell due while no leader was running the schedule"
-                    );
-                }
-                after = horizon;
-            }
-            Some((after, entry.next_fire_after(after), entry.job.forbids_overlap()))
+            let after = fired_here.map_or(ledger, |t| t.max(ledger));
+            Some((
+                after,
+                entry.next_fire_after(after),
+                entry.job.forbids_overlap(),
+            ))
         });
         match next {
             Some((after, Some(fire), forbid)) => {
@@ -181,7 +169,9 @@ async fn lead(node: &Arc<Node>, metrics: &mut Metrics) {
             jobs = skips.len(),
             "not running some occurrences that fell due while no leader ran the schedule (catch-up policy or deadline); GET /v1/jobs/<job>/occurrences shows which"
         );
-        if let Err(e) = node.write(Command::Batch { commands: skips }).await {
+        // Proposed here or not at all: a deposed leader's decisions must not reach its
+        // successor.
+        if let Err(e) = node.write_local(Command::Batch { commands: skips }).await {
             warn!(error = %e, "could not record the catch-up decisions; stepping back until leadership is settled");
             return;
         }
@@ -223,6 +213,11 @@ async fn lead(node: &Arc<Node>, metrics: &mut Metrics) {
         for name in node.state.take_dirty() {
             queue.refresh(node, &name, now);
         }
+        // A claim that was not written or was refused: search from the ledger again.
+        for name in node.take_resync() {
+            queue.last_fired.remove(&name);
+            queue.refresh(node, &name, now);
+        }
         let wait = match queue.by_time.first() {
             Some((t, _)) => t
                 .duration_since(node.clock.now())
@@ -233,6 +228,7 @@ async fn lead(node: &Arc<Node>, metrics: &mut Metrics) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = node.state.changed() => {}
+            _ = node.resync_requested() => {}
             changed = metrics.changed() => {
                 if changed.is_err() || metrics.borrow().current_leader != Some(node.id) {
                     return;

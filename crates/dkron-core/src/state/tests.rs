@@ -544,16 +544,23 @@ fn new_schedules_zones_and_reenabling_owe_nothing_from_before() {
         h.state.jobs["j"].fired_through,
         Some(ts("2026-01-01T00:00:20Z"))
     );
+    // Claims are contiguous: not the next one owed is refused, the next one is taken.
+    let err = rejected(h.claim("j", "2026-01-01T00:00:24Z", &["n1"]));
+    assert!(matches!(err, ApplyError::OutOfOrder { .. }), "{err:?}");
+    assert_eq!(
+        h.state.jobs["j"].fired_through,
+        Some(ts("2026-01-01T00:00:20Z"))
+    );
     // A claim ahead of time is never moved back by an edit.
-    verdict(h.claim("j", "2026-01-01T00:00:30Z", &["n1"]));
+    verdict(h.claim("j", "2026-01-01T00:00:22Z", &["n1"]));
     later(
         &mut h,
         r#"{"name":"j","schedule":"@every 3s"}"#,
-        "2026-01-01T00:00:29Z",
+        "2026-01-01T00:00:21Z",
     );
     assert_eq!(
         h.state.jobs["j"].fired_through,
-        Some(ts("2026-01-01T00:00:30Z"))
+        Some(ts("2026-01-01T00:00:22Z"))
     );
 }
 
