@@ -99,6 +99,8 @@ pub const DEFAULT_CATCHUP_DEADLINE: &str = "1h";
 
 pub const CONCURRENCY_ALLOW: &str = "allow";
 pub const CONCURRENCY_FORBID: &str = "forbid";
+/// Not in Dkron: a new run stops the running ones.
+pub const CONCURRENCY_REPLACE: &str = "replace";
 
 pub const STATUS_SUCCESS: &str = "success";
 pub const STATUS_FAILED: &str = "failed";
@@ -107,6 +109,10 @@ pub const STATUS_PARTIALLY_FAILED: &str = "partially_failed";
 impl Job {
     pub fn forbids_overlap(&self) -> bool {
         self.concurrency == CONCURRENCY_FORBID
+    }
+
+    pub fn replaces_running(&self) -> bool {
+        self.concurrency == CONCURRENCY_REPLACE
     }
 
     pub fn executor_config(&self) -> StringMap {

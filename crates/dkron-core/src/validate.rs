@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::godur::parse_go_duration;
 use crate::job::{
-    CATCHUP_ALL, CATCHUP_LATEST, CATCHUP_NONE, CONCURRENCY_ALLOW, CONCURRENCY_FORBID, Job,
+    CATCHUP_ALL, CATCHUP_LATEST, CATCHUP_NONE, CONCURRENCY_ALLOW, CONCURRENCY_FORBID,
+    CONCURRENCY_REPLACE, Job,
 };
 
 /// The longest catch-up deadline: a week of occurrences is the most a new leader enumerates.
@@ -71,11 +72,11 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
     }
     if !matches!(
         job.concurrency.as_str(),
-        CONCURRENCY_ALLOW | CONCURRENCY_FORBID | ""
+        CONCURRENCY_ALLOW | CONCURRENCY_FORBID | CONCURRENCY_REPLACE | ""
     ) {
         errors.push(FieldError::new(
             "concurrency",
-            "invalid concurrency policy value, use \"allow\" or \"forbid\"",
+            "invalid concurrency policy value, use \"allow\", \"forbid\" or \"replace\"",
         ));
     }
     if !matches!(

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::orders::{HOLD, OrderAnswer, OrderExecutor, RunOrder};
+use crate::orders::{HOLD, OrderAnswer, OrderExecutor, RunOrder, StopOrder};
 
 /// Runs an agent until SIGINT/SIGTERM, or until retry-join gives up (an error).
 pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
@@ -31,6 +31,7 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
     let orders = Arc::new(OrderExecutor::new(crate::clock::system()));
     let router = Router::new()
         .route("/rpc/execute", post(execute))
+        .route("/rpc/stop", post(stop_run))
         .with_state(orders);
     let server = tokio::spawn(crate::node::serve(listener, router, stopped, "rpc"));
     tracing::info!(node = %config.node_name, rpc = %rpc_addr, gossip = %gossip.advertise_addr(), "dkron agent started");
@@ -64,4 +65,11 @@ async fn execute(
     Json(order): Json<RunOrder>,
 ) -> Json<OrderAnswer> {
     Json(orders.answer(order, HOLD).await)
+}
+
+async fn stop_run(
+    State(orders): State<Arc<OrderExecutor>>,
+    Json(stop): Json<StopOrder>,
+) -> Json<bool> {
+    Json(orders.stop(&stop.job_name, &stop.execution_id, stop.reason))
 }

@@ -44,6 +44,24 @@ enum Command {
         #[command(subcommand)]
         command: RaftCommand,
     },
+    /// Show what became of each scheduled occurrence of a job: ran, skipped (and why),
+    /// pending. Answers "why didn't it run at 03:00?"
+    Occurrences {
+        /// The job's name
+        job: String,
+        /// Start of the range (RFC 3339, e.g. 2026-01-01T02:00:00Z; default: an hour before --to)
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range (RFC 3339; default: now)
+        #[arg(long)]
+        to: Option<String>,
+        /// HTTP address of any server
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        address: String,
+        /// Print the API's JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Show version information
     Version,
 }
@@ -195,6 +213,61 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => run_agent(*args),
+        Command::Occurrences {
+            job,
+            from,
+            to,
+            address,
+            json,
+        } => {
+            let mut query = Vec::new();
+            if let Some(from) = from {
+                query.push(format!("from={from}"));
+            }
+            if let Some(to) = to {
+                query.push(format!("to={to}"));
+            }
+            let path = format!("/v1/jobs/{job}/occurrences?{}", query.join("&"));
+            let list = api_get(&address, &path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<32} {:<9} DETAIL", "SCHEDULED", "OUTCOME");
+            for o in list.as_array().into_iter().flatten() {
+                let outcome = o["outcome"].as_str().unwrap_or("");
+                let detail = match outcome {
+                    "ran" => o["executions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| {
+                            let state = if e["finished_at"]
+                                .as_str()
+                                .is_none_or(|t| t.starts_with("0001"))
+                            {
+                                "running"
+                            } else if e["success"] == serde_json::Value::Bool(true) {
+                                "succeeded"
+                            } else {
+                                "failed"
+                            };
+                            format!("{} {state}", e["node_name"].as_str().unwrap_or("?"))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    "skipped" => o["why"].as_str().unwrap_or("").to_string(),
+                    "no_record" => "decided, but its record is no longer kept".to_string(),
+                    _ => String::new(),
+                };
+                println!(
+                    "{:<32} {:<9} {detail}",
+                    o["scheduled_at"].as_str().unwrap_or(""),
+                    outcome
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Leave { rpc_addr } => {
             let answer: Result<(), String> =
                 rpc(&rpc_addr, "/rpc/leave", Some(&serde_json::Value::Null))?;
@@ -259,6 +332,40 @@ fn rpc<T: serde::de::DeserializeOwned>(
             .json()
             .await
             .with_context(|| format!("unexpected answer from {url}"))
+    })
+}
+
+/// One GET of the HTTP API; an error answer becomes an error carrying its message.
+fn api_get(address: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let address = address.trim_end_matches('/');
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let url = format!("{address}{path}");
+        let response = client.get(&url).send().await.with_context(|| {
+            format!(
+                "cannot reach {address}: is a server running there? pass --address http://host:8080"
+            )
+        })?;
+        let status = response.status();
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .with_context(|| format!("unexpected answer from {url}"))?;
+        if !status.is_success() {
+            anyhow::bail!(
+                "{}",
+                body["error"]
+                    .as_str()
+                    .unwrap_or("the server refused the request")
+            );
+        }
+        Ok(body)
     })
 }
 

@@ -224,6 +224,33 @@ impl Node {
         }
     }
 
+    /// Stops `execution` wherever it runs; its result becomes a failure saying `reason`.
+    pub async fn stop_run(&self, execution: &Execution, reason: String) {
+        let stop = crate::orders::StopOrder {
+            job_name: execution.job_name.clone(),
+            execution_id: execution.id.clone(),
+            reason,
+        };
+        if execution.node_name == self.name() {
+            self.orders
+                .stop(&stop.job_name, &stop.execution_id, stop.reason);
+            return;
+        }
+        let Some(addr) = self.member_rpc_addr(&execution.node_name) else {
+            return;
+        };
+        let sent = self
+            .client
+            .post(format!("http://{addr}/rpc/stop"))
+            .json(&stop)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(job = %stop.job_name, execution = %stop.execution_id, node = %execution.node_name, error = %e, "could not stop a replaced run; it ends on its own or when its lease runs out");
+        }
+    }
+
     /// Starts a manual run of `job` on the leader (forwarded there from a follower).
     pub async fn run_now(self: &Arc<Self>, job: &str) -> Result<(), WriteError> {
         match self.leader() {
@@ -848,7 +875,19 @@ fn rpc_router(node: Arc<Node>) -> Router {
         .route("/rpc/raft/remove-peer", post(rpc_remove_peer))
         .route("/rpc/leave", post(rpc_leave))
         .route("/rpc/raft/elect", post(rpc_elect))
+        .route("/rpc/stop", post(rpc_stop))
         .with_state(node)
+}
+
+/// Stops a run executing on this node (`concurrency: replace`).
+async fn rpc_stop(
+    AxState(node): AxState<Arc<Node>>,
+    Json(stop): Json<crate::orders::StopOrder>,
+) -> Json<bool> {
+    Json(
+        node.orders
+            .stop(&stop.job_name, &stop.execution_id, stop.reason),
+    )
 }
 
 /// A leader stepping down asks this server to stand for election now.

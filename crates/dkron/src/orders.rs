@@ -44,6 +44,15 @@ pub struct RunOrder {
     pub started_at: Option<Timestamp>,
 }
 
+/// Asks the executing node to stop a run (`/rpc/stop`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StopOrder {
+    pub job_name: String,
+    pub execution_id: String,
+    /// Becomes the stopped run's output.
+    pub reason: String,
+}
+
 /// What the executing node answers.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunResult {
@@ -99,6 +108,8 @@ enum Decision {
 #[derive(Default)]
 struct Table {
     slots: HashMap<Key, Slot>,
+    /// How to stop each running run (with the reason that becomes its output).
+    stops: HashMap<Key, tokio::sync::oneshot::Sender<String>>,
     /// Finished runs, oldest first, with when they finished.
     finished: VecDeque<(Key, Timestamp)>,
     kept_output: usize,
@@ -133,6 +144,7 @@ impl Table {
     }
 
     fn finish(&mut self, key: Key, result: RunResult, now: Timestamp) {
+        self.stops.remove(&key);
         self.kept_output += result.output.len();
         self.slots.insert(key.clone(), Slot::Done(result));
         self.finished.push_back((key, now));
@@ -151,6 +163,7 @@ impl Table {
 
     /// A run whose task ended without a result (aborted at shutdown).
     fn forget(&mut self, key: &Key) {
+        self.stops.remove(key);
         if matches!(self.slots.get(key), Some(Slot::Running(_))) {
             self.slots.remove(key);
         }
@@ -260,17 +273,37 @@ impl OrderExecutor {
         };
         let (executor, config) = (order.executor, order.config);
         let clock = self.clock.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
+        self.table
+            .lock()
+            .expect("orders lock")
+            .stops
+            .insert(slot.key.clone(), stop_tx);
         let mut tasks = self.tasks.lock().expect("order tasks lock");
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            let outcome = dkron_executors::execute(&executor, &config, &ctx).await;
-            let result = RunResult {
-                success: outcome.success,
-                output: outcome.output,
+            // Dropping the executor's future kills the run's process group.
+            let result = tokio::select! {
+                outcome = dkron_executors::execute(&executor, &config, &ctx) => RunResult {
+                    success: outcome.success,
+                    output: outcome.output,
+                },
+                Ok(reason) = stop_rx => RunResult {
+                    success: false,
+                    output: format!("dkron: {reason}\n"),
+                },
             };
             slot.finish(result.clone(), clock.now());
             let _ = tx.send(Some(result));
         });
+    }
+
+    /// Stops one run in progress; its result is a failure whose output is `reason`. `false`
+    /// if this node is not running it.
+    pub fn stop(&self, job: &str, execution_id: &str, reason: String) -> bool {
+        let key = (job.to_string(), execution_id.to_string());
+        let stop = self.table.lock().expect("orders lock").stops.remove(&key);
+        stop.is_some_and(|s| s.send(reason).is_ok())
     }
 
     /// Stops every run in progress (node shutdown); whoever waits for them is told so.
@@ -449,6 +482,32 @@ mod tests {
         // And once more after it finished.
         assert_eq!(orders.execute(o).await.unwrap().output, "done\n");
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_run_ends_failed_with_the_reason() {
+        let orders = OrderExecutor::new(crate::clock::system());
+        let mut o = order("stopped", false, "2026-01-01T00:00:00Z");
+        o.config = [
+            ("command".to_string(), "sleep 30".to_string()),
+            ("shell".to_string(), "true".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            orders.answer(o.clone(), Duration::from_millis(50)).await,
+            OrderAnswer::Running
+        );
+        assert!(orders.stop("j", "stopped", "stopped: replaced".into()));
+        let result = tokio::time::timeout(Duration::from_secs(5), orders.execute(o))
+            .await
+            .expect("the run ends at once")
+            .unwrap();
+        assert!(!result.success);
+        assert_eq!(result.output, "dkron: stopped: replaced\n");
+        assert!(
+            !orders.stop("j", "stopped", "again".into()),
+            "nothing left to stop"
+        );
     }
 
     #[tokio::test]

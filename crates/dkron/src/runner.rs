@@ -228,6 +228,14 @@ pub async fn claim_occurrences(node: Arc<Node>, occurrences: Vec<Occurrence>) {
                 false
             }
         };
+        if started {
+            let ids: Vec<String> = occurrence
+                .runs
+                .iter()
+                .map(|r| r.execution.id.clone())
+                .collect();
+            replace_running(&node, &occurrence.job, &ids);
+        }
         for run in occurrence.runs {
             if started {
                 node.spawn_run(execute_claimed(node.clone(), run.execution, false));
@@ -269,10 +277,42 @@ pub async fn claim_and_start(node: Arc<Node>, runs: Vec<PlannedRun>) {
             None => false,
         };
         if claimed {
+            replace_running(
+                &node,
+                &run.execution.job_name,
+                std::slice::from_ref(&run.execution.id),
+            );
             node.spawn_run(execute_claimed(node.clone(), run.execution, false));
         } else {
             node.track_execution(&run.execution, false);
         }
+    }
+}
+
+/// `concurrency: replace`: once new runs of `job` are claimed, stops the others still
+/// going; each ends as a failure saying it was replaced.
+fn replace_running(node: &Arc<Node>, job: &str, new_ids: &[String]) {
+    let older: Vec<Execution> = node.state.read(|s| {
+        s.jobs
+            .get(job)
+            .filter(|e| e.job.replaces_running())
+            .map(|e| {
+                e.running
+                    .values()
+                    .filter(|r| !new_ids.contains(&r.id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    for run in older {
+        let reason = format!(
+            "stopped: replaced by a newer run of the job ({}); its concurrency is replace",
+            new_ids.join(", ")
+        );
+        info!(job = %job, execution = %run.id, node = %run.node_name, "stopping a run replaced by a newer one");
+        let node = node.clone();
+        tokio::spawn(async move { node.stop_run(&run, reason).await });
     }
 }
 

@@ -254,3 +254,45 @@ async fn sigterm_stops_the_agent_cleanly() {
     let status = wait_exit(&mut agent, "the agent to exit after SIGTERM").await;
     assert!(status.success(), "{status}; log:\n{}", agent.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occurrences_command_tells_what_became_of_each_occurrence() {
+    let home = tempfile::tempdir().unwrap();
+    let agent = start_agent(home.path(), "teller").await;
+    let mut job = crate::support::shell_job("often", "@every 1s", "true");
+    job["concurrency"] = "forbid".into();
+    agent.api.create(&job).await;
+    agent
+        .api
+        .wait_finished("often", 2, Duration::from_secs(10))
+        .await;
+    let address = agent.api.url("");
+    let address = address.trim_end_matches('/');
+    let mut cmd = dkron_command(home.path());
+    cmd.args(["occurrences", "often", &format!("--address={address}")]);
+    let out = run_to_exit(cmd, Duration::from_secs(20));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("SCHEDULED"), "{text}");
+    assert!(
+        text.contains(" ran ") && text.contains("teller succeeded"),
+        "{text}"
+    );
+
+    let mut cmd = dkron_command(home.path());
+    cmd.args([
+        "occurrences",
+        "often",
+        "--json",
+        &format!("--address={address}"),
+    ]);
+    let out = run_to_exit(cmd, Duration::from_secs(20));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
+    assert!(list.as_array().is_some_and(|a| !a.is_empty()), "{list}");
+
+    let mut cmd = dkron_command(home.path());
+    cmd.args(["occurrences", "nope", &format!("--address={address}")]);
+    let out = run_to_exit(cmd, Duration::from_secs(20));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+}

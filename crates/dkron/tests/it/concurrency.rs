@@ -1,5 +1,5 @@
 //! `concurrency: forbid` refuses overlapping runs (409); `allow` lets them overlap, and
-//! `/v1/busy` shows every running execution.
+//! `/v1/busy` shows every running execution; `replace` stops the running one for the new one.
 
 use std::time::Duration;
 
@@ -101,4 +101,30 @@ async fn forbid_job_on_a_fast_schedule_never_overlaps() {
         let b_start: jiff::Timestamp = b.0.parse().unwrap();
         assert!(a_end <= b_start, "runs overlap: {spans:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_job_stops_the_running_one_for_the_new_one() {
+    let node = TestNode::start().await;
+    let mut job = shell_job("replaced", "@manually", "echo started; sleep 30");
+    job["concurrency"] = json!("replace");
+    node.create(&job).await;
+    assert_eq!(node.run("replaced").await.status, 202);
+    let first = wait_busy(&node, "replaced", 1).await;
+    assert_eq!(node.run("replaced").await.status, 202);
+    let runs = wait_until(SOON, "the first run to be stopped", async || {
+        let runs = node.executions("replaced").await;
+        runs.iter()
+            .find(|e| e["id"] == first[0]["id"] && crate::support::is_finished(e))
+            .cloned()
+    })
+    .await;
+    assert_eq!(runs["success"], json!(false));
+    let output = runs["output"].as_str().unwrap();
+    assert!(output.contains("replaced by a newer run"), "{output}");
+    let still = wait_busy(&node, "replaced", 1).await;
+    assert_ne!(
+        still[0]["id"], first[0]["id"],
+        "the new run is the one going"
+    );
 }
