@@ -264,6 +264,9 @@ struct Findings {
     occurrences: usize,
     duplicates: Vec<(String, i64)>,
     failed_with_reason: usize,
+    /// No sink hit yet, and a run of it is still recorded as running (its lease has not run
+    /// out): neither a miss nor a verdict yet.
+    in_flight: usize,
     silent: Vec<(String, i64)>,
     lateness: Vec<f64>,
 }
@@ -453,15 +456,34 @@ pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow:
         writer.write_one(client, &cluster).await;
         tokio::time::sleep(settle).await;
         let window_end = Timestamp::now().as_second() - 2;
-        let findings = check_window(
-            client,
-            &cluster,
-            &sink.hits(),
-            &names,
-            window_start,
-            window_end,
-        )
-        .await?;
+        // Runs still going (a resumed run waiting for its node, within its lease) are given
+        // the lease to end before they count.
+        let patience = Instant::now() + Duration::from_secs(45);
+        let findings = loop {
+            let f = check_window(
+                client,
+                &cluster,
+                &sink.hits(),
+                &names,
+                window_start,
+                window_end,
+            )
+            .await?;
+            if f.in_flight == 0 || Instant::now() > patience {
+                break f;
+            }
+            log(&format!(
+                "{label}: {} runs still in flight; waiting",
+                f.in_flight
+            ));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        };
+        if findings.in_flight > 0 {
+            failures.push(format!(
+                "{label}: {} runs still recorded as running 45 s after the phase",
+                findings.in_flight
+            ));
+        }
         log(&format!(
             "{label}: {} occurrences, {} duplicates, {} silent misses",
             findings.occurrences,

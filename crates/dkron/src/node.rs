@@ -876,8 +876,15 @@ fn rpc_router(node: Arc<Node>) -> Router {
         .route("/rpc/leave", post(rpc_leave))
         .route("/rpc/raft/elect", post(rpc_elect))
         .route("/rpc/stop", post(rpc_stop))
+        // Raft batches and forwarded claim batches outgrow axum's 2 MB default: a catch-up
+        // of thousands of occurrences is one entry. An entry the followers refused to accept
+        // would never commit, and every write behind it would wait forever.
+        .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_LIMIT))
         .with_state(node)
 }
+
+/// Largest request the RPC port accepts (Raft append and snapshot chunks, forwarded writes).
+const RPC_BODY_LIMIT: usize = 256 << 20;
 
 /// Stops a run executing on this node (`concurrency: replace`).
 async fn rpc_stop(

@@ -70,8 +70,9 @@ pub async fn run(node: Arc<Node>) {
 /// How long before its nominal time an `allow` occurrence is claimed.
 pub const CLAIM_AHEAD: Duration = Duration::from_millis(500);
 
-/// Occurrences claimed in one pass at most, so a long catch-up cannot starve the loop.
-const MAX_PER_PASS: usize = 10_000;
+/// Occurrences claimed in one pass (one log entry) at most, so a long catch-up cannot starve
+/// the loop nor make one huge entry; the rest follow in the next passes.
+const MAX_PER_PASS: usize = 4_000;
 
 /// Due-queue ordered by claim time. Parsed schedules are not kept: croner's compiled form
 /// takes about 5 KB per job, and parsing on each fire costs microseconds.

@@ -735,3 +735,44 @@ async fn a_new_leader_collects_the_result_of_a_run_its_predecessor_started() {
     // The forbid job is free again.
     assert_eq!(api.run("long").await.status, 202);
 }
+
+/// Group commit packs concurrent writes into one entry, and a catch-up of thousands of
+/// occurrences is one entry: entries of several megabytes must
+/// replicate (axum's default body limit of 2 MB once made such an entry uncommittable, and
+/// every write behind it waited forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_of_several_megabytes_replicate() {
+    let servers = three_servers().await;
+    let leader = leader_index(&servers).await;
+    let api = servers[leader].api.clone();
+    // One log entry of ~3 MB (over axum's 2 MB default): 200 jobs of 16 KB each.
+    let command = "x".repeat(16 * 1024);
+    let now = jiff::Timestamp::now();
+    let commands = (0..200)
+        .map(|i| {
+            let job: dkron_core::job::Job =
+                serde_json::from_value(shell_job(&format!("big{i}"), "@manually", &command))
+                    .expect("a job");
+            dkron_core::command::Command::SetJob {
+                job: Box::new(job),
+                now,
+            }
+        })
+        .collect();
+    let node = servers[leader].handle.as_ref().unwrap().node.clone();
+    let written = tokio::time::timeout(
+        Duration::from_secs(30),
+        node.write(dkron_core::command::Command::Batch { commands }),
+    )
+    .await
+    .expect("a 3 MB entry did not commit within 30 s");
+    assert!(written.is_ok(), "{written:?}");
+    assert_eq!(api.get("/v1/jobs/big199").await.status, 200);
+    let follower = &servers[(leader + 1) % 3].api;
+    wait_until(
+        Duration::from_secs(20),
+        "the jobs on a follower",
+        async || (follower.get("/v1/jobs/big199").await.status == 200).then_some(()),
+    )
+    .await;
+}
