@@ -19,6 +19,7 @@ pub mod outputs;
 pub mod raft;
 pub mod runner;
 pub mod scheduler;
+pub mod ui;
 
 /// Version reported by `dkron version`, `/v1` and the member tags.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -713,7 +713,10 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
     });
 
     let mut tasks = Vec::new();
-    let api = crate::api::router(node.clone());
+    let mut api = crate::api::router(node.clone());
+    if node.config.ui {
+        api = api.merge(crate::ui::router());
+    }
     let servers = vec![
         tokio::spawn(serve(http_listener, api, node.shutdown_requested(), "http")),
         tokio::spawn(serve(

@@ -224,3 +224,27 @@ async fn restore_of_a_non_multipart_body_is_a_4xx_json_error() {
     assert!((400..500).contains(&r.status), "{r:#?}");
     assert!(!r.error().is_empty(), "{r:#?}");
 }
+
+/// The dashboard is embedded: `/` redirects to it and its assets come with their types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_at_ui() {
+    let node = crate::support::TestNode::start().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let root = client.get(node.url("/")).send().await.unwrap();
+    assert_eq!(root.status(), 307);
+    assert_eq!(root.headers()["location"], "/ui/");
+    for (path, kind, needle) in [
+        ("/ui/", "text/html", "/ui/app.js"),
+        ("/ui/app.js", "text/javascript", "/v1"),
+        ("/ui/style.css", "text/css", "prefers-color-scheme"),
+    ] {
+        let r = client.get(node.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+}

@@ -1,0 +1,370 @@
+// The dkron dashboard: plain JavaScript on the public /v1 API, hash routes, no build step.
+// Everything the dashboard does, a script can do with the same calls.
+
+const main = document.getElementById("main");
+
+// ---- helpers ---------------------------------------------------------------------------
+
+function esc(v) {
+  return String(v ?? "").replace(/[&<>"']/g, (c) =>
+    ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+async function api(path, options = {}) {
+  const res = await fetch("/v1" + path, {
+    headers: { "Content-Type": "application/json" },
+    ...options,
+  });
+  let body = null;
+  const text = await res.text();
+  try { body = text ? JSON.parse(text) : null; } catch { body = text; }
+  if (!res.ok) {
+    const err = new Error((body && body.error) || `${res.status} ${res.statusText}`);
+    err.body = body;
+    err.status = res.status;
+    throw err;
+  }
+  return { body, total: Number(res.headers.get("X-Total-Count") ?? NaN), headers: res.headers };
+}
+
+const ZERO = "0001-01-01T00:00:00Z";
+const isZero = (t) => !t || t.startsWith("0001-01-01");
+
+function when(t) {
+  if (isZero(t)) return "—";
+  const d = new Date(t);
+  return isNaN(d) ? esc(t) : `<time datetime="${esc(t)}" title="${esc(t)}">${esc(d.toLocaleString())}</time>`;
+}
+
+function duration(e) {
+  if (isZero(e.started_at) || isZero(e.finished_at)) return "—";
+  const ms = new Date(e.finished_at) - new Date(e.started_at);
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function execState(e) {
+  if (isZero(e.finished_at)) return "running";
+  return e.success ? "success" : "failed";
+}
+
+function badge(s) {
+  return `<span class="badge ${esc(s)}">${esc(s || "untriggered")}</span>`;
+}
+
+function tagsText(tags) {
+  return Object.entries(tags ?? {}).map(([k, v]) => `${esc(k)}=${esc(v)}`).join(", ");
+}
+
+function set(html) {
+  main.innerHTML = html;
+}
+
+function fail(e) {
+  set(`<p class="error" role="alert">${esc(e.message)}</p>`);
+}
+
+function params() {
+  const [, query = ""] = location.hash.split("?");
+  return new URLSearchParams(query);
+}
+
+// ---- pages -----------------------------------------------------------------------------
+
+async function dashboard() {
+  const [leader, members, busy] = await Promise.all([
+    api("/leader").catch(() => ({ body: null })),
+    api("/members"),
+    api("/busy"),
+  ]);
+  const counts = {};
+  await Promise.all(["", "success", "failed", "partially_failed", "untriggered"].map(async (s) => {
+    const r = await api(`/jobs?_start=0&_end=1${s ? "&status=" + s : ""}`);
+    counts[s || "all"] = r.total;
+  }));
+  const failures = await api("/jobs?status=failed&_sort=last_error&_order=DESC&_start=0&_end=10");
+  const next = await api("/jobs?_sort=next&_order=ASC&_start=0&_end=50");
+  const soon = next.body.filter((j) => !isZero(j.next) && new Date(j.next) - Date.now() < 10 * 60000).slice(0, 10);
+  set(`
+    <h1>Dashboard</h1>
+    <div class="grid">
+      <div class="card"><div class="muted">Leader</div><div class="n">${esc(leader.body?.Name ?? "none")}</div></div>
+      <div class="card"><div class="muted">Members</div><div class="n">${members.body.length}</div></div>
+      <div class="card"><div class="muted">Jobs</div><div class="n">${counts.all}</div></div>
+      <div class="card"><div class="muted">Running now</div><div class="n">${busy.total}</div></div>
+      <div class="card"><div class="muted">Succeeded</div><div class="n success">${counts.success}</div></div>
+      <div class="card"><div class="muted">Failed</div><div class="n failed">${counts.failed + counts.partially_failed}</div></div>
+      <div class="card"><div class="muted">Not run yet</div><div class="n">${counts.untriggered}</div></div>
+    </div>
+    <h2>Members</h2>${membersTable(members.body)}
+    <h2>Recent failures</h2>
+    ${failures.body.length ? `<ul>${failures.body.map((j) =>
+      `<li><a href="#/job/${encodeURIComponent(j.name)}">${esc(j.name)}</a> — last error ${when(j.last_error)}</li>`).join("")}</ul>`
+      : `<p class="muted">No failed jobs.</p>`}
+    <h2>Next fires (10 minutes)</h2>
+    ${soon.length ? `<ul>${soon.map((j) =>
+      `<li>${when(j.next)} — <a href="#/job/${encodeURIComponent(j.name)}">${esc(j.name)}</a></li>`).join("")}</ul>`
+      : `<p class="muted">Nothing due in the next ten minutes.</p>`}`);
+}
+
+function membersTable(members) {
+  return `<div class="scroll"><table><thead><tr><th>Name</th><th>Address</th><th>Status</th><th>Role</th><th class="hide-small">Tags</th></tr></thead><tbody>
+    ${members.map((m) => `<tr><td>${esc(m.Name)}</td><td>${esc(m.Addr)}:${esc(m.Port)}</td>
+      <td>${badge(m.statusText)}</td><td>${m.Tags?.server === "true" ? "server" : "agent"}</td>
+      <td class="hide-small">${tagsText(m.Tags)}</td></tr>`).join("")}
+    </tbody></table></div>`;
+}
+
+const PAGE = 25;
+
+async function jobs() {
+  const p = params();
+  const q = p.get("q") ?? "", status = p.get("status") ?? "", sort = p.get("sort") ?? "name";
+  const order = p.get("order") ?? "ASC", page = Number(p.get("page") ?? 0);
+  const meta = p.get("meta") ?? "";
+  let query = `/jobs?_start=${page * PAGE}&_end=${(page + 1) * PAGE}&_sort=${encodeURIComponent(sort)}&_order=${order}`;
+  if (q) query += `&q=${encodeURIComponent(q)}`;
+  if (status) query += `&status=${encodeURIComponent(status)}`;
+  for (const pair of meta.split(",").filter((x) => x.includes("="))) {
+    const [k, v] = pair.split("=");
+    query += `&metadata[${encodeURIComponent(k.trim())}]=${encodeURIComponent(v.trim())}`;
+  }
+  const r = await api(query);
+  const pages = Math.max(1, Math.ceil(r.total / PAGE));
+  const link = (changes) => {
+    const n = new URLSearchParams({ q, status, sort, order, page, meta, ...changes });
+    return `#/jobs?${n}`;
+  };
+  set(`
+    <h1>Jobs <span class="muted">(${r.total})</span></h1>
+    <form id="filter" class="toolbar" role="search">
+      <label>Search <input name="q" value="${esc(q)}" placeholder="name"></label>
+      <label>Status <select name="status">
+        ${["", "success", "failed", "partially_failed", "untriggered"].map((s) =>
+          `<option value="${s}" ${s === status ? "selected" : ""}>${s || "any"}</option>`).join("")}
+      </select></label>
+      <label>Metadata <input name="meta" value="${esc(meta)}" placeholder="key=value"></label>
+      <button type="submit">Filter</button>
+    </form>
+    <div class="toolbar">
+      <button id="bulk-run">Run selected</button>
+      <button id="bulk-toggle">Enable/disable selected</button>
+      <button id="bulk-delete" class="danger">Delete selected</button>
+      <span id="bulk-msg" role="status"></span>
+    </div>
+    <div class="scroll"><table>
+      <thead><tr><th><input type="checkbox" id="all" aria-label="Select all"></th>
+        ${[["name", "Name"], ["schedule", "Schedule"], ["status", "Status"], ["next", "Next"],
+           ["success_count", "OK"], ["error_count", "Errors"]].map(([f, t]) =>
+          `<th><a href="${link({ sort: f, order: sort === f && order === "ASC" ? "DESC" : "ASC", page: 0 })}">${t}${sort === f ? (order === "ASC" ? " ▲" : " ▼") : ""}</a></th>`).join("")}
+        <th class="hide-small">Enabled</th></tr></thead>
+      <tbody>${r.body.map((j) => `<tr>
+        <td><input type="checkbox" class="pick" value="${esc(j.name)}" aria-label="Select ${esc(j.name)}"></td>
+        <td><a href="#/job/${encodeURIComponent(j.name)}">${esc(j.displayname || j.name)}</a></td>
+        <td><code>${esc(j.schedule)}</code>${j.timezone ? ` <span class="muted">${esc(j.timezone)}</span>` : ""}</td>
+        <td>${badge(j.status)}</td><td>${when(j.next)}</td>
+        <td>${j.success_count}</td><td>${j.error_count}</td>
+        <td class="hide-small">${j.disabled ? "no" : "yes"}</td></tr>`).join("")}</tbody>
+    </table></div>
+    <div class="toolbar">
+      ${page > 0 ? `<a class="button" href="${link({ page: page - 1 })}">Previous</a>` : ""}
+      <span>Page ${page + 1} of ${pages}</span>
+      ${page + 1 < pages ? `<a class="button" href="${link({ page: page + 1 })}">Next</a>` : ""}
+    </div>`);
+  document.getElementById("filter").onsubmit = (ev) => {
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    location.hash = link({ q: f.get("q"), status: f.get("status"), meta: f.get("meta"), page: 0 });
+  };
+  document.getElementById("all").onchange = (ev) =>
+    document.querySelectorAll(".pick").forEach((c) => (c.checked = ev.target.checked));
+  const picked = () => [...document.querySelectorAll(".pick:checked")].map((c) => c.value);
+  const bulk = (what, method, suffix) => async () => {
+    const names = picked();
+    if (!names.length) return;
+    if (what === "delete" && !confirm(`Delete ${names.length} job(s)?`)) return;
+    const results = await Promise.allSettled(names.map((n) =>
+      api(`/jobs/${encodeURIComponent(n)}${suffix}`, { method })));
+    const failed = results.filter((x) => x.status === "rejected");
+    document.getElementById("bulk-msg").textContent =
+      `${what}: ${names.length - failed.length} done${failed.length ? `, ${failed.length} failed: ${failed[0].reason.message}` : ""}`;
+    if (what !== "run") setTimeout(route, 300);
+  };
+  document.getElementById("bulk-run").onclick = bulk("run", "POST", "/run");
+  document.getElementById("bulk-toggle").onclick = bulk("toggle", "POST", "/toggle");
+  document.getElementById("bulk-delete").onclick = bulk("delete", "DELETE", "");
+}
+
+async function job(name) {
+  const path = `/jobs/${encodeURIComponent(name)}`;
+  const [j, ex, occ] = await Promise.all([
+    api(path),
+    api(`${path}/executions?_sort=started_at&_order=DESC&_start=0&_end=30`),
+    api(`${path}/occurrences?limit=20`).catch(() => ({ body: [] })),
+  ]);
+  const job = j.body;
+  const fields = Object.entries(job).filter(([k]) => !["executor_config", "tags", "metadata", "processors"].includes(k));
+  set(`
+    <h1>${esc(job.displayname || job.name)} ${badge(job.status)} ${job.disabled ? '<span class="badge">disabled</span>' : ""}</h1>
+    <div class="toolbar">
+      <button id="run" class="primary">Run now</button>
+      <button id="toggle">${job.disabled ? "Enable" : "Disable"}</button>
+      <a class="button" href="#/edit/${encodeURIComponent(job.name)}">Edit</a>
+      <button id="delete" class="danger">Delete</button>
+      <span id="msg" role="status"></span>
+    </div>
+    <p>Runs <code>${esc(job.schedule)}</code> in ${esc(job.timezone || "UTC")}; next ${when(job.next)}.
+      ${job.parent_job ? `Child of <a href="#/job/${encodeURIComponent(job.parent_job)}">${esc(job.parent_job)}</a>.` : ""}
+      ${(job.dependent_jobs ?? []).length ? `Children: ${job.dependent_jobs.map((c) => `<a href="#/job/${encodeURIComponent(c)}">${esc(c)}</a>`).join(", ")}.` : ""}</p>
+    <h2>Executions</h2>
+    ${ex.body.length ? `<div class="scroll"><table><thead><tr><th>Started</th><th>Status</th><th>Node</th><th>Attempt</th><th>Duration</th><th>Output</th></tr></thead><tbody>
+      ${ex.body.map((e, i) => `<tr><td>${when(e.started_at)}</td><td>${badge(execState(e))}</td><td>${esc(e.node_name)}</td>
+        <td>${e.attempt ?? 1}</td><td>${duration(e)}</td>
+        <td><details><summary>output</summary><pre id="out-${i}">${esc(e.output)}</pre></details></td></tr>`).join("")}
+      </tbody></table></div>` : `<p class="muted">No executions yet.</p>`}
+    <h2>Recent occurrences</h2>
+    ${occ.body.length ? `<div class="scroll"><table><thead><tr><th>Scheduled</th><th>Outcome</th><th>Why</th></tr></thead><tbody>
+      ${occ.body.slice().reverse().map((o) => `<tr><td>${when(o.scheduled_at)}</td><td>${badge(o.outcome)}</td>
+        <td>${esc(o.why ?? (o.executions ?? []).map((e) => `${e.node_name} ${execState(e)}`).join(", "))}</td></tr>`).join("")}
+      </tbody></table></div>` : `<p class="muted">No scheduled occurrences in the last hour.</p>`}
+    <h2>Definition</h2>
+    <dl>${fields.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(typeof v === "object" ? JSON.stringify(v) : v)}</dd>`).join("")}
+      <dt>executor_config</dt><dd>${esc(JSON.stringify(job.executor_config ?? {}))}</dd>
+      <dt>tags</dt><dd>${tagsText(job.tags) || "none (runs on every node)"}</dd>
+      <dt>metadata</dt><dd>${tagsText(job.metadata) || "none"}</dd></dl>`);
+  const msg = (t) => (document.getElementById("msg").textContent = t);
+  document.getElementById("run").onclick = async () => {
+    try { await api(`${path}/run`, { method: "POST" }); msg("Started."); setTimeout(route, 1500); }
+    catch (e) { msg(e.message); }
+  };
+  document.getElementById("toggle").onclick = async () => {
+    try { await api(`${path}/toggle`, { method: "POST" }); route(); } catch (e) { msg(e.message); }
+  };
+  document.getElementById("delete").onclick = async () => {
+    if (!confirm(`Delete ${name}?`)) return;
+    try { await api(path, { method: "DELETE" }); location.hash = "#/jobs"; } catch (e) { msg(e.message); }
+  };
+  // While a run goes, look again every two seconds (its output arrives when it ends).
+  if (ex.body.some((e) => isZero(e.finished_at))) setTimeout(() => { if (location.hash.startsWith(`#/job/`)) route(); }, 2000);
+}
+
+function kv(obj) {
+  return Object.entries(obj ?? {}).map(([k, v]) => `${k}=${v}`).join("\n");
+}
+
+function parseKv(text, field) {
+  const out = {};
+  for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+    const at = line.indexOf("=");
+    if (at < 1) throw Object.assign(new Error(`${field}: "${line}" is not key=value`), { field });
+    out[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return out;
+}
+
+async function edit(name) {
+  let job = { name: "", schedule: "@every 1m", timezone: "", executor: "shell", concurrency: "allow",
+              executor_config: { command: "echo hello" }, retries: 0, catchup: "all" };
+  if (name) job = (await api(`/jobs/${encodeURIComponent(name)}`)).body;
+  const field = (id, label, input, hint = "") => `<div class="field"><label for="f-${id}">${label}</label>${input}
+    ${hint ? `<div class="muted">${hint}</div>` : ""}<div class="field-error" id="e-${id}" role="alert"></div></div>`;
+  set(`
+    <h1>${name ? `Edit ${esc(name)}` : "New job"}</h1>
+    <form id="job" novalidate>
+      ${field("name", "Name", `<input id="f-name" name="name" value="${esc(job.name)}" ${name ? "readonly" : ""} required>`)}
+      ${field("displayname", "Display name", `<input id="f-displayname" name="displayname" value="${esc(job.displayname)}">`)}
+      ${field("schedule", "Schedule", `<input id="f-schedule" name="schedule" value="${esc(job.schedule)}">`,
+        "6-field cron with seconds (<code>0 30 3 * * *</code>), <code>@daily</code>, <code>@every 10m</code>, <code>@at 2026-01-01T00:00:00Z</code>, <code>@manually</code>")}
+      ${field("timezone", "Time zone", `<input id="f-timezone" name="timezone" value="${esc(job.timezone)}" placeholder="UTC">`, "IANA name, e.g. Europe/Berlin")}
+      ${field("executor", "Executor", `<select id="f-executor" name="executor">${["shell", "http"].map((x) =>
+        `<option ${x === job.executor ? "selected" : ""}>${x}</option>`).join("")}</select>`)}
+      ${field("executor_config", "Executor config (key=value per line)", `<textarea id="f-executor_config" name="executor_config">${esc(kv(job.executor_config))}</textarea>`)}
+      ${field("tags", "Tags (key=value per line)", `<textarea id="f-tags" name="tags">${esc(kv(job.tags))}</textarea>`, "<code>server=true:1</code> runs on one server; none runs on every node")}
+      ${field("metadata", "Metadata (key=value per line)", `<textarea id="f-metadata" name="metadata">${esc(kv(job.metadata))}</textarea>`)}
+      ${field("concurrency", "Concurrency", `<select id="f-concurrency" name="concurrency">${["allow", "forbid", "replace"].map((x) =>
+        `<option ${x === job.concurrency ? "selected" : ""}>${x}</option>`).join("")}</select>`)}
+      ${field("catchup", "Catch-up of occurrences missed without a leader", `<select id="f-catchup" name="catchup">${["all", "latest", "none"].map((x) =>
+        `<option ${x === (job.catchup || "all") ? "selected" : ""}>${x}</option>`).join("")}</select>`)}
+      ${field("retries", "Retries", `<input id="f-retries" name="retries" type="number" min="0" value="${esc(job.retries ?? 0)}">`)}
+      ${field("parent_job", "Parent job", `<input id="f-parent_job" name="parent_job" value="${esc(job.parent_job)}">`)}
+      ${field("disabled", "Disabled", `<input id="f-disabled" name="disabled" type="checkbox" ${job.disabled ? "checked" : ""}>`)}
+      <p id="form-error" class="error" role="alert"></p>
+      <button type="submit" class="primary">${name ? "Save" : "Create"}</button>
+      <a class="button" href="${name ? `#/job/${encodeURIComponent(name)}` : "#/jobs"}">Cancel</a>
+    </form>`);
+  document.getElementById("job").onsubmit = async (ev) => {
+    ev.preventDefault();
+    document.querySelectorAll(".field-error").forEach((e) => (e.textContent = ""));
+    document.getElementById("form-error").textContent = "";
+    const f = new FormData(ev.target);
+    let body;
+    try {
+      body = {
+        ...job,
+        name: f.get("name"), displayname: f.get("displayname"), schedule: f.get("schedule"),
+        timezone: f.get("timezone"), executor: f.get("executor"), concurrency: f.get("concurrency"),
+        catchup: f.get("catchup"), retries: Number(f.get("retries") || 0), parent_job: f.get("parent_job"),
+        disabled: f.get("disabled") === "on",
+        executor_config: parseKv(f.get("executor_config"), "executor_config"),
+        tags: parseKv(f.get("tags"), "tags"),
+        metadata: parseKv(f.get("metadata"), "metadata"),
+      };
+    } catch (e) {
+      document.getElementById(`e-${e.field}`).textContent = e.message;
+      return;
+    }
+    try {
+      const r = await api("/jobs", { method: "POST", body: JSON.stringify(body) });
+      location.hash = `#/job/${encodeURIComponent(r.body.name)}`;
+    } catch (e) {
+      const errors = e.body?.errors ?? (e.body?.field ? [{ field: e.body.field, message: e.message }] : []);
+      for (const { field, message } of errors) {
+        const slot = document.getElementById(`e-${field.split(".")[0]}`);
+        if (slot) slot.textContent = message;
+      }
+      document.getElementById("form-error").textContent = e.message;
+    }
+  };
+}
+
+async function busy() {
+  const r = await api("/busy");
+  set(`<h1>Running <span class="muted">(${r.total})</span></h1>
+    ${r.body.length ? `<div class="scroll"><table><thead><tr><th>Job</th><th>Node</th><th>Started</th><th>Attempt</th></tr></thead><tbody>
+      ${r.body.map((e) => `<tr><td><a href="#/job/${encodeURIComponent(e.job_name)}">${esc(e.job_name)}</a></td>
+        <td>${esc(e.node_name)}</td><td>${when(e.started_at)}</td><td>${e.attempt ?? 1}</td></tr>`).join("")}
+      </tbody></table></div>` : `<p class="muted">Nothing is running.</p>`}`);
+  setTimeout(() => { if (location.hash.startsWith("#/busy")) route(); }, 3000);
+}
+
+async function cluster() {
+  const [leader, members] = await Promise.all([api("/leader").catch(() => ({ body: null })), api("/members")]);
+  set(`<h1>Cluster</h1>
+    <p>Leader: <strong>${esc(leader.body?.Name ?? "none elected")}</strong></p>
+    ${membersTable(members.body)}`);
+}
+
+// ---- routing ---------------------------------------------------------------------------
+
+async function route() {
+  const hash = location.hash || "#/";
+  const [path] = hash.slice(1).split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  try {
+    if (parts.length === 0) await dashboard();
+    else if (parts[0] === "jobs") await jobs();
+    else if (parts[0] === "job" && parts[1]) await job(parts[1]);
+    else if (parts[0] === "new") await edit(null);
+    else if (parts[0] === "edit" && parts[1]) await edit(parts[1]);
+    else if (parts[0] === "busy") await busy();
+    else if (parts[0] === "cluster") await cluster();
+    else set(`<p>No such page. <a href="#/">Dashboard</a></p>`);
+  } catch (e) {
+    fail(e);
+  }
+}
+
+window.addEventListener("hashchange", () => { route(); main.focus(); });
+api("/").then((r) => {
+  document.getElementById("whom").textContent = r.headers.get("X-Whom") ?? "";
+}).catch(() => {});
+route();

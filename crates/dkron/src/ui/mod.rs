@@ -1,0 +1,39 @@
+//! The web dashboard at `/ui`: static HTML, CSS and a JavaScript module embedded in the
+//! binary (no build step, no CDN), talking only to the public `/v1` API. `/` redirects here.
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+const INDEX: &str = include_str!("assets/index.html");
+const APP: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/style.css");
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The assets change with the binary; revalidate rather than serve a stale dashboard.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Routes of the dashboard, to merge into the API router.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(|| async { Redirect::temporary("/ui/") }))
+        .route("/ui", get(|| async { Redirect::temporary("/ui/") }))
+        .route(
+            "/ui/",
+            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/ui/app.js",
+            get(|| async { asset(APP, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
+        )
+}

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Browser test of the /ui dashboard (run by .ci/run): starts a dkron node on free loopback
+ports, drives headless Chromium through chromedriver (Debian's chromium-driver) with Selenium,
+and checks what a user does: create a job through the form, see it in the list, run it, see its
+output on its page, disable it, and get the API's validation error for a bad schedule inline.
+Saves a screenshot of each page (desktop and phone width) to target/ui-screenshots/.
+
+    python3 scripts/ui_test.py [path/to/dkron]
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHOTS = os.path.join(ROOT, "target", "ui-screenshots")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, limit=30):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"dkron did not answer at {url} within {limit} s")
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug", "dkron")
+    os.makedirs(SHOTS, exist_ok=True)
+    data = tempfile.mkdtemp(prefix="dkron-ui-")
+    http = free_port()
+    base = f"http://127.0.0.1:{http}"
+    log = open(os.path.join(data, "dkron.log"), "w")
+    node = subprocess.Popen(
+        [binary, "agent", "--server", "--bootstrap-expect=1", f"--data-dir={data}/data",
+         f"--http-addr=127.0.0.1:{http}", "--bind-addr=127.0.0.1:0",
+         f"--rpc-port={free_port()}", "--node-name=ui-node", "--log-level=warn"],
+        stdout=log, stderr=log)
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    driver = None
+    try:
+        wait_http(f"{base}/v1/leader")
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        wait = WebDriverWait(driver, 15)
+
+        def shot(name):
+            driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+        def text():
+            return driver.find_element(By.TAG_NAME, "main").text
+
+        # / redirects to the dashboard.
+        driver.get(base + "/")
+        wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Leader"))
+        assert "ui-node" in text(), text()
+        shot("dashboard")
+
+        # A bad schedule: the API's validation error shows next to the field.
+        driver.get(base + "/ui/#/new")
+        wait.until(EC.presence_of_element_located((By.ID, "f-name")))
+        driver.find_element(By.ID, "f-name").send_keys("ui-job")
+        schedule = driver.find_element(By.ID, "f-schedule")
+        schedule.clear()
+        schedule.send_keys("every now and then")
+        config = driver.find_element(By.ID, "f-executor_config")
+        config.clear()
+        config.send_keys("command=echo hello from the ui")
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda d: d.find_element(By.ID, "e-schedule").text != "")
+        assert "schedule" in driver.find_element(By.ID, "e-schedule").text, \
+            driver.find_element(By.ID, "e-schedule").text
+        shot("form-error")
+
+        # Fixed, it is created and its page opens.
+        schedule.clear()
+        schedule.send_keys("@manually")
+        Select(driver.find_element(By.ID, "f-concurrency")).select_by_visible_text("forbid")
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(EC.url_contains("#/job/ui-job"))
+        wait.until(EC.element_to_be_clickable((By.ID, "run")))
+
+        # It is in the list.
+        driver.get(base + "/ui/#/jobs")
+        wait.until(EC.presence_of_element_located((By.LINK_TEXT, "ui-job")))
+        shot("jobs")
+
+        # Run it from its page and see the output.
+        driver.find_element(By.LINK_TEXT, "ui-job").click()
+        wait.until(EC.element_to_be_clickable((By.ID, "run"))).click()
+
+        def finished(d):
+            d.refresh()
+            return "success" in d.find_element(By.TAG_NAME, "main").text.split("Executions")[-1]
+        WebDriverWait(driver, 20, poll_frequency=1).until(finished)
+        summary = driver.find_element(By.CSS_SELECTOR, "details summary")
+        summary.click()
+        out = driver.find_element(By.ID, "out-0").text
+        assert "hello from the ui" in out, out
+        shot("job")
+
+        # Disable it.
+        driver.find_element(By.ID, "toggle").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "toggle"), "Enable"))
+        with urllib.request.urlopen(f"{base}/v1/jobs/ui-job") as r:
+            assert b'"disabled":true' in r.read()
+
+        driver.get(base + "/ui/#/busy")
+        wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Running"))
+        shot("busy")
+        driver.get(base + "/ui/#/cluster")
+        wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Leader"))
+        shot("cluster")
+
+        driver.get(base + "/ui/#/")
+        wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Members"))
+        shot("dashboard-with-a-job")
+
+        # Phone width: the job list still works.
+        driver.set_window_size(390, 844)
+        driver.get(base + "/ui/#/jobs")
+        wait.until(EC.presence_of_element_located((By.LINK_TEXT, "ui-job")))
+        shot("jobs-phone")
+        print(f"ui test passed; screenshots in {SHOTS}")
+    except Exception:
+        if driver is not None:
+            driver.save_screenshot(os.path.join(SHOTS, "failure.png"))
+            print("page at failure:\n" + driver.find_element(By.TAG_NAME, "body").text[:2000],
+                  file=sys.stderr)
+        raise
+    finally:
+        if driver is not None:
+            driver.quit()
+        node.terminate()
+        node.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
