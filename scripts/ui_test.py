@@ -82,6 +82,8 @@ def main():
         # A bad schedule: the API's validation error shows next to the field.
         driver.get(base + "/ui/#/new")
         wait.until(EC.presence_of_element_located((By.ID, "f-name")))
+        # The default schedule is previewed.
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#preview time"))
         driver.find_element(By.ID, "f-name").send_keys("ui-job")
         schedule = driver.find_element(By.ID, "f-schedule")
         schedule.clear()
@@ -102,6 +104,9 @@ def main():
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         wait.until(EC.url_contains("#/job/ui-job"))
         wait.until(EC.element_to_be_clickable((By.ID, "run")))
+
+        # Its page lists no future fires for a manual job; the list has it.
+        assert "will not fire on its own" in text(), text()
 
         # It is in the list.
         driver.get(base + "/ui/#/jobs")

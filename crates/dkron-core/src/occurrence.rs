@@ -120,6 +120,24 @@ pub fn plan_catch_up(entry: &JobEntry, lead_start: Timestamp) -> Option<(Timesta
     skip
 }
 
+/// The next `count` fire times of a job strictly after `after` (fewer if it stops firing:
+/// `@at`, `expires_at`, disabled, chained).
+pub fn upcoming(entry: &JobEntry, after: Timestamp, count: usize) -> Vec<Timestamp> {
+    let Some(compiled) = entry.compile() else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(count);
+    let mut cursor = after;
+    while out.len() < count {
+        let Some(t) = entry.next_fire(&compiled, cursor) else {
+            break;
+        };
+        out.push(t);
+        cursor = t;
+    }
+    out
+}
+
 /// What became of one occurrence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -271,6 +289,25 @@ mod tests {
         assert_eq!(
             plan_catch_up(&s.jobs["j"], ts("2026-01-01T00:10:00Z")),
             None
+        );
+    }
+
+    #[test]
+    fn upcoming_lists_the_next_fires_and_stops_with_the_schedule() {
+        let s = state_with(r#"{"name":"j","schedule":"0 30 3 * * *","timezone":"Europe/Berlin"}"#);
+        let next = upcoming(&s.jobs["j"], ts(T0), 3);
+        assert_eq!(
+            next,
+            [
+                ts("2026-01-01T02:30:00Z"),
+                ts("2026-01-02T02:30:00Z"),
+                ts("2026-01-03T02:30:00Z")
+            ]
+        );
+        let s = state_with(r#"{"name":"once","schedule":"@at 2026-01-01T05:00:00Z"}"#);
+        assert_eq!(
+            upcoming(&s.jobs["once"], ts(T0), 10),
+            [ts("2026-01-01T05:00:00Z")]
         );
     }
 

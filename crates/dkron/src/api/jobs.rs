@@ -362,3 +362,85 @@ pub async fn restore(
     let encoded = serde_json::to_string(&results).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(render(StatusCode::OK, &encoded, false, HeaderMap::new()))
 }
+
+/// How many upcoming fires `/next` and `/v1/schedule` list at most.
+const MAX_UPCOMING: usize = 100;
+
+fn count_param(query: &Query) -> Result<usize, ApiError> {
+    match query.get("count") {
+        None | Some("") => Ok(10),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_UPCOMING).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_param(
+                "count",
+                format!("{v:?} is not a number from 1 to {MAX_UPCOMING}"),
+            )),
+        },
+    }
+}
+
+/// `GET /v1/jobs/:job/next?count=N` (not in Dkron): the job's next N fire times (default 10),
+/// in its zone's rules, honouring `disabled`, `starts_at` and `expires_at`.
+pub async fn next(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref());
+    let count = count_param(&query)?;
+    let now = node.clock.now();
+    let Some(next) = node.state.read(|s| {
+        s.jobs
+            .get(&name)
+            .map(|e| dkron_core::occurrence::upcoming(e, now, count))
+    }) else {
+        return Err(ApiError::job_not_found(&name));
+    };
+    Ok(render(
+        StatusCode::OK,
+        &next,
+        query.pretty(),
+        HeaderMap::new(),
+    ))
+}
+
+/// `GET /v1/schedule?schedule=...&timezone=...&count=N` (not in Dkron): the next N fire times a
+/// job with this schedule created now would have — the dashboard's schedule preview. A bad
+/// schedule or zone is a 400 naming the field, with the message job validation gives.
+pub async fn preview(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref());
+    let count = count_param(&query)?;
+    let job = Job {
+        name: "preview".into(),
+        schedule: query.get("schedule").unwrap_or("").to_string(),
+        timezone: query.get("timezone").unwrap_or("").to_string(),
+        ..Job::default()
+    };
+    let errors: Vec<_> = dkron_core::validate::validate_job(&job)
+        .into_iter()
+        .filter(|e| e.field == "schedule" || e.field == "timezone")
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let now = node.clock.now();
+    let entry = dkron_core::state::JobEntry {
+        job,
+        anchor: now,
+        running: Default::default(),
+        groups: Default::default(),
+        stored_executions: 0,
+        fired_through: None,
+        skipped: Default::default(),
+    };
+    let next = dkron_core::occurrence::upcoming(&entry, now, count);
+    Ok(render(
+        StatusCode::OK,
+        &next,
+        query.pretty(),
+        HeaderMap::new(),
+    ))
+}

@@ -54,7 +54,9 @@ pub fn router(node: Arc<Node>) -> Router {
             get(executions::list).delete(executions::delete_all),
         )
         .route("/jobs/{job}/executions/{execution}", get(executions::show))
-        .route("/jobs/{job}/occurrences", get(executions::occurrences));
+        .route("/jobs/{job}/occurrences", get(executions::occurrences))
+        .route("/jobs/{job}/next", get(jobs::next))
+        .route("/schedule", get(jobs::preview));
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods(Any)

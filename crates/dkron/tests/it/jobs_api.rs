@@ -398,3 +398,37 @@ async fn run_aliases_and_locations() {
     assert_eq!(r.body["name"], "aliased");
     node.wait_finished("aliased", 1, SOON).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_fires_and_schedule_preview() {
+    let node = crate::support::TestNode::start().await;
+    let mut job = crate::support::shell_job("nightly", "0 30 3 * * *", "true");
+    job["timezone"] = "Europe/Berlin".into();
+    node.create(&job).await;
+    let r = node.get("/v1/jobs/nightly/next?count=3").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let times: Vec<jiff::Timestamp> = r
+        .array()
+        .iter()
+        .map(|t| t.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 3);
+    for pair in times.windows(2) {
+        assert_eq!(pair[1].duration_since(pair[0]).as_hours(), 24, "{times:?}");
+    }
+    let berlin = times[0].in_tz("Europe/Berlin").unwrap();
+    assert_eq!((berlin.hour(), berlin.minute()), (3, 30));
+    assert_eq!(node.get("/v1/jobs/nope/next").await.status, 404);
+    assert_eq!(node.get("/v1/jobs/nightly/next?count=0").await.status, 400);
+
+    let r = node
+        .get("/v1/schedule?schedule=%40every%2010m&count=2")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.array().len(), 2);
+    let r = node
+        .get("/v1/schedule?schedule=nope&timezone=Asis/Taipei")
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_fields(), ["schedule", "timezone"]);
+}

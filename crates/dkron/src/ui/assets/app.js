@@ -196,10 +196,11 @@ async function jobs() {
 
 async function job(name) {
   const path = `/jobs/${encodeURIComponent(name)}`;
-  const [j, ex, occ] = await Promise.all([
+  const [j, ex, occ, upcoming] = await Promise.all([
     api(path),
     api(`${path}/executions?_sort=started_at&_order=DESC&_start=0&_end=30`),
     api(`${path}/occurrences?limit=20`).catch(() => ({ body: [] })),
+    api(`${path}/next?count=10`).catch(() => ({ body: [] })),
   ]);
   const job = j.body;
   const fields = Object.entries(job).filter(([k]) => !["executor_config", "tags", "metadata", "processors"].includes(k));
@@ -215,6 +216,9 @@ async function job(name) {
     <p>Runs <code>${esc(job.schedule)}</code> in ${esc(job.timezone || "UTC")}; next ${when(job.next)}.
       ${job.parent_job ? `Child of <a href="#/job/${encodeURIComponent(job.parent_job)}">${esc(job.parent_job)}</a>.` : ""}
       ${(job.dependent_jobs ?? []).length ? `Children: ${job.dependent_jobs.map((c) => `<a href="#/job/${encodeURIComponent(c)}">${esc(c)}</a>`).join(", ")}.` : ""}</p>
+    <h2>Next fires</h2>
+    ${upcoming.body.length ? `<ol id="upcoming">${upcoming.body.map((t) => `<li>${when(t)}</li>`).join("")}</ol>`
+      : `<p class="muted">It will not fire on its own (manual, chained, disabled or expired).</p>`}
     <h2>Executions</h2>
     ${ex.body.length ? `<div class="scroll"><table><thead><tr><th>Started</th><th>Status</th><th>Node</th><th>Attempt</th><th>Duration</th><th>Output</th></tr></thead><tbody>
       ${ex.body.map((e, i) => `<tr><td>${when(e.started_at)}</td><td>${badge(execState(e))}</td><td>${esc(e.node_name)}</td>
@@ -275,6 +279,7 @@ async function edit(name) {
       ${field("schedule", "Schedule", `<input id="f-schedule" name="schedule" value="${esc(job.schedule)}">`,
         "6-field cron with seconds (<code>0 30 3 * * *</code>), <code>@daily</code>, <code>@every 10m</code>, <code>@at 2026-01-01T00:00:00Z</code>, <code>@manually</code>")}
       ${field("timezone", "Time zone", `<input id="f-timezone" name="timezone" value="${esc(job.timezone)}" placeholder="UTC">`, "IANA name, e.g. Europe/Berlin")}
+      <div class="notice" aria-live="polite"><strong>Next fires:</strong> <span id="preview" class="muted">…</span></div>
       ${field("executor", "Executor", `<select id="f-executor" name="executor">${["shell", "http"].map((x) =>
         `<option ${x === job.executor ? "selected" : ""}>${x}</option>`).join("")}</select>`)}
       ${field("executor_config", "Executor config (key=value per line)", `<textarea id="f-executor_config" name="executor_config">${esc(kv(job.executor_config))}</textarea>`)}
@@ -291,6 +296,30 @@ async function edit(name) {
       <button type="submit" class="primary">${name ? "Save" : "Create"}</button>
       <a class="button" href="${name ? `#/job/${encodeURIComponent(name)}` : "#/jobs"}">Cancel</a>
     </form>`);
+  let timer = null;
+  const preview = () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const sched = document.getElementById("f-schedule").value;
+      const tz = document.getElementById("f-timezone").value;
+      const out = document.getElementById("preview");
+      try {
+        const r = await api(`/schedule?count=5&schedule=${encodeURIComponent(sched)}&timezone=${encodeURIComponent(tz)}`);
+        out.innerHTML = r.body.length ? r.body.map(when).join(", ") : "none (it will not fire on its own)";
+        document.getElementById("e-schedule").textContent = "";
+      } catch (e) {
+        out.textContent = "—";
+        const errs = e.body?.errors ?? [];
+        for (const { field, message } of errs) {
+          const slot = document.getElementById(`e-${field}`);
+          if (slot) slot.textContent = message;
+        }
+      }
+    }, 250);
+  };
+  document.getElementById("f-schedule").oninput = preview;
+  document.getElementById("f-timezone").oninput = preview;
+  preview();
   document.getElementById("job").onsubmit = async (ev) => {
     ev.preventDefault();
     document.querySelectorAll(".field-error").forEach((e) => (e.textContent = ""));
