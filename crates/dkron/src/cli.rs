@@ -64,6 +64,17 @@ enum Command {
     },
     /// Show version information
     Version,
+    /// Write Markdown documentation of every command, one file per command
+    Doc {
+        /// Directory to write the files to
+        #[arg(long, default_value = "/tmp/dkrondoc/")]
+        dir: std::path::PathBuf,
+    },
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish
+    Completion {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -213,6 +224,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => run_agent(*args),
+        Command::Doc { dir } => {
+            let written = write_docs(&dir)?;
+            println!("Wrote {written} files to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "dkron", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Occurrences {
             job,
             from,
@@ -333,6 +354,85 @@ fn rpc<T: serde::de::DeserializeOwned>(
             .await
             .with_context(|| format!("unexpected answer from {url}"))
     })
+}
+
+/// `dkron doc`: one Markdown file per command, with the Hugo front matter Dkron's docs use
+/// (`date`, `title`, `slug`, `url: /cli/<name>/`). Answers how many files it wrote.
+fn write_docs(dir: &std::path::Path) -> anyhow::Result<usize> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create {}: pass another --dir", dir.display()))?;
+    let root = <Cli as clap::CommandFactory>::command();
+    let date = jiff::Zoned::now().date();
+    let mut stack = vec![(vec!["dkron".to_string()], root.clone(), None::<String>)];
+    let mut written = 0;
+    while let Some((path, command, parent)) = stack.pop() {
+        let name = path.join(" ");
+        let slug = path.join("_");
+        let about = command
+            .get_about()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut md = format!(
+            "---\ndate: {date}\ntitle: \"{name}\"\nslug: {slug}\nurl: /cli/{slug}/\n---\n## {name}\n\n{about}\n\n### Synopsis\n\n```\n{name}{}\n```\n",
+            if command.has_subcommands() {
+                " [command]"
+            } else {
+                " [flags]"
+            }
+        );
+        let options: Vec<String> = command
+            .get_arguments()
+            .filter(|a| !a.is_hide_set())
+            .map(|a| {
+                let flag = match (a.get_short(), a.get_long()) {
+                    (Some(s), Some(l)) => format!("-{s}, --{l}"),
+                    (None, Some(l)) => format!("    --{l}"),
+                    (Some(s), None) => format!("-{s}"),
+                    (None, None) => format!("<{}>", a.get_id()),
+                };
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let defaults: Vec<String> = a
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                if defaults.is_empty() {
+                    format!("  {flag:<32} {help}")
+                } else {
+                    format!("  {flag:<32} {help} (default {})", defaults.join(","))
+                }
+            })
+            .collect();
+        if !options.is_empty() {
+            md.push_str(&format!(
+                "\n### Options\n\n```\n{}\n```\n",
+                options.join("\n")
+            ));
+        }
+        let mut see_also = Vec::new();
+        if let Some(parent) = &parent {
+            let parent_slug = path[..path.len() - 1].join("_");
+            see_also.push(format!("* [{parent}](/cli/{parent_slug}/)"));
+        }
+        for sub in command.get_subcommands().filter(|c| !c.is_hide_set()) {
+            let mut sub_path = path.clone();
+            sub_path.push(sub.get_name().to_string());
+            let sub_about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            see_also.push(format!(
+                "* [{}](/cli/{}/)\t - {sub_about}",
+                sub_path.join(" "),
+                sub_path.join("_")
+            ));
+            stack.push((sub_path, sub.clone(), Some(name.clone())));
+        }
+        if !see_also.is_empty() {
+            md.push_str(&format!("\n### SEE ALSO\n\n{}\n", see_also.join("\n")));
+        }
+        let file = dir.join(format!("{slug}.md"));
+        std::fs::write(&file, md).with_context(|| format!("cannot write {}", file.display()))?;
+        written += 1;
+    }
+    Ok(written)
 }
 
 /// One GET of the HTTP API; an error answer becomes an error carrying its message.

@@ -296,3 +296,51 @@ async fn occurrences_command_tells_what_became_of_each_occurrence() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 }
+
+#[test]
+fn doc_writes_one_markdown_file_per_command() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("docs");
+    let mut cmd = dkron_command(home.path());
+    cmd.args(["doc", &format!("--dir={}", dir.display())]);
+    let out = run_to_exit(cmd, Duration::from_secs(20));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in [
+        "dkron",
+        "dkron_agent",
+        "dkron_keygen",
+        "dkron_raft_list-peers",
+        "dkron_occurrences",
+    ] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.md")))
+            .unwrap_or_else(|e| panic!("{name}.md: {e}"));
+        assert!(text.starts_with("---\ndate: "), "{name}: {text}");
+        assert!(
+            text.contains(&format!("url: /cli/{name}/")),
+            "{name}: {text}"
+        );
+    }
+    let agent = std::fs::read_to_string(dir.join("dkron_agent.md")).unwrap();
+    assert!(agent.contains("--bootstrap-expect"), "{agent}");
+}
+
+#[test]
+fn completion_prints_a_script_and_refuses_unknown_shells() {
+    let home = tempfile::tempdir().unwrap();
+    for (shell, needle) in [
+        ("bash", "_dkron()"),
+        ("zsh", "#compdef dkron"),
+        ("fish", "complete -c dkron"),
+    ] {
+        let mut cmd = dkron_command(home.path());
+        cmd.args(["completion", shell]);
+        let out = run_to_exit(cmd, Duration::from_secs(20));
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains(needle), "{shell}");
+    }
+    let mut cmd = dkron_command(home.path());
+    cmd.args(["completion", "tcsh"]);
+    let out = run_to_exit(cmd, Duration::from_secs(20));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("possible values"), "{}", stderr(&out));
+}
