@@ -53,6 +53,11 @@ first=$(api_of "$(servers | head -1)")
 members_alive() { [ "$(curl -sf "http://$1/v1/members" | json 'sum(1 for m in d if m["statusText"]=="alive")')" -ge "$2" ]; }
 wait_for 120 "6 alive members (5 servers + agent) seen by dkron1" members_alive "$first" 6
 
+# The dashboard answers on the mapped port of a server, and / leads to it.
+dashboard() { curl -sf "http://$1/ui/" | grep -q '/ui/app.js' && curl -sfL "http://$1/" | grep -q '/ui/app.js'; }
+wait_for 30 "the dashboard at /ui on the mapped port" dashboard "$first"
+peers5() { [ "$(curl -sf "http://$1/v1/raft/peers" | json 'sum(1 for p in d if p["voter"])')" -ge 5 ]; }
+
 leader_name() { curl -sf "http://$1/v1/leader" | json 'd["Name"]'; }
 one_leader() {
   local names
@@ -61,6 +66,7 @@ one_leader() {
 }
 voters5() { [ "$(curl -sf "http://$1/v1/members" | json 'sum(1 for m in d if m["Tags"].get("server")=="true")')" -ge 5 ]; }
 wait_for 60 "every server names the same leader" one_leader
+wait_for 60 "five voting Raft peers" peers5 "$first"
 
 curl -sf -XPOST "http://$first/v1/jobs" -d '{"name":"tick","schedule":"@every 1s","executor":"shell","executor_config":{"command":"echo tick"},"tags":{"server":"true:1"}}' >/dev/null
 runs_after() { # api, iso time: a successful run started after it

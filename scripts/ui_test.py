@@ -137,7 +137,8 @@ def main():
         wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Running"))
         shot("busy")
         driver.get(base + "/ui/#/cluster")
-        wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Leader"))
+        wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Raft peers"))
+        wait.until(lambda d: "leader" in d.find_element(By.TAG_NAME, "main").text.split("Raft peers")[-1])
         shot("cluster")
 
         driver.get(base + "/ui/#/")

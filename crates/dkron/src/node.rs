@@ -930,6 +930,18 @@ pub struct Peer {
 }
 
 async fn rpc_raft_peers(AxState(node): AxState<Arc<Node>>) -> Json<Vec<Peer>> {
+    Json(node.raft_peers())
+}
+
+impl Node {
+    /// The servers of the Raft configuration as this server sees it (`dkron raft list-peers`,
+    /// `GET /v1/raft/peers`).
+    pub fn raft_peers(&self) -> Vec<Peer> {
+        raft_peers(self)
+    }
+}
+
+fn raft_peers(node: &Node) -> Vec<Peer> {
     let metrics = node.raft.metrics().borrow().clone();
     let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
     let peers = metrics
@@ -947,7 +959,7 @@ async fn rpc_raft_peers(AxState(node): AxState<Arc<Node>>) -> Json<Vec<Peer>> {
             voter: voters.contains(id),
         })
         .collect();
-    Json(peers)
+    peers
 }
 
 /// Removes a server (by node name) from the Raft configuration; runs on the leader.

@@ -29,6 +29,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let v1 = Router::new()
         .route("/", get(node::status))
         .route("/members", get(node::members))
+        .route("/raft/peers", get(node::raft_peers))
         .route("/leader", get(node::leader))
         .route("/isleader", get(node::is_leader))
         .route("/leave", post(node::leave))

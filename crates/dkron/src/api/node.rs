@@ -195,3 +195,15 @@ pub async fn leave(State(node): State<Arc<Node>>) -> Response {
     node.request_shutdown();
     render(StatusCode::OK, &members, false, HeaderMap::new())
 }
+
+/// `GET /v1/raft/peers` (not in Dkron, which has it only as `dkron raft list-peers`): the
+/// servers of the Raft configuration, their address, role and whether they vote.
+pub async fn raft_peers(State(node): State<Arc<Node>>, RawQuery(raw): RawQuery) -> Response {
+    let query = Query::parse(raw.as_deref());
+    render(
+        StatusCode::OK,
+        &node.raft_peers(),
+        query.pretty(),
+        HeaderMap::new(),
+    )
+}

@@ -130,6 +130,25 @@ async fn writes_through_a_follower_reach_every_server() {
         leader.body["Name"]
     );
     assert_eq!(follower.get("/v1/members").await.total_count(), Some(3));
+    // The Raft configuration, as any server sees it.
+    let peers = follower.get("/v1/raft/peers").await;
+    assert_eq!(peers.status, 200, "{}", peers.text);
+    assert_eq!(
+        peers
+            .array()
+            .iter()
+            .filter(|p| p["voter"] == json!(true))
+            .count(),
+        3
+    );
+    assert_eq!(
+        peers
+            .array()
+            .iter()
+            .filter(|p| p["state"] == "leader")
+            .count(),
+        1
+    );
     // Pause is replicated too.
     assert_eq!(
         follower.post_empty("/v1/pause").await.body,

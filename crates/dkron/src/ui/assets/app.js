@@ -366,10 +366,20 @@ async function busy() {
 }
 
 async function cluster() {
-  const [leader, members] = await Promise.all([api("/leader").catch(() => ({ body: null })), api("/members")]);
+  const [leader, members, peers] = await Promise.all([
+    api("/leader").catch(() => ({ body: null })),
+    api("/members"),
+    api("/raft/peers").catch(() => ({ body: [] })),
+  ]);
   set(`<h1>Cluster</h1>
     <p>Leader: <strong>${esc(leader.body?.Name ?? "none elected")}</strong></p>
-    ${membersTable(members.body)}`);
+    <h2>Members</h2>
+    ${membersTable(members.body)}
+    <h2>Raft peers</h2>
+    <div class="scroll"><table><thead><tr><th>Node</th><th>Address</th><th>State</th><th>Voter</th></tr></thead><tbody>
+      ${peers.body.map((p) => `<tr><td>${esc(p.node)}</td><td>${esc(p.address)}</td><td>${esc(p.state)}</td>
+        <td>${p.voter ? "yes" : "no"}</td></tr>`).join("")}
+    </tbody></table></div>`);
 }
 
 // ---- routing ---------------------------------------------------------------------------
