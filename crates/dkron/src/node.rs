@@ -944,7 +944,7 @@ impl Node {
 fn raft_peers(node: &Node) -> Vec<Peer> {
     let metrics = node.raft.metrics().borrow().clone();
     let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
-    let peers = metrics
+    metrics
         .membership_config
         .nodes()
         .map(|(id, n)| Peer {
@@ -958,8 +958,7 @@ fn raft_peers(node: &Node) -> Vec<Peer> {
             },
             voter: voters.contains(id),
         })
-        .collect();
-    peers
+        .collect()
 }
 
 /// Removes a server (by node name) from the Raft configuration; runs on the leader.
