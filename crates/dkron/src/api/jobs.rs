@@ -147,6 +147,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let query = Query::parse(raw.as_deref());
     let metadata = query.metadata();
+    let tags = query.tags();
     let text = query.get("q").unwrap_or("").to_string();
     let status = query.get("status").unwrap_or("").to_string();
     let disabled = match query.get("disabled") {
@@ -177,6 +178,13 @@ pub async fn list(
                 metadata
                     .iter()
                     .all(|(k, v)| j.metadata.as_ref().and_then(|m| m.get(k)) == Some(v))
+                    && tags.iter().all(|(k, v)| {
+                        j.tags
+                            .as_ref()
+                            .and_then(|t| t.get(k))
+                            .map(|raw| raw.split_once(':').map_or(raw.as_str(), |(value, _)| value))
+                            == Some(v.as_str())
+                    })
                     && (text.is_empty() || j.name.contains(&text) || j.displayname.contains(&text))
                     && match status.as_str() {
                         "" => true,

@@ -31,10 +31,21 @@ impl Query {
 
     /// `metadata[key]=value` pairs.
     pub fn metadata(&self) -> Vec<(String, String)> {
+        self.bracketed("metadata")
+    }
+
+    /// `tags[k]=v` filters (not in Dkron): a job matches when its tag `k`, without the
+    /// `:count` suffix, is `v`.
+    pub fn tags(&self) -> Vec<(String, String)> {
+        self.bracketed("tags")
+    }
+
+    /// `name[k]=v` pairs.
+    fn bracketed(&self, name: &str) -> Vec<(String, String)> {
         self.0
             .iter()
             .filter_map(|(k, v)| {
-                let key = k.strip_prefix("metadata[")?.strip_suffix(']')?;
+                let key = k.strip_prefix(name)?.strip_prefix('[')?.strip_suffix(']')?;
                 Some((key.to_string(), v.clone()))
             })
             .collect()

@@ -102,6 +102,7 @@ async fn list_filters_by_text_disabled_and_metadata() {
     let mut gamma = job("gamma");
     gamma["displayname"] = json!("Nightly backup");
     gamma["metadata"] = json!({"team": "core"});
+    gamma["tags"] = json!({"server": "true:1"});
     node.create(&gamma).await;
 
     let cases = [
@@ -116,6 +117,9 @@ async fn list_filters_by_text_disabled_and_metadata() {
             vec!["beta-backup"],
         ),
         ("?metadata%5Bteam%5D=core&q=gam", vec!["gamma"]),
+        // Tags match on the value, without the `:count` suffix.
+        ("?tags%5Bserver%5D=true", vec!["gamma"]),
+        ("?tags%5Bserver%5D=false", vec![]),
     ];
     for (query, expected) in cases {
         let r = node.get(&format!("/v1/jobs{query}")).await;

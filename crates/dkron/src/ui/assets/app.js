@@ -120,18 +120,20 @@ async function jobs() {
   const p = params();
   const q = p.get("q") ?? "", status = p.get("status") ?? "", sort = p.get("sort") ?? "name";
   const order = p.get("order") ?? "ASC", page = Number(p.get("page") ?? 0);
-  const meta = p.get("meta") ?? "";
+  const meta = p.get("meta") ?? "", tags = p.get("tags") ?? "";
   let query = `/jobs?_start=${page * PAGE}&_end=${(page + 1) * PAGE}&_sort=${encodeURIComponent(sort)}&_order=${order}`;
   if (q) query += `&q=${encodeURIComponent(q)}`;
   if (status) query += `&status=${encodeURIComponent(status)}`;
-  for (const pair of meta.split(",").filter((x) => x.includes("="))) {
-    const [k, v] = pair.split("=");
-    query += `&metadata[${encodeURIComponent(k.trim())}]=${encodeURIComponent(v.trim())}`;
+  for (const [param, text] of [["metadata", meta], ["tags", tags]]) {
+    for (const pair of text.split(",").filter((x) => x.includes("="))) {
+      const [k, v] = pair.split("=");
+      query += `&${param}[${encodeURIComponent(k.trim())}]=${encodeURIComponent(v.trim())}`;
+    }
   }
   const r = await api(query);
   const pages = Math.max(1, Math.ceil(r.total / PAGE));
   const link = (changes) => {
-    const n = new URLSearchParams({ q, status, sort, order, page, meta, ...changes });
+    const n = new URLSearchParams({ q, status, sort, order, page, meta, tags, ...changes });
     return `#/jobs?${n}`;
   };
   set(`
@@ -142,6 +144,7 @@ async function jobs() {
         ${["", "success", "failed", "partially_failed", "untriggered"].map((s) =>
           `<option value="${s}" ${s === status ? "selected" : ""}>${s || "any"}</option>`).join("")}
       </select></label>
+      <label>Tags <input name="tags" value="${esc(tags)}" placeholder="key=value"></label>
       <label>Metadata <input name="meta" value="${esc(meta)}" placeholder="key=value"></label>
       <button type="submit">Filter</button>
     </form>
@@ -173,7 +176,7 @@ async function jobs() {
   document.getElementById("filter").onsubmit = (ev) => {
     ev.preventDefault();
     const f = new FormData(ev.target);
-    location.hash = link({ q: f.get("q"), status: f.get("status"), meta: f.get("meta"), page: 0 });
+    location.hash = link({ q: f.get("q"), status: f.get("status"), meta: f.get("meta"), tags: f.get("tags"), page: 0 });
   };
   document.getElementById("all").onchange = (ev) =>
     document.querySelectorAll(".pick").forEach((c) => (c.checked = ev.target.checked));
