@@ -62,6 +62,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List, show, create or update, run and delete jobs through a server's HTTP API
+    Jobs {
+        /// HTTP address of any server
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        address: String,
+        /// Print the API's JSON instead of a table
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// List a job's executions (newest first)
+    Executions {
+        /// The job's name
+        job: String,
+        /// HTTP address of any server
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        address: String,
+        /// Print the API's JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Show version information
     Version,
     /// Write Markdown documentation of every command, one file per command
@@ -74,6 +96,32 @@ enum Command {
     Completion {
         /// The shell
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// List jobs
+    List,
+    /// Show one job (JSON)
+    Get {
+        /// The job's name
+        name: String,
+    },
+    /// Create or update the job (or jobs, given a JSON array) in FILE (`-` for stdin)
+    Apply {
+        /// A JSON file in Dkron's job format
+        file: String,
+    },
+    /// Run a job now
+    Run {
+        /// The job's name
+        name: String,
+    },
+    /// Delete a job
+    Delete {
+        /// The job's name
+        name: String,
     },
 }
 
@@ -241,52 +289,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             address,
             json,
         } => {
-            let mut query = Vec::new();
-            if let Some(from) = from {
-                query.push(format!("from={from}"));
-            }
-            if let Some(to) = to {
-                query.push(format!("to={to}"));
-            }
-            let path = format!("/v1/jobs/{job}/occurrences?{}", query.join("&"));
-            let list = api_get(&address, &path)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!("{:<32} {:<9} DETAIL", "SCHEDULED", "OUTCOME");
-            for o in list.as_array().into_iter().flatten() {
-                let outcome = o["outcome"].as_str().unwrap_or("");
-                let detail = match outcome {
-                    "ran" => o["executions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|e| {
-                            let state = if e["finished_at"]
-                                .as_str()
-                                .is_none_or(|t| t.starts_with("0001"))
-                            {
-                                "running"
-                            } else if e["success"] == serde_json::Value::Bool(true) {
-                                "succeeded"
-                            } else {
-                                "failed"
-                            };
-                            format!("{} {state}", e["node_name"].as_str().unwrap_or("?"))
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    "skipped" => o["why"].as_str().unwrap_or("").to_string(),
-                    "no_record" => "decided, but its record is no longer kept".to_string(),
-                    _ => String::new(),
-                };
-                println!(
-                    "{:<32} {:<9} {detail}",
-                    o["scheduled_at"].as_str().unwrap_or(""),
-                    outcome
-                );
-            }
+            crate::client::occurrences(&address, &job, from, to, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs {
+            address,
+            json,
+            command,
+        } => {
+            crate::client::jobs(&address, json, command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Executions { job, address, json } => {
+            crate::client::executions(&address, &job, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Leave { rpc_addr } => {
@@ -433,40 +448,6 @@ fn write_docs(dir: &std::path::Path) -> anyhow::Result<usize> {
         written += 1;
     }
     Ok(written)
-}
-
-/// One GET of the HTTP API; an error answer becomes an error carrying its message.
-fn api_get(address: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let address = address.trim_end_matches('/');
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
-        let url = format!("{address}{path}");
-        let response = client.get(&url).send().await.with_context(|| {
-            format!(
-                "cannot reach {address}: is a server running there? pass --address http://host:8080"
-            )
-        })?;
-        let status = response.status();
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .with_context(|| format!("unexpected answer from {url}"))?;
-        if !status.is_success() {
-            anyhow::bail!(
-                "{}",
-                body["error"]
-                    .as_str()
-                    .unwrap_or("the server refused the request")
-            );
-        }
-        Ok(body)
-    })
 }
 
 fn parse_tags(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {

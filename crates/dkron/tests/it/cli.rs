@@ -344,3 +344,64 @@ fn completion_prints_a_script_and_refuses_unknown_shells() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("possible values"), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_and_executions_commands_drive_the_api() {
+    let home = tempfile::tempdir().unwrap();
+    let agent = start_agent(home.path(), "clienty").await;
+    let address = agent.api.url("");
+    let address = format!("--address={}", address.trim_end_matches('/'));
+    let dkron = |args: &[&str]| {
+        let mut cmd = dkron_command(home.path());
+        cmd.args(args).arg(&address);
+        run_to_exit(cmd, Duration::from_secs(20))
+    };
+    let file = home.path().join("job.json");
+    std::fs::write(
+        &file,
+        r#"{"name":"from-cli","schedule":"@manually","executor":"shell","executor_config":{"command":"echo via cli"}}"#,
+    )
+    .unwrap();
+    let out = dkron(&["jobs", "apply", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "job from-cli saved");
+
+    let out = dkron(&["jobs", "list"]);
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with("from-cli ")),
+        "{}",
+        stdout(&out)
+    );
+    let out = dkron(&["jobs", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(list[0]["name"], "from-cli");
+
+    let out = dkron(&["jobs", "run", "from-cli"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    agent
+        .api
+        .wait_finished("from-cli", 1, Duration::from_secs(10))
+        .await;
+    let out = dkron(&["executions", "from-cli"]);
+    let table = stdout(&out);
+    assert!(
+        table.contains("succeeded") && table.contains("via cli"),
+        "{table}"
+    );
+
+    let out = dkron(&["jobs", "get", "from-cli"]);
+    let job: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(job["success_count"], 1);
+
+    let out = dkron(&["jobs", "delete", "from-cli"]);
+    assert_eq!(stdout(&out).trim(), "job from-cli deleted");
+    let out = dkron(&["jobs", "get", "from-cli"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+
+    // A bad job file: the API's validation message, naming the field.
+    std::fs::write(&file, r#"{"name":"bad","schedule":"nope"}"#).unwrap();
+    let out = dkron(&["jobs", "apply", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("schedule"), "{}", stderr(&out));
+}
