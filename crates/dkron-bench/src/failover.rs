@@ -51,16 +51,9 @@ impl Server {
     }
 }
 
+/// [`crate::get_json`] with this harness's timeout.
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
-    client
-        .get(url)
-        .timeout(Duration::from_millis(500))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    crate::get_json(client, url, Duration::from_millis(500)).await
 }
 
 async fn leader_of(client: &reqwest::Client, servers: &[Server]) -> Option<String> {

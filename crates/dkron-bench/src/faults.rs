@@ -158,16 +158,9 @@ impl Cluster {
     }
 }
 
+/// [`crate::get_json`] with this harness's timeout.
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
-    client
-        .get(url)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    crate::get_json(client, url, Duration::from_secs(2)).await
 }
 
 /// The leader as every reachable node in `among` names it, if they agree.

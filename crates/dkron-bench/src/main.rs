@@ -147,6 +147,23 @@ fn http_job(name: &str, schedule: &str, sink: &str) -> serde_json::Value {
     })
 }
 
+/// GETs `url` and parses its JSON; `None` on any failure (the callers poll).
+async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Option<serde_json::Value> {
+    client
+        .get(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

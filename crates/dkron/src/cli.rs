@@ -306,14 +306,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Leave { rpc_addr } => {
             let answer: Result<(), String> =
-                rpc(&rpc_addr, "/rpc/leave", Some(&serde_json::Value::Null))?;
+                crate::client::rpc(&rpc_addr, "/rpc/leave", Some(&serde_json::Value::Null))?;
             answer.map_err(anyhow::Error::msg)?;
             println!("Left the cluster successfully");
             Ok(ExitCode::SUCCESS)
         }
         Command::Raft { rpc_addr, command } => match command {
             RaftCommand::ListPeers => {
-                let peers: Vec<crate::node::Peer> = rpc(&rpc_addr, "/rpc/raft/peers", None)?;
+                let peers: Vec<crate::node::Peer> =
+                    crate::client::rpc(&rpc_addr, "/rpc/raft/peers", None)?;
                 println!(
                     "{:<20} {:<20} {:<24} {:<10} Voter",
                     "Node", "ID", "Address", "State"
@@ -327,7 +328,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             RaftCommand::RemovePeer { peer_id } => {
-                let answer: Result<(), String> = rpc(
+                let answer: Result<(), String> = crate::client::rpc(
                     &rpc_addr,
                     "/rpc/raft/remove-peer",
                     Some(&serde_json::json!(peer_id)),
@@ -338,37 +339,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
     }
-}
-
-/// One call to a server's RPC port (GET without a body, POST with one).
-fn rpc<T: serde::de::DeserializeOwned>(
-    rpc_addr: &str,
-    path: &str,
-    body: Option<&serde_json::Value>,
-) -> anyhow::Result<T> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
-        let url = format!("http://{rpc_addr}{path}");
-        let request = match body {
-            Some(b) => client.post(&url).json(b),
-            None => client.get(&url),
-        };
-        let response = request.send().await.with_context(|| {
-            format!(
-                "cannot reach the server at {rpc_addr}: is it running? pass --rpc-addr host:port"
-            )
-        })?;
-        response
-            .json()
-            .await
-            .with_context(|| format!("unexpected answer from {url}"))
-    })
 }
 
 /// `dkron doc`: one Markdown file per command, with the Hugo front matter Dkron's docs use

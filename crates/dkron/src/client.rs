@@ -1,11 +1,50 @@
-//! The CLI's API client commands (`dkron jobs`, `dkron executions`, `dkron occurrences`): one
-//! call to a server's HTTP API each, a table for people or the API's JSON for scripts. An
-//! error answer becomes an error carrying the API's message.
+//! The CLI's client side: the API commands (`dkron jobs`, `dkron executions`,
+//! `dkron occurrences`), one call to a server's HTTP API each, a table for people or the API's
+//! JSON for scripts, an error answer becoming an error carrying the API's message; and the calls
+//! to a server's RPC port (`dkron leave`, `dkron raft ...`).
 
 use anyhow::Context;
 use serde_json::Value;
 
 use crate::cli::JobsCommand;
+
+/// Runs `f` with an HTTP client on a one-off runtime: each CLI command makes one call.
+fn with_client<T>(f: impl AsyncFnOnce(reqwest::Client) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        f(client).await
+    })
+}
+
+/// One call to a server's RPC port (GET without a body, POST with one).
+pub fn rpc<T: serde::de::DeserializeOwned>(
+    rpc_addr: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<T> {
+    with_client(async |client| {
+        let url = format!("http://{rpc_addr}{path}");
+        let request = match body {
+            Some(b) => client.post(&url).json(b),
+            None => client.get(&url),
+        };
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the server at {rpc_addr}: is it running? pass --rpc-addr host:port"
+            )
+        })?;
+        response
+            .json()
+            .await
+            .with_context(|| format!("unexpected answer from {url}"))
+    })
+}
 
 /// One call to the HTTP API at `address`; the JSON answer, or the API's error as an error.
 fn call(
@@ -14,15 +53,8 @@ fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let address = address.trim_end_matches('/');
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
+    with_client(async |client| {
         let url = format!("{address}{path}");
         let mut request = client.request(method, &url);
         if let Some(body) = body {

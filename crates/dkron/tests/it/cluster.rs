@@ -67,15 +67,7 @@ async fn three_servers_with(adjust: impl Fn(&mut dkron::config::AgentConfig)) ->
     ];
     // The leader admits servers it learns of by gossip: learner, then voter.
     wait_until(Duration::from_secs(20), "three voters", async || {
-        let voters = first_node
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .count();
-        (voters == 3).then_some(())
+        (voter_count(&first_node) == 3).then_some(())
     })
     .await;
     let mut all = vec![first];
@@ -538,13 +530,9 @@ async fn raft_peers_can_be_listed_and_removed_and_a_server_can_leave() {
         .unwrap();
 }
 
-fn voter_count(server: &Server) -> usize {
-    server
-        .handle
-        .as_ref()
-        .expect("running")
-        .node
-        .raft
+/// Voters in the Raft configuration as `node` sees it.
+fn voter_count(node: &dkron::node::Node) -> usize {
+    node.raft
         .metrics()
         .borrow()
         .membership_config
@@ -601,7 +589,10 @@ async fn a_failed_server_is_removed_from_raft_after_the_reconnect_timeout() {
     wait_until(
         Duration::from_secs(30),
         "the failed server to leave the Raft group",
-        async || (voter_count(&servers[leader]) == 2).then_some(()),
+        async || {
+            let node = &servers[leader].handle.as_ref().expect("running").node;
+            (voter_count(node) == 2).then_some(())
+        },
     )
     .await;
     // The two that remain still commit writes.
