@@ -54,6 +54,9 @@ pub struct Job {
     pub catchup: String,
     /// Not in Dkron: how late such an occurrence may still run (Go duration, default `1h`).
     pub catchup_deadline: String,
+    /// Not in Dkron: when finished executions notify — `always`, `on_failure` or
+    /// `on_change`; empty: the node's `notify-on` setting.
+    pub notify_on: String,
 }
 
 impl Default for Job {
@@ -88,6 +91,7 @@ impl Default for Job {
             starts_at: None,
             catchup: CATCHUP_ALL.to_string(),
             catchup_deadline: DEFAULT_CATCHUP_DEADLINE.to_string(),
+            notify_on: String::new(),
         }
     }
 }

@@ -16,8 +16,10 @@
 pub mod command;
 pub mod godur;
 pub mod job;
+pub mod notify;
 pub mod occurrence;
 pub mod placement;
+pub mod processor;
 pub mod schedule;
 pub mod state;
 pub mod timefmt;

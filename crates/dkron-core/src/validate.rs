@@ -101,6 +101,16 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
             )),
         }
     }
+    if !job.notify_on.is_empty()
+        && let Err(e) = crate::notify::NotifyPolicy::parse(&job.notify_on)
+    {
+        errors.push(FieldError::new("notify_on", e));
+    }
+    for (name, settings) in &job.processors {
+        if let Err(e) = crate::processor::Processor::parse(name, settings) {
+            errors.push(FieldError::new(format!("processors.{name}"), e));
+        }
+    }
     if let Err(e) = load_timezone(&job.timezone) {
         errors.push(FieldError::new("timezone", e));
     }
@@ -178,6 +188,22 @@ mod tests {
         assert_eq!(fields(r#"{"name":"","schedule":"@daily"}"#), ["name"]);
         assert_eq!(fields(r#"{"name":"a.b","schedule":"@daily"}"#), ["name"]);
         assert_eq!(fields(r#"{"name":"a","parent_job":"a"}"#), ["parent_job"]);
+    }
+
+    #[test]
+    fn processors_and_notify_policy_are_checked() {
+        assert_eq!(
+            fields(
+                r#"{"name":"a","schedule":"@every 1s","notify_on":"never","processors":{"files":{"dir":"/x"}}}"#
+            ),
+            vec!["notify_on".to_string(), "processors.files".to_string()]
+        );
+        assert!(
+            fields(
+                r#"{"name":"a","schedule":"@every 1s","notify_on":"on_failure","processors":{"log":{"forward":"true"}}}"#
+            )
+            .is_empty()
+        );
     }
 
     #[test]
