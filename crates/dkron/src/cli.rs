@@ -242,6 +242,94 @@ struct AgentArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     disable_usage_stats: Option<bool>,
+    /// Log format: text or json
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+    /// Serve Prometheus metrics at /metrics
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enable_prometheus: Option<bool>,
+    /// StatsD address (host:port) to send metrics to
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    statsd_addr: Option<String>,
+    /// DogStatsD address (host:port) to send metrics to
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dog_statsd_addr: Option<String>,
+    /// DogStatsD tag key:value added to every metric (repeatable)
+    #[arg(long, value_name = "VALUE")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dog_statsd_tags: Vec<String>,
+    /// SMTP server host for email notifications
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_host: Option<String>,
+    /// SMTP server port (0 turns email off)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_port: Option<u16>,
+    /// SMTP user name
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_username: Option<String>,
+    /// SMTP password
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_password: Option<String>,
+    /// From address of notification emails
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_from: Option<String>,
+    /// Email body template (default: the execution's output)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_payload: Option<String>,
+    /// Email subject prefix (default [Dkron])
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_subject_prefix: Option<String>,
+    /// URL called when an execution starts
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pre_webhook_endpoint: Option<String>,
+    /// Body template of the pre-execution webhook
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pre_webhook_payload: Option<String>,
+    /// Header "Name: value" of the pre-execution webhook (repeatable)
+    #[arg(long, value_name = "VALUE")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pre_webhook_headers: Vec<String>,
+    /// URL called when an execution finishes
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_endpoint: Option<String>,
+    /// Body template of the webhook
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_payload: Option<String>,
+    /// Header "Name: value" of the webhook (repeatable)
+    #[arg(long, value_name = "VALUE")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    webhook_headers: Vec<String>,
+    /// Deprecated in Dkron and without effect; use --webhook-endpoint
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_url: Option<String>,
+    /// Cronitor ping base URL
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cronitor_endpoint: Option<String>,
+    /// When finished executions notify: always, on_failure or on_change
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notify_on: Option<String>,
+    /// Accepted for compatibility; OpenTelemetry tracing is not built in
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otel_endpoint: Option<String>,
 }
 
 /// Entry point of the binary: runs the command, prints errors with their causes.
@@ -435,7 +523,10 @@ fn run_agent(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     }
     let flags = serde_json::to_value(&args).context("serialising flags")?;
     let config = config::resolve(args.config.as_deref(), Serialized::defaults(flags))?;
-    init_logging(&config.log_level);
+    init_logging(&config.log_level, &config.log_format);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     limit_malloc_arenas();
     // Storage calls (redb commits, fsync) block the worker that makes them; a few workers
     // more than cores keep the scheduler and starting runs moving meanwhile.
@@ -463,14 +554,19 @@ fn limit_malloc_arenas() {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides `--log-level`. openraft is noisy at info.
-fn init_logging(level: &str) {
+/// Logs go to stderr, as text or one JSON object per line; `RUST_LOG` overrides
+/// `--log-level`. openraft is noisy at info.
+fn init_logging(level: &str, format: &str) {
     let filter = std::env::var("RUST_LOG")
         .unwrap_or_else(|_| format!("{level},openraft=warn,hyper=warn,reqwest=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 #[cfg(test)]

@@ -44,7 +44,41 @@ pub struct AgentConfig {
     pub raft_multiplier: u32,
     pub profile: String,
     pub disable_usage_stats: bool,
-    /// Settings Dkron has that this build does not implement yet; refused when set.
+    /// Log line format: `text` (default) or `json`.
+    pub log_format: String,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub enable_prometheus: bool,
+    /// StatsD `host:port` to send metrics to.
+    pub statsd_addr: String,
+    /// DogStatsD `host:port` to send metrics to, with `dog-statsd-tags` (`key:value`).
+    pub dog_statsd_addr: String,
+    pub dog_statsd_tags: Vec<String>,
+    /// SMTP server for email notifications (both host and port must be set).
+    pub mail_host: String,
+    pub mail_port: u16,
+    pub mail_username: String,
+    pub mail_password: String,
+    pub mail_from: String,
+    /// Email body template (Go template syntax); empty: the execution's output.
+    pub mail_payload: String,
+    pub mail_subject_prefix: String,
+    /// Webhook called when an execution starts, with its body template and headers.
+    pub pre_webhook_endpoint: String,
+    pub pre_webhook_payload: String,
+    pub pre_webhook_headers: Vec<String>,
+    /// Webhook called when an execution finishes, with its body template and headers.
+    pub webhook_endpoint: String,
+    pub webhook_payload: String,
+    pub webhook_headers: Vec<String>,
+    /// Cronitor ping base URL.
+    pub cronitor_endpoint: String,
+    /// When finished executions notify: `always` (Dkron's behaviour, default), `on_failure`,
+    /// or `on_change` (the first failure and the recovery). A job's `notify_on` overrides it.
+    pub notify_on: String,
+    /// Processors applied to every job's executions (config file only); a job's own
+    /// `processors` entry of the same name replaces the global one.
+    pub processors: BTreeMap<String, BTreeMap<String, String>>,
+    /// Settings this build does not know; each is ignored with one warning.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }
@@ -75,6 +109,27 @@ impl Default for AgentConfig {
             raft_multiplier: 1,
             profile: "lan".into(),
             disable_usage_stats: false,
+            log_format: "text".into(),
+            enable_prometheus: false,
+            statsd_addr: String::new(),
+            dog_statsd_addr: String::new(),
+            dog_statsd_tags: Vec::new(),
+            mail_host: String::new(),
+            mail_port: 0,
+            mail_username: String::new(),
+            mail_password: String::new(),
+            mail_from: String::new(),
+            mail_payload: String::new(),
+            mail_subject_prefix: "[Dkron]".into(),
+            pre_webhook_endpoint: String::new(),
+            pre_webhook_payload: String::new(),
+            pre_webhook_headers: Vec::new(),
+            webhook_endpoint: String::new(),
+            webhook_payload: String::new(),
+            webhook_headers: Vec::new(),
+            cronitor_endpoint: String::new(),
+            notify_on: "always".into(),
+            processors: BTreeMap::new(),
             other: BTreeMap::new(),
         }
     }
@@ -106,16 +161,35 @@ fn default_config_file() -> Option<PathBuf> {
     None
 }
 
-/// Known Dkron settings that dkron-rs does not support yet, and the issue that brings them.
-const NOT_YET: &[(&str, &str)] = &[
-    ("mail-host", "notifications"),
-    ("webhook-endpoint", "notifications"),
-    ("pre-webhook-endpoint", "notifications"),
-    ("statsd-addr", "metrics"),
-    ("dog-statsd-addr", "metrics"),
-    ("enable-prometheus", "metrics"),
-    ("otel-endpoint", "tracing"),
-    ("cronitor-endpoint", "notifications"),
+/// Settings that hold lists: comma-separated in `DKRON_*` variables.
+const LIST_KEYS: &[&str] = &[
+    "join",
+    "retry-join",
+    "dog-statsd-tags",
+    "webhook-headers",
+    "pre-webhook-headers",
+];
+
+/// Dkron settings dkron-rs accepts and ignores, and why.
+const IGNORED: &[(&str, &str)] = &[
+    (
+        "otel-endpoint",
+        "OpenTelemetry tracing is not built in; use the Prometheus metrics and JSON logs",
+    ),
+    (
+        "webhook-url",
+        "deprecated in Dkron too, where it has no effect; use webhook-endpoint",
+    ),
+    (
+        "devmode",
+        "use --bootstrap-expect=1 with a temporary --data-dir",
+    ),
+    ("bootstrap", "use --bootstrap-expect=1"),
+    (
+        "reconcileinterval",
+        "membership is reconciled every few seconds",
+    ),
+    ("dkron-version", "not a setting"),
 ];
 
 /// Resolves the configuration: defaults, then the file, then `DKRON_*`, then `flags`
@@ -144,13 +218,41 @@ pub fn resolve(
             _ => figment.merge(Yaml::file(path)),
         };
     }
-    figment = figment
-        .merge(
-            Env::prefixed("DKRON_")
-                .ignore(&["config"])
-                .map(|k| k.as_str().replace('_', "-").into()),
-        )
-        .merge(flags);
+    figment = figment.merge(
+        Env::prefixed("DKRON_")
+            .ignore(&["config", "tag"])
+            .filter(|k| !LIST_KEYS.contains(&k.as_str().replace('_', "-").as_str()))
+            .map(|k| k.as_str().replace('_', "-").into()),
+    );
+    // List settings from the environment are comma-separated (Dkron's binding); DKRON_TAG
+    // holds whitespace-separated key=value pairs.
+    for key in LIST_KEYS {
+        let var = format!("DKRON_{}", key.to_uppercase().replace('-', "_"));
+        if let Ok(value) = std::env::var(&var) {
+            let items: Vec<String> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(String::from)
+                .collect();
+            figment = figment.merge(Serialized::default(key, items));
+        }
+    }
+    if let Ok(value) = std::env::var("DKRON_TAG") {
+        let mut tags = BTreeMap::new();
+        for pair in value.split_whitespace() {
+            match pair.split_once('=') {
+                Some((k, v)) if !k.is_empty() => {
+                    tags.insert(k.to_string(), v.to_string());
+                }
+                _ => bail!(
+                    "invalid tag in DKRON_TAG: '{pair}': use key=value pairs separated by spaces"
+                ),
+            }
+        }
+        figment = figment.merge(Serialized::default("tags", tags));
+    }
+    figment = figment.merge(flags);
     let config: AgentConfig = figment.extract().map_err(|e| {
         let source = file
             .as_ref()
@@ -202,21 +304,56 @@ impl AgentConfig {
                 self.raft_multiplier
             );
         }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("unknown log-format {:?}: use text or json", self.log_format);
+        }
+        dkron_core::notify::NotifyPolicy::parse(&self.notify_on)
+            .map_err(|e| anyhow::anyhow!("invalid notify-on: {e}"))?;
+        for (key, headers) in [
+            ("webhook-headers", &self.webhook_headers),
+            ("pre-webhook-headers", &self.pre_webhook_headers),
+        ] {
+            for h in headers {
+                if !h.contains(':') {
+                    bail!("invalid {key} entry {h:?}: write it as \"Name: value\"");
+                }
+            }
+        }
+        for (name, settings) in &self.processors {
+            dkron_core::processor::Processor::parse(name, settings)
+                .map_err(|e| anyhow::anyhow!("invalid processors.{name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// One line per setting that is accepted but has no effect, saying what to do instead.
+    /// Logged once at start (the logger does not exist yet while the configuration resolves).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
         for (key, value) in &self.other {
             let set = !matches!(value, serde_json::Value::Null)
                 && value != &serde_json::Value::String(String::new())
                 && value != &serde_json::Value::Bool(false);
-            if let Some((_, feature)) = NOT_YET.iter().find(|(k, _)| k == key) {
-                if set {
-                    bail!(
-                        "setting {key} needs {feature} support, which this build does not have yet: remove it"
-                    );
+            match IGNORED.iter().find(|(k, _)| k == key) {
+                Some((_, why)) if set => {
+                    warnings.push(format!("setting {key} is not supported and is ignored: {why}"))
                 }
-            } else {
-                tracing::warn!(key = %key, "ignoring unknown configuration key");
+                Some(_) => {}
+                None => warnings.push(format!(
+                    "unknown setting {key} is ignored: check its spelling against `dkron agent --help`"
+                )),
             }
         }
-        Ok(())
+        if !self.mail_host.is_empty() && self.mail_port == 0 {
+            warnings.push("mail-host is set but mail-port is 0: email notifications are off until mail-port is set".into());
+        }
+        if self.webhook_endpoint.is_empty() != self.webhook_payload.is_empty() {
+            warnings.push("webhook-endpoint and webhook-payload must both be set: post-execution webhooks are off".into());
+        }
+        if self.pre_webhook_endpoint.is_empty() != self.pre_webhook_payload.is_empty() {
+            warnings.push("pre-webhook-endpoint and pre-webhook-payload must both be set: pre-execution webhooks are off".into());
+        }
+        warnings
     }
 
     /// The address the HTTP API binds; Dkron's `:8080` means every interface.
@@ -329,6 +466,17 @@ mod tests {
             ..AgentConfig::default()
         };
         assert_eq!(explicit.advertise_ip().to_string(), "10.1.2.3");
+    }
+
+    #[test]
+    fn the_sample_config_file_resolves_cleanly() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dkron.yml");
+        let config = resolve(Some(&sample), Serialized::defaults(serde_json::json!({})))
+            .unwrap_or_else(|e| panic!("docs/dkron.yml: {e:#}"));
+        assert!(config.server && config.enable_prometheus);
+        assert_eq!(config.notify_on, "on_failure");
+        assert_eq!(config.processors["files"]["forward"], "true");
+        assert_eq!(config.warnings(), Vec::<String>::new());
     }
 
     #[test]
