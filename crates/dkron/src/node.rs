@@ -69,6 +69,8 @@ pub struct Node {
     pub rpc_addr: SocketAddr,
     /// Shared HTTP client (http executor aside, which keeps its own).
     pub client: reqwest::Client,
+    /// Email, webhook and Cronitor notifications (sent while this node leads).
+    pub notifier: crate::notify::Notifier,
     shutdown: watch::Sender<bool>,
     /// Proposals waiting for the group-commit loop ([`write_loop`]).
     writes: mpsc::UnboundedSender<PendingWrite>,
@@ -631,6 +633,7 @@ fn raft_config(multiplier: u32) -> anyhow::Result<openraft::Config> {
 /// Starts a node from a resolved configuration.
 pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<NodeHandle> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::metrics::install(&config)?;
     dkron_executors::install_crypto_provider();
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
@@ -687,6 +690,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         tracing::info!(node = %config.node_name, "bootstrapped a new single-server cluster");
     }
 
+    let config_for_notifier = config.clone();
     let (shutdown, _) = watch::channel(false);
     let (writes, pending) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(raft.clone(), pending));
@@ -700,6 +704,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         clock,
         http_addr,
         rpc_addr,
+        notifier: crate::notify::Notifier::new(&config_for_notifier, client.clone()),
         client,
         shutdown,
         writes,
@@ -727,6 +732,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         )),
     ];
     tasks.push(tokio::spawn(crate::scheduler::run(node.clone())));
+    tasks.push(tokio::spawn(gauges(node.clone())));
     tasks.push(tokio::spawn(crate::cluster::reconcile(node.clone())));
     if node.config.bootstrap_expect > 1 {
         tasks.push(tokio::spawn(crate::cluster::bootstrap_when_expected(
@@ -762,6 +768,36 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         tasks,
         servers,
     })
+}
+
+/// Keeps the gauges current and counts leader changes, every few seconds and whenever Raft's
+/// view changes; also runs the Prometheus recorder's upkeep, which keeps histograms bounded.
+async fn gauges(node: Arc<Node>) {
+    if !crate::metrics::wants_metrics(&node.config) {
+        return;
+    }
+    let mut raft = node.raft.metrics();
+    // The first leader this node sees counts as a change too.
+    let mut leader = None;
+    let mut shutdown = node.shutdown_requested();
+    loop {
+        let now_leader = raft.borrow().current_leader;
+        if now_leader != leader {
+            if now_leader.is_some() {
+                crate::metrics::leader_changed();
+            }
+            leader = now_leader;
+        }
+        crate::metrics::set_gauges(&node.metrics_snapshot());
+        if let Some(handle) = crate::metrics::prometheus() {
+            handle.run_upkeep();
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => return,
+            changed = raft.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
 }
 
 pub(crate) async fn serve(
@@ -853,7 +889,10 @@ async fn write_loop(raft: Raft, mut pending: mpsc::UnboundedReceiver<PendingWrit
 }
 
 async fn propose(raft: &Raft, command: Command) -> Result<Committed, WriteError> {
-    match raft.client_write(command).await {
+    let proposed = std::time::Instant::now();
+    let written = raft.client_write(command).await;
+    crate::metrics::committed(proposed.elapsed());
+    match written {
         Ok(r) => Ok((r.data, r.log_id.index)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
             Some(n) => Err(WriteError::NotLeader(n)),
@@ -936,6 +975,52 @@ async fn rpc_raft_peers(AxState(node): AxState<Arc<Node>>) -> Json<Vec<Peer>> {
 impl Node {
     /// The servers of the Raft configuration as this server sees it (`dkron raft list-peers`,
     /// `GET /v1/raft/peers`).
+    /// The values the metrics gauges show.
+    pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        let mut snapshot = crate::metrics::Snapshot::default();
+        self.state.read(|s| {
+            for entry in s.jobs.values() {
+                let status = if entry.job.disabled {
+                    "disabled"
+                } else {
+                    match entry.job.status.as_str() {
+                        dkron_core::job::STATUS_SUCCESS => "success",
+                        dkron_core::job::STATUS_FAILED => "failed",
+                        dkron_core::job::STATUS_PARTIALLY_FAILED => "partially_failed",
+                        _ => "untriggered",
+                    }
+                };
+                *snapshot.jobs_by_status.entry(status).or_default() += 1;
+                snapshot.running += entry.running.len() as u64;
+            }
+        });
+        for status in [
+            "success",
+            "failed",
+            "partially_failed",
+            "untriggered",
+            "disabled",
+        ] {
+            snapshot.jobs_by_status.entry(status).or_default();
+        }
+        for m in self.gossip.members() {
+            *snapshot
+                .members_by_status
+                .entry(m.status.as_str())
+                .or_default() += 1;
+        }
+        snapshot.voters = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count() as u64;
+        snapshot.leader = self.is_leader();
+        snapshot
+    }
+
     pub fn raft_peers(&self) -> Vec<Peer> {
         raft_peers(self)
     }

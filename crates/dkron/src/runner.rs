@@ -332,6 +332,16 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
             tokio::time::sleep(wait).await;
         }
     }
+    // The job's status before this trigger, for `notify_on: on_change` (read once: a failed
+    // attempt that is retried notifies nobody, so its status is not the one to compare with).
+    let previous_status = node
+        .state
+        .read(|s| {
+            s.jobs
+                .get(&execution.job_name)
+                .map(|e| e.job.status.clone())
+        })
+        .unwrap_or_default();
     loop {
         let Some(job) = node
             .state
@@ -340,6 +350,20 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
             node.track_execution(&execution, false);
             return;
         };
+        if !resumed {
+            if execution.attempt <= 1
+                && let Some(nominal) = execution.scheduled_at
+            {
+                let late = node.clock.now().duration_since(nominal);
+                crate::metrics::fired_late(Duration::try_from(late).unwrap_or_default());
+            }
+            node.notifier.started(&crate::notify::Report {
+                job: &job,
+                execution: &execution,
+                group: &[],
+                reporting_node: node.name(),
+            });
+        }
         let job_name = execution.job_name.clone();
         let order = RunOrder {
             job_name: job_name.clone(),
@@ -380,6 +404,21 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
             }
         };
         let finished = node.clock.now();
+        let output = crate::processors::apply(
+            &node.config.processors,
+            &job.processors,
+            &crate::processors::Finished {
+                execution: &Execution {
+                    finished_at: Some(finished),
+                    ..execution.clone()
+                },
+                success: outcome.success,
+                reporting_node: node.name(),
+            },
+            outcome.output,
+        )
+        .await;
+        let outcome = RunResult { output, ..outcome };
         if let Err(e) = node
             .outputs
             .put(&job_name, &execution.id, outcome.output.clone())
@@ -395,7 +434,9 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
             ..execution.clone()
         };
         let recorded = node
-            .write(Command::FinishExecution { execution: done })
+            .write(Command::FinishExecution {
+                execution: done.clone(),
+            })
             .await;
         node.track_execution(&execution, false);
         let outcome = match recorded {
@@ -409,6 +450,31 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
                 return;
             }
         };
+        crate::metrics::execution_finished(
+            &job_name,
+            done.success,
+            done.started_at
+                .and_then(|s| Duration::try_from(finished.duration_since(s)).ok())
+                .unwrap_or_default(),
+        );
+        if !outcome.retry && node.notifier.notifies_finished() {
+            let group: Vec<Execution> = node
+                .state
+                .executions(&job_name)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.group == done.group)
+                .collect();
+            node.notifier.finished(
+                &crate::notify::Report {
+                    job: &job,
+                    execution: &done,
+                    group: &group,
+                    reporting_node: node.name(),
+                },
+                &previous_status,
+            );
+        }
         if outcome.retry {
             let attempt = execution.attempt + 1;
             let wait = retry_backoff(attempt);

@@ -63,8 +63,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .allow_methods(Any)
         .allow_headers(Any)
         .expose_headers(Any);
-    Router::new()
-        .route("/health", get(node::health))
+    let mut root = Router::new();
+    if node.config.enable_prometheus {
+        root = root.route("/metrics", get(metrics));
+    }
+    root.route("/health", get(node::health))
         .route("/v1/", get(node::status))
         .nest("/v1", v1)
         .fallback(not_found)
@@ -79,6 +82,25 @@ pub fn router(node: Arc<Node>) -> Router {
         }))
         .layer(cors)
         .with_state(node)
+}
+
+/// `GET /metrics` (with `--enable-prometheus`): the Prometheus text exposition, gauges read
+/// fresh from the state.
+async fn metrics(axum::extract::State(node): axum::extract::State<Arc<Node>>) -> Response {
+    use axum::response::IntoResponse;
+    crate::metrics::set_gauges(&node.metrics_snapshot());
+    match crate::metrics::prometheus() {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::not_found("metrics are off: start the agent with --enable-prometheus")
+            .into_response(),
+    }
 }
 
 /// Proposes a command whose success answer is a job (create, delete, toggle, delete

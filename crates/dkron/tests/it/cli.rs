@@ -203,6 +203,125 @@ async fn environment_overrides_the_file_and_a_flag_overrides_the_environment() {
     assert_eq!(name, "from-flag", "log:\n{}", agent.log_text());
 }
 
+/// A YAML file with every kind of key: known ones take effect (global processors, the
+/// notify policy, Prometheus), Dkron keys this build ignores and unknown keys each get one
+/// warning, and logs come out as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yaml_file_configures_operations_and_warns_about_what_it_ignores() {
+    let home = tempfile::tempdir().unwrap();
+    let out_dir = home.path().join("outputs");
+    let path = home.path().join("dkron.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "server: true\nbootstrap-expect: 1\ndata-dir: {}\nenable-prometheus: true\nlog-format: json\nnotify-on: on_failure\notel-endpoint: collector:4317\nbogus-key: 1\nprocessors:\n  files:\n    log_dir: {}\n    forward: \"true\"\n",
+            home.path().join("data").display(),
+            out_dir.display()
+        ),
+    )
+    .unwrap();
+    let config = format!("--config={}", path.display());
+    let (_, agent) = reported_name(home.path(), &[&config], &[]).await;
+    let r = agent.api.get("/metrics").await;
+    assert_eq!(r.status, 200, "enable-prometheus from the file: {r:#?}");
+    // The global files processor applies to a job that names no processor.
+    agent
+        .api
+        .create(&serde_json::json!({"name": "global-proc", "schedule": "@manually", "executor": "shell", "executor_config": {"command": "echo kept"}}))
+        .await;
+    assert_eq!(agent.api.run("global-proc").await.status, 202);
+    let done = agent
+        .api
+        .wait_finished("global-proc", 1, Duration::from_secs(20))
+        .await;
+    let id = done[0]["id"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join(format!("{id}.log"))).unwrap(),
+        "kept\n"
+    );
+    assert_eq!(
+        done[0]["output"], "kept\n",
+        "forward: true keeps the output"
+    );
+    let log = agent.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    assert!(!lines.is_empty(), "no JSON log lines:\n{log}");
+    let warnings: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["level"] == "WARN")
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    for key in ["otel-endpoint", "bogus-key"] {
+        assert_eq!(
+            warnings.iter().filter(|w| w.contains(key)).count(),
+            1,
+            "one warning for {key}: {warnings:?}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_value_in_the_file_names_the_key_and_the_file() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("dkron.yml");
+    std::fs::write(
+        &path,
+        "server: true\nbootstrap-expect: 1\nmail-port: lots\n",
+    )
+    .unwrap();
+    for (contents, key) in [
+        (
+            "server: true\nbootstrap-expect: 1\nmail-port: lots\n",
+            "mail-port",
+        ),
+        (
+            "server: true\nbootstrap-expect: 1\nnotify-on: sometimes\n",
+            "notify-on",
+        ),
+        (
+            "server: true\nbootstrap-expect: 1\nprocessors:\n  files:\n    dir: /x\n",
+            "processors.files",
+        ),
+        (
+            "server: true\nbootstrap-expect: 1\nwebhook-headers: [\"NoColon\"]\n",
+            "webhook-headers",
+        ),
+    ] {
+        std::fs::write(&path, contents).unwrap();
+        let mut cmd = safe_agent(home.path());
+        cmd.arg(format!("--config={}", path.display()));
+        let out = run_to_exit(cmd, EXIT_BOUND);
+        assert!(!out.status.success(), "{contents:?} accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains(key),
+            "{contents:?}: error should name {key}: {err}"
+        );
+        if key == "mail-port" {
+            assert!(
+                err.contains(&path.display().to_string()),
+                "names the file: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn list_settings_come_from_comma_separated_environment_variables() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = safe_agent(home.path());
+    cmd.args(["--server", "--bootstrap-expect=1"]);
+    cmd.env("DKRON_WEBHOOK_HEADERS", "A: b,NoColon");
+    let out = run_to_exit(cmd, EXIT_BOUND);
+    // Split on the comma: the second entry is the malformed one.
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"NoColon\""), "{}", stderr(&out));
+}
+
 async fn start_agent(home: &Path, name: &str) -> Agent {
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut cmd = dkron_command(home);

@@ -10,6 +10,7 @@ mod jobs_api;
 mod ledger;
 mod lifecycle;
 mod node_api;
+mod operations;
 mod seed_jobs;
 mod support;
 mod validation;

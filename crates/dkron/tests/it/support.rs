@@ -144,6 +144,12 @@ impl Api {
         send(self.client.get(self.url(path))).await
     }
 
+    /// GET `path` and answer the body as text (for non-JSON endpoints such as `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = self.client.get(self.url(path)).send().await.expect("GET");
+        r.text().await.expect("reading the body")
+    }
+
     pub async fn delete(&self, path: &str) -> Resp {
         send(self.client.delete(self.url(path))).await
     }
@@ -288,8 +294,13 @@ pub fn node_config(name: &str, data_dir: &Path) -> AgentConfig {
 }
 
 async fn start_handle(name: &str, data_dir: &Path, clock: Arc<OffsetClock>) -> NodeHandle {
+    start_handle_with(node_config(name, data_dir), clock).await
+}
+
+async fn start_handle_with(config: AgentConfig, clock: Arc<OffsetClock>) -> NodeHandle {
     init_process();
-    let handle = dkron::node::start(node_config(name, data_dir), clock)
+    let name = config.node_name.clone();
+    let handle = dkron::node::start(config, clock)
         .await
         .unwrap_or_else(|e| panic!("starting node {name}: {e:#}"));
     handle
@@ -305,9 +316,19 @@ impl TestNode {
     }
 
     pub async fn start_named(name: &str) -> TestNode {
+        TestNode::start_configured(name, |_| {}).await
+    }
+
+    /// Starts a node whose configuration `configure` adjusts first.
+    pub async fn start_configured(
+        name: &str,
+        configure: impl FnOnce(&mut AgentConfig),
+    ) -> TestNode {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let clock = Arc::new(OffsetClock::default());
-        let handle = start_handle(name, &dir.path().join("data"), clock.clone()).await;
+        let mut config = node_config(name, &dir.path().join("data"));
+        configure(&mut config);
+        let handle = start_handle_with(config, clock.clone()).await;
         let api = Api::new(handle.http_addr());
         TestNode {
             name: name.into(),
@@ -355,7 +376,9 @@ pub fn shell_job(name: &str, schedule: &str, command: &str) -> Value {
 pub struct SinkRequest {
     pub method: String,
     pub path: String,
+    pub query: String,
     pub headers: HeaderMap,
+    pub body: String,
 }
 
 /// A local HTTP server that records every request and answers 200 `ok`.
@@ -372,10 +395,16 @@ impl Sink {
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let recorded = recorded.clone();
             async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 16 << 20)
+                    .await
+                    .unwrap_or_default();
                 recorded.lock().expect("sink lock").push(SinkRequest {
-                    method: req.method().to_string(),
-                    path: req.uri().path().to_string(),
-                    headers: req.headers().clone(),
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_string(),
+                    query: parts.uri.query().unwrap_or_default().to_string(),
+                    headers: parts.headers,
+                    body: String::from_utf8_lossy(&body).into_owned(),
                 });
                 "ok"
             }

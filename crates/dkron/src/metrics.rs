@@ -1,0 +1,310 @@
+//! Metrics: one global [`metrics`] recorder fanned out to the sinks the configuration turns
+//! on — Prometheus (`--enable-prometheus`, served at `/metrics`), StatsD (`--statsd-addr`) and
+//! DogStatsD (`--dog-statsd-addr`, `--dog-statsd-tags`). Every name is defined here, once, so
+//! the code and docs/operations.md agree, and every one is really recorded (several of
+//! Dkron's documented metrics never are).
+//!
+//! Recording is nearly free when no sink is on: the recorder fans out to nothing.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Label, Metadata,
+    Recorder, SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::config::AgentConfig;
+
+/// Executions finished successfully, by `job_name` (Dkron's documented name).
+pub const EXECUTIONS_SUCCEEDED: &str = "dkron_job_executions_succeeded_total";
+/// Executions finished with a failure, by `job_name` (Dkron's documented name).
+pub const EXECUTIONS_FAILED: &str = "dkron_job_executions_failed_total";
+/// How long executions ran, by `job_name`, in seconds.
+pub const EXECUTION_DURATION: &str = "dkron_job_execution_duration_seconds";
+/// How late a scheduled run started after its nominal time, in seconds.
+pub const FIRE_LATENESS: &str = "dkron_scheduler_fire_lateness_seconds";
+/// Executions running now (as the replicated state records them).
+pub const RUNNING: &str = "dkron_executions_running";
+/// Jobs by `status`: success, failed, partially_failed, untriggered, disabled.
+pub const JOBS: &str = "dkron_jobs";
+/// Times this node saw the Raft leader change.
+pub const LEADER_CHANGES: &str = "dkron_raft_leader_changes_total";
+/// 1 on the leader, 0 elsewhere.
+pub const IS_LEADER: &str = "dkron_raft_is_leader";
+/// Time from proposing a write on the leader to its commit and apply, in seconds.
+pub const RAFT_COMMIT: &str = "dkron_raft_commit_seconds";
+/// Gossip members by `status`: alive, suspect, failed, left.
+pub const MEMBERS: &str = "dkron_members";
+/// Raft voters in the configuration.
+pub const RAFT_VOTERS: &str = "dkron_raft_voters";
+/// Notifications sent, by `kind` (email, webhook, pre_webhook, cronitor) and `outcome`
+/// (sent, failed).
+pub const NOTIFICATIONS: &str = "dkron_notifications_total";
+/// Processor runs that failed, by `processor`.
+pub const PROCESSOR_ERRORS: &str = "dkron_processor_errors_total";
+
+/// Histogram buckets in seconds: from a millisecond to ten minutes.
+const BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
+];
+
+/// The process's one global recorder: every sink configured so far, each metric handle
+/// fanned out to all of them.
+///
+/// A process normally runs one node, but tests run many nodes in one process with different
+/// sinks; each node adds its own here, whichever starts first.
+struct Sinks {
+    recorders: RwLock<Vec<Arc<dyn Recorder + Send + Sync>>>,
+    statsd: Mutex<BTreeSet<String>>,
+}
+
+/// One metric handle per sink.
+struct Fan<T>(Vec<T>);
+
+impl CounterFn for Fan<Counter> {
+    fn increment(&self, value: u64) {
+        self.0.iter().for_each(|c| c.increment(value));
+    }
+    fn absolute(&self, value: u64) {
+        self.0.iter().for_each(|c| c.absolute(value));
+    }
+}
+
+impl GaugeFn for Fan<Gauge> {
+    fn increment(&self, value: f64) {
+        self.0.iter().for_each(|g| g.increment(value));
+    }
+    fn decrement(&self, value: f64) {
+        self.0.iter().for_each(|g| g.decrement(value));
+    }
+    fn set(&self, value: f64) {
+        self.0.iter().for_each(|g| g.set(value));
+    }
+}
+
+impl HistogramFn for Fan<Histogram> {
+    fn record(&self, value: f64) {
+        self.0.iter().for_each(|h| h.record(value));
+    }
+}
+
+impl Sinks {
+    fn each<T>(&self, f: impl Fn(&(dyn Recorder + Send + Sync)) -> T) -> Vec<T> {
+        let recorders = self.recorders.read().expect("metrics sinks lock");
+        recorders.iter().map(|r| f(r.as_ref())).collect()
+    }
+}
+
+impl Recorder for Sinks {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.each(|r| r.describe_counter(key.clone(), unit, description.clone()));
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.each(|r| r.describe_gauge(key.clone(), unit, description.clone()));
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.each(|r| r.describe_histogram(key.clone(), unit, description.clone()));
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        Counter::from_arc(Arc::new(Fan(
+            self.each(|r| r.register_counter(key, metadata))
+        )))
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(Arc::new(
+            Fan(self.each(|r| r.register_gauge(key, metadata))),
+        ))
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(Arc::new(Fan(
+            self.each(|r| r.register_histogram(key, metadata))
+        )))
+    }
+}
+
+static SINKS: OnceLock<&'static Sinks> = OnceLock::new();
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+fn sinks() -> &'static Sinks {
+    SINKS.get_or_init(|| {
+        let sinks: &'static Sinks = Box::leak(Box::new(Sinks {
+            recorders: RwLock::new(Vec::new()),
+            statsd: Mutex::new(BTreeSet::new()),
+        }));
+        // Fails only if something else installed a recorder; then ours stays unused.
+        let _ = metrics::set_global_recorder(sinks);
+        sinks
+    })
+}
+
+impl Sinks {
+    fn add(&self, recorder: Arc<dyn Recorder + Send + Sync>) {
+        self.recorders
+            .write()
+            .expect("metrics sinks lock")
+            .push(recorder);
+    }
+}
+
+/// Adds the sinks `config` enables (Prometheus once per process, each StatsD address once).
+pub fn install(config: &AgentConfig) -> anyhow::Result<()> {
+    if !wants_metrics(config) {
+        return Ok(());
+    }
+    let sinks = sinks();
+    if config.enable_prometheus && PROMETHEUS.get().is_none() {
+        let mut builder = PrometheusBuilder::new();
+        for name in [EXECUTION_DURATION, FIRE_LATENESS, RAFT_COMMIT] {
+            builder = builder.set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(name.into()),
+                BUCKETS,
+            )?;
+        }
+        let recorder = builder.build_recorder();
+        if PROMETHEUS.set(recorder.handle()).is_ok() {
+            sinks.add(Arc::new(recorder));
+        }
+    }
+    for (addr, tags, what) in [
+        (&config.statsd_addr, &Vec::new(), "statsd-addr"),
+        (
+            &config.dog_statsd_addr,
+            &config.dog_statsd_tags,
+            "dog-statsd-addr",
+        ),
+    ] {
+        if addr.is_empty()
+            || !sinks
+                .statsd
+                .lock()
+                .expect("metrics sinks lock")
+                .insert(addr.clone())
+        {
+            continue;
+        }
+        let labels = tags
+            .iter()
+            .map(|t| match t.split_once(':') {
+                Some((k, v)) => Label::new(k.to_string(), v.to_string()),
+                None => Label::new(t.to_string(), String::new()),
+            })
+            .collect();
+        let recorder = metrics_exporter_dogstatsd::DogStatsDBuilder::default()
+            .with_remote_address(addr.as_str())
+            .map_err(|e| anyhow::anyhow!("invalid {what} {addr:?}: {e} (use host:port)"))?
+            .with_telemetry(false)
+            .with_flush_interval(Duration::from_secs(1))
+            .with_global_labels(labels)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot send metrics to {what} {addr}: {e}"))?;
+        sinks.add(Arc::new(recorder));
+    }
+    describe();
+    Ok(())
+}
+
+/// Whether `config` turns on any metrics sink (nodes without one record nothing).
+pub fn wants_metrics(config: &AgentConfig) -> bool {
+    config.enable_prometheus || !config.statsd_addr.is_empty() || !config.dog_statsd_addr.is_empty()
+}
+
+/// The Prometheus exposition, once a node enabled it.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS.get()
+}
+
+fn describe() {
+    describe_counter!(
+        EXECUTIONS_SUCCEEDED,
+        "Executions that finished successfully, by job"
+    );
+    describe_counter!(EXECUTIONS_FAILED, "Executions that failed, by job");
+    describe_histogram!(
+        EXECUTION_DURATION,
+        metrics::Unit::Seconds,
+        "How long executions ran, by job"
+    );
+    describe_histogram!(
+        FIRE_LATENESS,
+        metrics::Unit::Seconds,
+        "How late scheduled runs started after their nominal time"
+    );
+    describe_gauge!(RUNNING, "Executions running now");
+    describe_gauge!(JOBS, "Jobs by status");
+    describe_counter!(LEADER_CHANGES, "Raft leader changes seen by this node");
+    describe_gauge!(IS_LEADER, "1 when this node is the Raft leader");
+    describe_histogram!(
+        RAFT_COMMIT,
+        metrics::Unit::Seconds,
+        "Time from proposing a write to its commit and apply"
+    );
+    describe_gauge!(MEMBERS, "Gossip members by status");
+    describe_gauge!(RAFT_VOTERS, "Voters in the Raft configuration");
+    describe_counter!(NOTIFICATIONS, "Notifications sent, by kind and outcome");
+    describe_counter!(PROCESSOR_ERRORS, "Processor runs that failed, by processor");
+}
+
+/// A finished execution: its outcome and how long it ran.
+pub fn execution_finished(job: &str, success: bool, ran_for: Duration) {
+    let name = if success {
+        EXECUTIONS_SUCCEEDED
+    } else {
+        EXECUTIONS_FAILED
+    };
+    counter!(name, "job_name" => job.to_string()).increment(1);
+    metrics::histogram!(EXECUTION_DURATION, "job_name" => job.to_string())
+        .record(ran_for.as_secs_f64());
+}
+
+/// A scheduled run started `late` after its nominal time.
+pub fn fired_late(late: Duration) {
+    metrics::histogram!(FIRE_LATENESS).record(late.as_secs_f64());
+}
+
+/// A write committed `took` after it was proposed.
+pub fn committed(took: Duration) {
+    metrics::histogram!(RAFT_COMMIT).record(took.as_secs_f64());
+}
+
+/// A notification was sent or failed.
+pub fn notified(kind: &'static str, sent: bool) {
+    let outcome = if sent { "sent" } else { "failed" };
+    counter!(NOTIFICATIONS, "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+/// A processor failed.
+pub fn processor_failed(processor: &str) {
+    counter!(PROCESSOR_ERRORS, "processor" => processor.to_string()).increment(1);
+}
+
+/// Point-in-time values the sinks read as gauges.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Snapshot {
+    pub jobs_by_status: std::collections::BTreeMap<&'static str, u64>,
+    pub running: u64,
+    pub members_by_status: std::collections::BTreeMap<&'static str, u64>,
+    pub voters: u64,
+    pub leader: bool,
+}
+
+/// Sets the gauges from a snapshot.
+pub fn set_gauges(snapshot: &Snapshot) {
+    for (status, n) in &snapshot.jobs_by_status {
+        gauge!(JOBS, "status" => *status).set(*n as f64);
+    }
+    for (status, n) in &snapshot.members_by_status {
+        gauge!(MEMBERS, "status" => *status).set(*n as f64);
+    }
+    gauge!(RUNNING).set(snapshot.running as f64);
+    gauge!(RAFT_VOTERS).set(snapshot.voters as f64);
+    gauge!(IS_LEADER).set(if snapshot.leader { 1.0 } else { 0.0 });
+}
+
+/// This node saw the leader change.
+pub fn leader_changed() {
+    counter!(LEADER_CHANGES).increment(1);
+}

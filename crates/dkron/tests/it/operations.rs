@@ -1,0 +1,390 @@
+//! Operations: metrics (Prometheus, StatsD), processors (files, log, syslog, fluent) and
+//! notifications (webhooks, email, the notify policy), each against a local receiver.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::support::*;
+
+const BOUND: Duration = Duration::from_secs(20);
+
+/// Creates a shell job, runs it once and waits for the result.
+async fn run_once(node: &TestNode, job: serde_json::Value) -> serde_json::Value {
+    let name = job["name"].as_str().unwrap().to_string();
+    node.create(&job).await;
+    let before = node.executions(&name).await.len();
+    assert_eq!(node.run(&name).await.status, 202);
+    let all = node.wait_finished(&name, before + 1, BOUND).await;
+    all.into_iter()
+        .filter(is_finished)
+        .max_by_key(|e| e["started_at"].as_str().unwrap_or_default().to_string())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_count_executions_jobs_and_raft() {
+    let node = TestNode::start_configured("metrics-node", |c| c.enable_prometheus = true).await;
+    run_once(&node, shell_job("ok-job", "@manually", "echo fine")).await;
+    run_once(&node, shell_job("bad-job", "@manually", "exit 3")).await;
+    let r = client().get(node.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"),
+        "{:?}",
+        r.headers()
+    );
+    let expected = [
+        "# TYPE dkron_job_executions_succeeded_total counter",
+        "dkron_job_executions_succeeded_total{job_name=\"ok-job\"} 1",
+        "dkron_job_executions_failed_total{job_name=\"bad-job\"} 1",
+        "dkron_job_execution_duration_seconds_bucket{job_name=\"ok-job\",le=\"0.1\"}",
+        "dkron_job_execution_duration_seconds_count{job_name=\"bad-job\"} 1",
+        "dkron_jobs{status=\"success\"} 1",
+        "dkron_jobs{status=\"failed\"} 1",
+        "dkron_jobs{status=\"untriggered\"} 0",
+        "dkron_executions_running 0",
+        "dkron_raft_is_leader 1",
+        "dkron_raft_voters 1",
+        "dkron_members{status=\"alive\"} 1",
+        "dkron_raft_commit_seconds_count",
+        "dkron_raft_leader_changes_total",
+    ];
+    // Polled: under `cargo test` other nodes in this process share the recorder, and a
+    // gauge one of them set between our refresh and the render is corrected by the next.
+    let mut last = String::new();
+    let found = tokio::time::timeout(BOUND, async {
+        loop {
+            last = node.get_text("/metrics").await;
+            if expected.iter().all(|e| last.contains(e)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let missing: Vec<_> = expected.iter().filter(|e| !last.contains(*e)).collect();
+    assert!(found.is_ok(), "/metrics lacks {missing:?}:\n{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_off_unless_enabled() {
+    let node = TestNode::start().await;
+    let r = node.get("/metrics").await;
+    assert_eq!(r.status, 404, "{r:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statsd_receives_the_same_metrics() {
+    let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = receiver.local_addr().unwrap().to_string();
+    let node = TestNode::start_configured("statsd-node", |c| c.statsd_addr = addr).await;
+    run_once(&node, shell_job("counted", "@manually", "true")).await;
+    let mut seen = String::new();
+    let found = tokio::time::timeout(BOUND, async {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = receiver.recv(&mut buf).await.unwrap();
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+            if seen.contains("dkron_job_executions_succeeded_total:1|c|#job_name:counted") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "statsd never got the execution counter; got:\n{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_processor_stores_the_output_and_records_where() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("outputs");
+    let mut job = shell_job("to-file", "@manually", "echo written to a file");
+    job["processors"] = json!({"files": {"log_dir": log_dir.display().to_string()}});
+    let execution = run_once(&node, job).await;
+    let id = execution["id"].as_str().unwrap();
+    let file = log_dir.join(format!("{id}.log"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "written to a file\n"
+    );
+    // forward defaults to false: the execution keeps only where the output went.
+    assert_eq!(execution["output"], file.display().to_string());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_and_fluent_processors_deliver_to_their_receivers() {
+    let node = TestNode::start().await;
+    let syslog = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let fluent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut job = shell_job("shipped", "@manually", "echo shipped line");
+    job["processors"] = json!({
+        "syslog": {"address": format!("udp://{}", syslog.local_addr().unwrap()), "forward": "true"},
+        "fluent": {"host": "127.0.0.1", "port": fluent.local_addr().unwrap().port().to_string(), "tag": "dkron.jobs", "forward": "true"},
+    });
+    node.create(&job).await;
+    assert_eq!(node.run("shipped").await.status, 202);
+
+    let frame = tokio::time::timeout(BOUND, async {
+        let (mut conn, _) = fluent.accept().await.unwrap();
+        let mut bytes = Vec::new();
+        conn.read_to_end(&mut bytes).await.unwrap();
+        bytes
+    })
+    .await
+    .expect("fluent receiver got nothing");
+    let (tag, time, record): (String, u64, std::collections::BTreeMap<String, String>) =
+        rmp_serde::from_slice(&frame).expect("a forward-protocol message [tag, time, record]");
+    assert_eq!(tag, "dkron.jobs");
+    assert!(time > 1_700_000_000, "time {time}");
+    assert_eq!(record["job_name"], "shipped");
+    assert_eq!(record["message"], "shipped line\n");
+    assert_eq!(record["host"], "test-node");
+
+    let mut buf = vec![0u8; 65536];
+    let n = tokio::time::timeout(BOUND, syslog.recv(&mut buf))
+        .await
+        .expect("syslog receiver got nothing")
+        .unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // Facility cron (9), severity info (6): priority 78.
+    assert!(line.starts_with("<78>"), "{line}");
+    assert!(line.contains("dkron["), "{line}");
+    assert!(
+        line.contains("job=shipped") && line.contains("shipped line"),
+        "{line}"
+    );
+
+    // forward=true on both: the execution keeps its output.
+    let done = node.wait_finished("shipped", 1, BOUND).await;
+    assert_eq!(done[0]["output"], "shipped line\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_processor_neither_blocks_children_nor_loses_the_output() {
+    let node = TestNode::start().await;
+    let mut parent = shell_job("proc-parent", "@manually", "echo parent ran");
+    // Nothing listens there: the processor fails.
+    parent["processors"] =
+        json!({"fluent": {"host": "127.0.0.1", "port": free_port().to_string()}});
+    node.create(&parent).await;
+    let mut child = shell_job("proc-child", "", "echo child ran");
+    child["parent_job"] = json!("proc-parent");
+    node.create(&child).await;
+    assert_eq!(node.run("proc-parent").await.status, 202);
+    let parent_runs = node.wait_finished("proc-parent", 1, BOUND).await;
+    assert_eq!(parent_runs[0]["success"], true);
+    assert_eq!(
+        parent_runs[0]["output"], "parent ran\n",
+        "output kept as it was"
+    );
+    let child_runs = node.wait_finished("proc-child", 1, BOUND).await;
+    assert_eq!(child_runs[0]["output"], "child ran\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_follow_the_notify_policy_with_dkron_templates() {
+    let sink = Sink::start().await;
+    let post = sink.url("/post");
+    let pre = sink.url("/pre");
+    let node = TestNode::start_configured("hook-node", |c| {
+        c.webhook_endpoint = post;
+        c.webhook_payload =
+            r#"{"job":"{{.JobName}}","success":{{.Success}},"node":"{{.NodeName}}"}"#.into();
+        c.webhook_headers = vec![
+            "Content-Type: application/json".into(),
+            "X-Callback: http://host:9000/x".into(),
+        ];
+        c.pre_webhook_endpoint = pre;
+        c.pre_webhook_payload = "start {{.JobName}} {{.ExecutionID}}".into();
+        c.notify_on = "on_failure".into();
+    })
+    .await;
+    let posts = |job: &str| {
+        sink.requests()
+            .into_iter()
+            .filter(|r| r.path == "/post" && r.body.contains(&format!("\"job\":\"{job}\"")))
+            .count()
+    };
+
+    // on_failure (the node's policy): a success sends nothing, a failure sends one.
+    let good = run_once(&node, shell_job("good", "@manually", "true")).await;
+    run_once(&node, shell_job("bad", "@manually", "exit 1")).await;
+    let hook = wait_until(BOUND, "the webhook for bad", async || {
+        sink.requests()
+            .into_iter()
+            .find(|r| r.path == "/post" && r.body.contains("\"job\":\"bad\""))
+    })
+    .await;
+    assert_eq!(
+        hook.body,
+        r#"{"job":"bad","success":false,"node":"hook-node"}"#
+    );
+    assert_eq!(hook.headers["content-type"], "application/json");
+    assert_eq!(hook.headers["x-callback"], "http://host:9000/x");
+    assert_eq!(posts("good"), 0, "a success under on_failure notified");
+
+    // Pre-webhooks: exactly one per execution.
+    let pres = wait_until(BOUND, "two pre-webhooks", async || {
+        let pres: Vec<_> = sink
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/pre")
+            .collect();
+        (pres.len() >= 2).then_some(pres)
+    })
+    .await;
+    assert_eq!(pres.len(), 2, "{pres:#?}");
+    assert!(
+        pres.iter()
+            .any(|r| r.body == format!("start good {}", good["id"].as_str().unwrap())),
+        "{pres:#?}"
+    );
+
+    // A job's own policy wins: on_change tells the first failure and the recovery only.
+    let flag = tempfile::tempdir().unwrap();
+    let flag_file = flag.path().join("flag");
+    let mut watched = shell_job(
+        "watched",
+        "@manually",
+        &format!("test -f {}", flag_file.display()),
+    );
+    watched["notify_on"] = json!("on_change");
+    // fail, fail, succeed, succeed: notifications for the first failure and the recovery.
+    let expected_after = [1, 1, 2, 2];
+    node.create(&watched).await;
+    for (i, expected) in expected_after.into_iter().enumerate() {
+        if i == 2 {
+            std::fs::write(&flag_file, "").unwrap();
+        }
+        assert_eq!(node.run("watched").await.status, 202);
+        node.wait_finished("watched", i + 1, BOUND).await;
+        wait_until(
+            BOUND,
+            &format!("{expected} webhook(s) for watched"),
+            async || (posts("watched") >= expected).then_some(()),
+        )
+        .await;
+    }
+    assert_eq!(posts("watched"), 2);
+}
+
+/// A minimal SMTP server that accepts one message and answers what it received.
+async fn smtp_sink(listener: TcpListener) -> (Vec<String>, String) {
+    let (conn, _) = listener.accept().await.unwrap();
+    let (read, mut write) = conn.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut envelope = Vec::new();
+    let mut data = String::new();
+    write.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let verb = line.to_ascii_uppercase();
+        if verb.starts_with("EHLO") || verb.starts_with("HELO") {
+            write
+                .write_all(b"250-sink\r\n250 8BITMIME\r\n")
+                .await
+                .unwrap();
+        } else if verb.starts_with("MAIL") || verb.starts_with("RCPT") {
+            envelope.push(line.clone());
+            write.write_all(b"250 OK\r\n").await.unwrap();
+        } else if verb.starts_with("DATA") {
+            write.write_all(b"354 go ahead\r\n").await.unwrap();
+            while let Some(body) = lines.next_line().await.unwrap() {
+                if body == "." {
+                    break;
+                }
+                data.push_str(&body);
+                data.push('\n');
+            }
+            write.write_all(b"250 queued\r\n").await.unwrap();
+        } else if verb.starts_with("QUIT") {
+            write.write_all(b"221 bye\r\n").await.unwrap();
+            break;
+        } else {
+            write.write_all(b"250 OK\r\n").await.unwrap();
+        }
+    }
+    (envelope, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_reports_reach_the_owner() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = tokio::spawn(smtp_sink(listener));
+    let node = TestNode::start_configured("mail-node", |c| {
+        c.mail_host = "127.0.0.1".into();
+        c.mail_port = port;
+        c.mail_from = "dkron@example.com".into();
+        c.mail_payload = "{{.JobName}} failed on {{.NodeName}}:\n{{.Output}}".into();
+    })
+    .await;
+    let mut job = shell_job("mailed", "@manually", "echo out of disk; exit 2");
+    job["owner_email"] = json!("ops@example.com");
+    run_once(&node, job).await;
+    let (envelope, data) = tokio::time::timeout(BOUND, received)
+        .await
+        .expect("no email within the bound")
+        .unwrap();
+    assert!(
+        envelope.iter().any(|l| l.contains("<ops@example.com>")),
+        "{envelope:?}"
+    );
+    assert!(
+        envelope.iter().any(|l| l.contains("<dkron@example.com>")),
+        "{envelope:?}"
+    );
+    assert!(
+        data.contains("Subject: [Dkron]Failed mailed execution report"),
+        "{data}"
+    );
+    assert!(data.contains("mailed failed on mail-node:"), "{data}");
+    assert!(data.contains("out of disk"), "{data}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronitor_hears_run_and_the_real_outcome() {
+    let sink = Sink::start().await;
+    let endpoint = sink.url("/ping");
+    let node = TestNode::start_configured("cron-node", |c| c.cronitor_endpoint = endpoint).await;
+    let execution = run_once(&node, shell_job("pinged", "@manually", "exit 1")).await;
+    let pings = wait_until(BOUND, "two cronitor pings", async || {
+        let pings: Vec<_> = sink
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/ping/pinged")
+            .collect();
+        (pings.len() >= 2).then_some(pings)
+    })
+    .await;
+    let queries: Vec<&str> = pings.iter().map(|p| p.query.as_str()).collect();
+    let series = format!("series={}", execution["id"].as_str().unwrap());
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.contains("state=run") && q.contains(&series)),
+        "{queries:?}"
+    );
+    // Dkron's failure ping says "complete" in its message; ours says what happened.
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.contains("state=fail") && q.contains("message=Job+fail+by+Dkron")),
+        "{queries:?}"
+    );
+}
