@@ -172,6 +172,60 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The schedule in words, for people: "At 08:30:00 on Monday through Friday",
+    /// "Every 10 seconds". `job_zone` is the job's time zone name (`""` is UTC); a `TZ=`
+    /// prefix in the spec wins over it.
+    pub fn describe(&self, job_zone: &str) -> String {
+        let zone_name = |tz: Option<&TimeZone>| match tz.and_then(|t| t.iana_name()) {
+            Some(name) => name.to_string(),
+            None if job_zone.is_empty() => "UTC".to_string(),
+            None => job_zone.to_string(),
+        };
+        match self {
+            Schedule::Manually => {
+                "Only when run by hand (API, CLI, dashboard) or by its parent job".into()
+            }
+            Schedule::At(at) => format!("Once, at {at}"),
+            Schedule::Every(interval) => format!("Every {}", in_words(*interval)),
+            Schedule::Cron { cron, tz } => {
+                format!("{} ({})", cron.describe(), zone_name(tz.as_ref()))
+            }
+        }
+    }
+}
+
+/// `1h30m` → "1 hour 30 minutes".
+fn in_words(d: Duration) -> String {
+    let secs = d.as_secs();
+    let parts: Vec<String> = [
+        (86400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ]
+    .iter()
+    .scan(secs, |left, (unit, name)| {
+        let n = *left / unit;
+        *left %= unit;
+        Some((n, *name))
+    })
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, name)| {
+        if n == 1 {
+            format!("1 {name}")
+        } else {
+            format!("{n} {name}s")
+        }
+    })
+    .collect();
+    if parts.is_empty() || parts == ["1 second"] {
+        "second".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
 fn split_tz_prefix(spec: &str) -> Result<(Option<TimeZone>, &str), String> {
     for prefix in ["CRON_TZ=", "TZ="] {
         if let Some(rest) = spec.strip_prefix(prefix) {
@@ -293,6 +347,29 @@ mod tests {
         assert_eq!(first, "2026-10-25T00:30:00Z");
         let second = next("0 30 2 * * *", "Europe/Berlin", &first).unwrap();
         assert_eq!(second, "2026-10-26T01:30:00Z");
+    }
+
+    #[test]
+    fn schedules_in_words() {
+        let describe =
+            |spec: &str, zone: &str| Schedule::parse(spec, "job").unwrap().describe(zone);
+        assert_eq!(describe("@every 10s", ""), "Every 10 seconds");
+        assert_eq!(describe("@every 1h30m", ""), "Every 1 hour 30 minutes");
+        assert_eq!(describe("@every 1s", ""), "Every second");
+        assert!(describe("@manually", "").starts_with("Only when run by hand"));
+        assert_eq!(
+            describe("@at 2030-01-02T03:04:05Z", ""),
+            "Once, at 2030-01-02T03:04:05Z"
+        );
+        let weekdays = describe("0 30 8 * * MON-FRI", "Europe/Berlin");
+        assert!(weekdays.contains("08:30"), "{weekdays}");
+        assert!(
+            weekdays.contains("Monday") && weekdays.contains("Friday"),
+            "{weekdays}"
+        );
+        assert!(weekdays.ends_with("(Europe/Berlin)"), "{weekdays}");
+        assert!(describe("@daily", "").ends_with("(UTC)"));
+        assert!(describe("TZ=Asia/Tokyo 0 0 9 * * *", "Europe/Berlin").ends_with("(Asia/Tokyo)"));
     }
 
     #[test]

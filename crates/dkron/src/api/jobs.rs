@@ -412,9 +412,10 @@ pub async fn next(
     ))
 }
 
-/// `GET /v1/schedule?schedule=...&timezone=...&count=N` (not in Dkron): the next N fire times a
-/// job with this schedule created now would have — the dashboard's schedule preview. A bad
-/// schedule or zone is a 400 naming the field, with the message job validation gives.
+/// `GET /v1/schedule?schedule=...&timezone=...&name=...&count=N` (not in Dkron): the schedule
+/// in words and the next N fire times a job with this schedule (and name, for `~` hashes)
+/// created now would have — `{"description": "...", "next": [...]}`, the dashboard's schedule
+/// preview. A bad schedule or zone is a 400 naming the field, with job validation's message.
 pub async fn preview(
     State(node): State<Arc<Node>>,
     RawQuery(raw): RawQuery,
@@ -422,7 +423,11 @@ pub async fn preview(
     let query = Query::parse(raw.as_deref());
     let count = count_param(&query)?;
     let job = Job {
-        name: "preview".into(),
+        name: query
+            .get("name")
+            .filter(|n| !n.is_empty())
+            .unwrap_or("preview")
+            .to_string(),
         schedule: query.get("schedule").unwrap_or("").to_string(),
         timezone: query.get("timezone").unwrap_or("").to_string(),
         ..Job::default()
@@ -445,9 +450,12 @@ pub async fn preview(
         skipped: Default::default(),
     };
     let next = dkron_core::occurrence::upcoming(&entry, now, count);
+    let description = dkron_core::schedule::Schedule::parse(&entry.job.schedule, &entry.job.name)
+        .map(|s| s.describe(&entry.job.timezone))
+        .unwrap_or_default();
     Ok(render(
         StatusCode::OK,
-        &next,
+        &serde_json::json!({"description": description, "next": next}),
         query.pretty(),
         HeaderMap::new(),
     ))

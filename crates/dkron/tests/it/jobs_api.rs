@@ -429,7 +429,16 @@ async fn next_fires_and_schedule_preview() {
         .get("/v1/schedule?schedule=%40every%2010m&count=2")
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.array().len(), 2);
+    assert_eq!(r.body["next"].as_array().unwrap().len(), 2);
+    assert_eq!(r.body["description"], "Every 10 minutes");
+    let r = node
+        .get("/v1/schedule?schedule=0%2030%208%20*%20*%20MON-FRI&timezone=Europe/Berlin&count=1")
+        .await;
+    let words = r.body["description"].as_str().unwrap();
+    assert!(
+        words.contains("08:30") && words.contains("Monday") && words.ends_with("(Europe/Berlin)"),
+        "{words}"
+    );
     let r = node
         .get("/v1/schedule?schedule=nope&timezone=Asis/Taipei")
         .await;
