@@ -153,6 +153,14 @@ pub enum ApplyError {
         fired_through: Timestamp,
     },
     #[error(
+        "occurrences of job {job} through {through} were already decided (ledger at {fired_through})"
+    )]
+    AlreadySkipped {
+        job: String,
+        through: Timestamp,
+        fired_through: Timestamp,
+    },
+    #[error(
         "occurrence {nominal} of job {job} is not the next one owed ({expected:?}); claims are contiguous"
     )]
     OutOfOrder {

@@ -375,6 +375,24 @@ mod tests {
             through: ts("2026-01-01T00:05:00Z"),
             reason: SkipReason::CatchupNone,
         });
+        // A second decision over the same range (a deposed leader's) is refused and changes
+        // nothing.
+        let before = s.clone();
+        let (again, _) = s.apply(Command::SkipOccurrences {
+            job: "j".into(),
+            through: ts("2026-01-01T00:04:00Z"),
+            reason: SkipReason::CatchupLatest,
+        });
+        assert!(
+            matches!(
+                again,
+                Response::Rejected {
+                    error: crate::command::ApplyError::AlreadySkipped { .. }
+                }
+            ),
+            "{again:?}"
+        );
+        assert_eq!(s, before);
         let executions: Vec<Execution> = s.jobs["j"].running.values().cloned().collect();
         let (list, truncated) = verdicts(
             &s.jobs["j"],

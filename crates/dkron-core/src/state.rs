@@ -460,9 +460,9 @@ impl State {
             return Ok(Response::Skipped);
         };
         if through <= after {
-            return Err(ApplyError::AlreadyDecided {
+            return Err(ApplyError::AlreadySkipped {
                 job: name.to_string(),
-                nominal: through,
+                through,
                 fired_through: after,
             });
         }

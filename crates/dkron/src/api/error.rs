@@ -85,12 +85,12 @@ impl From<ApplyError> for ApiError {
                 body: json!({ "error": message, "job": job, "running": running }),
             },
             // Only the scheduler proposes occurrence claims; no API call answers with this.
-            ApplyError::AlreadyDecided { job, .. } | ApplyError::OutOfOrder { job, .. } => {
-                ApiError {
-                    status: StatusCode::CONFLICT,
-                    body: json!({ "error": message, "job": job }),
-                }
-            }
+            ApplyError::AlreadyDecided { job, .. }
+            | ApplyError::AlreadySkipped { job, .. }
+            | ApplyError::OutOfOrder { job, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                body: json!({ "error": message, "job": job }),
+            },
         }
     }
 }
