@@ -476,6 +476,7 @@ mod tests {
             scheduled_time: "2026-11-27T10:00:00Z".to_owned(),
             fencing_token: 11,
             output_limit: limit,
+            live: Default::default(),
         }
     }
 

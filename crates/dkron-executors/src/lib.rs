@@ -11,6 +11,7 @@ mod shell;
 use std::collections::BTreeMap;
 
 pub use dkron_core::godur::{format_go_duration, parse_go_duration};
+pub use output::{LIVE_LIMIT, LiveOutput};
 pub use shell::parse_mem_limit;
 
 /// What the executor knows about the run it performs.
@@ -23,6 +24,8 @@ pub struct RunContext {
     pub fencing_token: u64,
     /// byte bound of the captured output; the TAIL (last bytes) is kept
     pub output_limit: usize,
+    /// Where the output also goes while the run is in progress.
+    pub live: LiveOutput,
 }
 
 /// The result of one run.
@@ -93,6 +96,7 @@ mod tests {
             scheduled_time: "2026-11-27T10:00:00Z".to_owned(),
             fencing_token: 1,
             output_limit: 1024,
+            live: Default::default(),
         }
     }
 

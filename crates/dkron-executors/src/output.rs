@@ -6,6 +6,43 @@
 
 use std::collections::VecDeque;
 
+/// The output of a run in progress, readable while the run goes (the dashboard's live
+/// output): the last [`LIVE_LIMIT`] bytes. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct LiveOutput(std::sync::Arc<std::sync::Mutex<Option<TailBuffer>>>);
+
+/// Bytes a run in progress keeps readable.
+pub const LIVE_LIMIT: usize = 64 * 1024;
+
+impl LiveOutput {
+    pub fn push(&self, data: &[u8]) {
+        let mut buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        buf.get_or_insert_with(|| TailBuffer::new(LIVE_LIMIT))
+            .push(data);
+    }
+
+    /// What the run printed so far (its tail).
+    pub fn snapshot(&self) -> String {
+        let buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        buf.as_ref().map(TailBuffer::render).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for LiveOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveOutput")
+    }
+}
+
+/// Two contexts are equal whatever their live buffers hold.
+impl PartialEq for LiveOutput {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LiveOutput {}
+
 /// Keeps the last `limit` bytes pushed into it.
 #[derive(Debug, Clone)]
 pub struct TailBuffer {

@@ -402,7 +402,10 @@ pub async fn execute(config: &BTreeMap<String, String>, ctx: &RunContext) -> Exe
         tokio::select! {
             r = reader.read(&mut chunk), if !eof => match r {
                 Ok(0) | Err(_) => eof = true,
-                Ok(n) => out.push(&chunk[..n]),
+                Ok(n) => {
+                    out.push(&chunk[..n]);
+                    ctx.live.push(&chunk[..n]);
+                }
             },
             s = child.wait(), if status.is_none() => {
                 status = Some(s);
@@ -579,6 +582,7 @@ mod tests {
             scheduled_time: "2026-11-27T10:00:00Z".to_owned(),
             fencing_token: 7,
             output_limit: limit,
+            live: Default::default(),
         }
     }
 

@@ -6,14 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::orders::{HOLD, OrderAnswer, OrderExecutor, RunOrder, StopOrder};
+use crate::orders::OrderExecutor;
 
 /// Runs an agent until SIGINT/SIGTERM, or until retry-join gives up (an error).
 pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
@@ -29,10 +26,7 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
 
     let (stop, stopped) = watch::channel(false);
     let orders = Arc::new(OrderExecutor::new(crate::clock::system()));
-    let router = Router::new()
-        .route("/rpc/execute", post(execute))
-        .route("/rpc/stop", post(stop_run))
-        .with_state(orders);
+    let router = crate::orders::router(orders);
     let server = tokio::spawn(crate::node::serve(listener, router, stopped, "rpc"));
     tracing::info!(node = %config.node_name, rpc = %rpc_addr, gossip = %gossip.advertise_addr(), "dkron agent started");
 
@@ -58,18 +52,4 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     result
-}
-
-async fn execute(
-    State(orders): State<Arc<OrderExecutor>>,
-    Json(order): Json<RunOrder>,
-) -> Json<OrderAnswer> {
-    Json(orders.answer(order, HOLD).await)
-}
-
-async fn stop_run(
-    State(orders): State<Arc<OrderExecutor>>,
-    Json(stop): Json<StopOrder>,
-) -> Json<bool> {
-    Json(orders.stop(&stop.job_name, &stop.execution_id, stop.reason))
 }

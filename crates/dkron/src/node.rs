@@ -79,7 +79,7 @@ pub struct Node {
     runs: Mutex<JoinSet<()>>,
     in_flight: Mutex<HashSet<(String, String)>>,
     /// Runs orders on this node, refusing those of deposed leaders.
-    orders: OrderExecutor,
+    orders: Arc<OrderExecutor>,
     /// Gossip membership: who is in the cluster, with which tags.
     pub gossip: dkron_membership::Membership,
     /// Nodes that refused a run order's connection, and when.
@@ -251,6 +251,24 @@ impl Node {
         if let Err(e) = sent {
             tracing::warn!(job = %stop.job_name, execution = %stop.execution_id, node = %execution.node_name, error = %e, "could not stop a replaced run; it ends on its own or when its lease runs out");
         }
+    }
+
+    /// What a run in progress printed so far, asked of the node executing it (`None` if that
+    /// node cannot be reached or no longer knows the run).
+    pub async fn live_output(&self, execution: &Execution) -> Option<String> {
+        if execution.node_name == self.name() {
+            return self.orders.output(&execution.job_name, &execution.id);
+        }
+        let addr = self.member_rpc_addr(&execution.node_name)?;
+        let response = self
+            .client
+            .post(format!("http://{addr}/rpc/output"))
+            .json(&(&execution.job_name, &execution.id))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        response.json::<Option<String>>().await.ok().flatten()
     }
 
     /// Starts a manual run of `job` on the leader (forwarded there from a follower).
@@ -700,7 +718,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         raft,
         state,
         outputs,
-        orders: OrderExecutor::new(clock.clone()),
+        orders: Arc::new(OrderExecutor::new(clock.clone())),
         clock,
         http_addr,
         rpc_addr,
@@ -903,41 +921,30 @@ async fn propose(raft: &Raft, command: Command) -> Result<Committed, WriteError>
     }
 }
 
-/// Routes on the RPC port: Raft traffic between servers.
+/// Routes on the RPC port: Raft traffic between servers, and run orders.
 fn rpc_router(node: Arc<Node>) -> Router {
+    let orders = crate::orders::router(node.orders.clone());
     Router::new()
         .route("/raft/append", post(raft_append))
         .route("/raft/vote", post(raft_vote))
         .route("/raft/snapshot", post(raft_snapshot))
         .route("/rpc/write", post(rpc_write))
         .route("/rpc/run", post(rpc_run))
-        .route("/rpc/execute", post(rpc_execute))
         .route("/rpc/raft-state", axum::routing::get(rpc_raft_state))
         .route("/rpc/raft/peers", axum::routing::get(rpc_raft_peers))
         .route("/rpc/raft/remove-peer", post(rpc_remove_peer))
         .route("/rpc/leave", post(rpc_leave))
         .route("/rpc/raft/elect", post(rpc_elect))
-        .route("/rpc/stop", post(rpc_stop))
         // Raft batches and forwarded claim batches outgrow axum's 2 MB default: a catch-up
         // of thousands of occurrences is one entry. An entry the followers refused to accept
         // would never commit, and every write behind it would wait forever.
-        .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_LIMIT))
         .with_state(node)
+        .merge(orders)
+        .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_LIMIT))
 }
 
 /// Largest request the RPC port accepts (Raft append and snapshot chunks, forwarded writes).
 const RPC_BODY_LIMIT: usize = 256 << 20;
-
-/// Stops a run executing on this node (`concurrency: replace`).
-async fn rpc_stop(
-    AxState(node): AxState<Arc<Node>>,
-    Json(stop): Json<crate::orders::StopOrder>,
-) -> Json<bool> {
-    Json(
-        node.orders
-            .stop(&stop.job_name, &stop.execution_id, stop.reason),
-    )
-}
 
 /// A leader stepping down asks this server to stand for election now.
 async fn rpc_elect(AxState(node): AxState<Arc<Node>>) -> Json<Result<(), String>> {
@@ -1098,13 +1105,6 @@ async fn rpc_leave(AxState(node): AxState<Arc<Node>>) -> Json<Result<(), String>
 }
 
 /// A run order from the leader.
-async fn rpc_execute(
-    AxState(node): AxState<Arc<Node>>,
-    Json(order): Json<RunOrder>,
-) -> Json<OrderAnswer> {
-    Json(node.orders.answer(order, crate::orders::HOLD).await)
-}
-
 /// A manual run forwarded by a follower.
 async fn rpc_run(
     AxState(node): AxState<Arc<Node>>,

@@ -110,6 +110,8 @@ struct Table {
     slots: HashMap<Key, Slot>,
     /// How to stop each running run (with the reason that becomes its output).
     stops: HashMap<Key, tokio::sync::oneshot::Sender<String>>,
+    /// What each running run printed so far.
+    live: HashMap<Key, dkron_executors::LiveOutput>,
     /// Finished runs, oldest first, with when they finished.
     finished: VecDeque<(Key, Timestamp)>,
     kept_output: usize,
@@ -145,6 +147,7 @@ impl Table {
 
     fn finish(&mut self, key: Key, result: RunResult, now: Timestamp) {
         self.stops.remove(&key);
+        self.live.remove(&key);
         self.kept_output += result.output.len();
         self.slots.insert(key.clone(), Slot::Done(result));
         self.finished.push_back((key, now));
@@ -164,6 +167,7 @@ impl Table {
     /// A run whose task ended without a result (aborted at shutdown).
     fn forget(&mut self, key: &Key) {
         self.stops.remove(key);
+        self.live.remove(key);
         if matches!(self.slots.get(key), Some(Slot::Running(_))) {
             self.slots.remove(key);
         }
@@ -270,15 +274,16 @@ impl OrderExecutor {
             scheduled_time: order.scheduled_time,
             fencing_token: order.fencing_token,
             output_limit: crate::outputs::CAPTURE_LIMIT,
+            live: Default::default(),
         };
         let (executor, config) = (order.executor, order.config);
         let clock = self.clock.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
-        self.table
-            .lock()
-            .expect("orders lock")
-            .stops
-            .insert(slot.key.clone(), stop_tx);
+        {
+            let mut table = self.table.lock().expect("orders lock");
+            table.stops.insert(slot.key.clone(), stop_tx);
+            table.live.insert(slot.key.clone(), ctx.live.clone());
+        }
         let mut tasks = self.tasks.lock().expect("order tasks lock");
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
@@ -304,6 +309,20 @@ impl OrderExecutor {
         let key = (job.to_string(), execution_id.to_string());
         let stop = self.table.lock().expect("orders lock").stops.remove(&key);
         stop.is_some_and(|s| s.send(reason).is_ok())
+    }
+
+    /// What a run on this node printed so far (its tail), or its whole output once finished;
+    /// `None` if this node does not know the run.
+    pub fn output(&self, job: &str, execution_id: &str) -> Option<String> {
+        let key = (job.to_string(), execution_id.to_string());
+        let table = self.table.lock().expect("orders lock");
+        if let Some(live) = table.live.get(&key) {
+            return Some(live.snapshot());
+        }
+        match table.slots.get(&key) {
+            Some(Slot::Done(result)) => Some(result.output.clone()),
+            _ => None,
+        }
     }
 
     /// Stops every run in progress (node shutdown); whoever waits for them is told so.
@@ -349,6 +368,41 @@ impl Drop for SlotGuard {
             table.forget(&self.key);
         }
     }
+}
+
+/// The RPC routes every node (server or agent) serves for run orders: `/rpc/execute`,
+/// `/rpc/stop`, and `/rpc/output` (what a run printed so far, for the dashboard).
+pub fn router(orders: Arc<OrderExecutor>) -> axum::Router {
+    use axum::Json;
+    use axum::extract::State;
+    use axum::routing::post;
+    axum::Router::new()
+        .route(
+            "/rpc/execute",
+            post(
+                async |State(orders): State<Arc<OrderExecutor>>, Json(order): Json<RunOrder>| {
+                    Json(orders.answer(order, HOLD).await)
+                },
+            ),
+        )
+        .route(
+            "/rpc/stop",
+            post(
+                async |State(orders): State<Arc<OrderExecutor>>, Json(stop): Json<StopOrder>| {
+                    Json(orders.stop(&stop.job_name, &stop.execution_id, stop.reason))
+                },
+            ),
+        )
+        .route(
+            "/rpc/output",
+            post(
+                async |State(orders): State<Arc<OrderExecutor>>,
+                       Json((job, id)): Json<(String, String)>| {
+                    Json(orders.output(&job, &id))
+                },
+            ),
+        )
+        .with_state(orders)
 }
 
 #[cfg(test)]

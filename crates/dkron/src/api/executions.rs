@@ -111,7 +111,13 @@ pub async fn show(
         .state
         .execution(&job, &id)?
         .ok_or_else(|| ApiError::not_found(format!("execution {id} of job {job} not found")))?;
-    let execution = with_full_output(&node, execution);
+    let mut execution = with_full_output(&node, execution);
+    // Still running: what it printed so far, from the node running it (not in Dkron).
+    if execution.finished_at.is_none()
+        && let Some(output) = node.live_output(&execution).await
+    {
+        execution.output = output;
+    }
     Ok(render(
         StatusCode::OK,
         &execution,

@@ -786,3 +786,63 @@ async fn entries_of_several_megabytes_replicate() {
     )
     .await;
 }
+
+/// A running execution shows what it printed so far, whichever server is asked: the output
+/// comes from the node running it (the dashboard's live output).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_execution_shows_its_output_so_far_from_any_server() {
+    let servers = three_servers().await;
+    let leader = leader_index(&servers).await;
+    let (worker, asked) = ((leader + 1) % 3, (leader + 2) % 3);
+    let worker_name = name_of(&servers[worker]);
+    add_tag(&servers[worker], "pool", "live").await;
+    let api = servers[asked].api.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "the tag to reach the leader",
+        async || {
+            let members = servers[leader].api.get("/v1/members").await;
+            members
+                .array()
+                .iter()
+                .any(|m| m["Name"] == json!(worker_name) && m["Tags"]["pool"] == "live")
+                .then_some(())
+        },
+    )
+    .await;
+    let flag = tempfile::tempdir().unwrap();
+    let flag_file = flag.path().join("go");
+    let mut job = shell_job(
+        "live-output",
+        "@manually",
+        &format!(
+            "echo first line; while [ ! -f {0} ]; do sleep 0.05; done; echo last line",
+            flag_file.display()
+        ),
+    );
+    job["tags"] = json!({"pool": "live:1"});
+    assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
+    assert_eq!(api.run("live-output").await.status, 202);
+    let running = wait_until(
+        Duration::from_secs(20),
+        "the run to show its first line while it runs",
+        async || {
+            let runs = api.executions("live-output").await;
+            let run = runs.first()?.clone();
+            let id = run["id"].as_str()?.to_string();
+            let shown = api
+                .get(&format!("/v1/jobs/live-output/executions/{id}"))
+                .await;
+            (shown.body["finished_at"] == json!(crate::support::ZERO_TIME)
+                && shown.body["output"] == json!("first line\n"))
+            .then_some(shown.body)
+        },
+    )
+    .await;
+    assert_eq!(running["node_name"], json!(worker_name));
+    std::fs::write(&flag_file, "").unwrap();
+    let done = api
+        .wait_finished("live-output", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(done[0]["output"], json!("first line\nlast line\n"));
+}
