@@ -68,6 +68,21 @@ voters5() { [ "$(curl -sf "http://$1/v1/members" | json 'sum(1 for m in d if m["
 wait_for 60 "every server names the same leader" one_leader
 wait_for 60 "five voting Raft peers" peers5 "$first"
 
+# The dashboard in a real browser against a follower of this cluster (its writes and runs are
+# forwarded to the leader), when chromium-driver and selenium are installed (.ci/run does).
+if command -v chromedriver >/dev/null && python3 -c 'import selenium' 2>/dev/null; then
+  follower=""
+  for c in $(servers); do
+    a=$(api_of "$c")
+    [ "$(curl -sf "http://$a/v1/" | json 'd["agent"]["name"]')" != "$(leader_name "$a")" ] && { follower=$a; break; }
+  done
+  [ -n "$follower" ] || { log "no follower found for the browser test"; exit 1; }
+  python3 scripts/ui_test.py "http://$follower"
+  log "ok: the dashboard works against a follower of the cluster"
+else
+  log "skipped: the browser test against the cluster (no chromedriver or selenium)"
+fi
+
 curl -sf -XPOST "http://$first/v1/jobs" -d '{"name":"tick","schedule":"@every 1s","executor":"shell","executor_config":{"command":"echo tick"},"tags":{"server":"true:1"}}' >/dev/null
 runs_after() { # api, iso time: a successful run started after it
   curl -sf "http://$1/v1/jobs/tick/executions" | json "sum(1 for e in d if e['success'] and e['started_at'] > '$2')" | grep -qv '^0$'

@@ -6,8 +6,10 @@ output on its page, disable it, and get the API's validation error for a bad sch
 Saves a screenshot of each page (desktop and phone width) to target/ui-screenshots/.
 
     python3 scripts/ui_test.py [path/to/dkron]
+    python3 scripts/ui_test.py http://host:port     # against a running server (a cluster's)
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -46,17 +49,23 @@ def wait_http(url, limit=30):
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug", "dkron")
-    os.makedirs(SHOTS, exist_ok=True)
-    data = tempfile.mkdtemp(prefix="dkron-ui-")
-    http = free_port()
-    base = f"http://127.0.0.1:{http}"
-    log = open(os.path.join(data, "dkron.log"), "w")
-    node = subprocess.Popen(
-        [binary, "agent", "--server", "--bootstrap-expect=1", f"--data-dir={data}/data",
-         f"--http-addr=127.0.0.1:{http}", "--bind-addr=127.0.0.1:0",
-         f"--rpc-port={free_port()}", "--node-name=ui-node", "--log-level=warn"],
-        stdout=log, stderr=log)
+    target = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug", "dkron")
+    cluster = target.startswith("http")
+    shots = os.path.join(SHOTS, "cluster") if cluster else SHOTS
+    os.makedirs(shots, exist_ok=True)
+    node = None
+    if cluster:
+        base = target.rstrip("/")
+    else:
+        data = tempfile.mkdtemp(prefix="dkron-ui-")
+        http = free_port()
+        base = f"http://127.0.0.1:{http}"
+        log = open(os.path.join(data, "dkron.log"), "w")
+        node = subprocess.Popen(
+            [target, "agent", "--server", "--bootstrap-expect=1", f"--data-dir={data}/data",
+             f"--http-addr=127.0.0.1:{http}", "--bind-addr=127.0.0.1:0",
+             f"--rpc-port={free_port()}", "--node-name=ui-node", "--log-level=warn"],
+            stdout=log, stderr=log)
     options = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
                 "--disable-dev-shm-usage"):
@@ -65,10 +74,11 @@ def main():
     try:
         wait_http(f"{base}/v1/leader")
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-        wait = WebDriverWait(driver, 15)
+        # Pages re-render as data arrives: an element read mid-render is looked up again.
+        wait = WebDriverWait(driver, 15, ignored_exceptions=(StaleElementReferenceException,))
 
         def shot(name):
-            driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+            driver.save_screenshot(os.path.join(shots, f"{name}.png"))
 
         def text():
             return driver.find_element(By.TAG_NAME, "main").text
@@ -76,7 +86,9 @@ def main():
         # / redirects to the dashboard.
         driver.get(base + "/")
         wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Leader"))
-        assert "ui-node" in text(), text()
+        with urllib.request.urlopen(f"{base}/v1/leader") as r:
+            leader = json.load(r)["Name"]
+        assert leader in text(), (leader, text())
         shot("dashboard")
 
         # A bad schedule: the API's validation error shows next to the field.
@@ -84,6 +96,9 @@ def main():
         wait.until(EC.presence_of_element_located((By.ID, "f-name")))
         # The default schedule is previewed.
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#preview time"))
+        # ... with the schedule in words.
+        assert driver.find_element(By.ID, "describe").text == "Every 1 minute", \
+            driver.find_element(By.ID, "describe").text
         driver.find_element(By.ID, "f-name").send_keys("ui-job")
         schedule = driver.find_element(By.ID, "f-schedule")
         schedule.clear()
@@ -107,6 +122,7 @@ def main():
 
         # Its page lists no future fires for a manual job; the list has it.
         assert "will not fire on its own" in text(), text()
+        assert "Only when run by hand" in driver.find_element(By.ID, "described").text, text()
 
         # It is in the list.
         driver.get(base + "/ui/#/jobs")
@@ -120,7 +136,8 @@ def main():
         def finished(d):
             d.refresh()
             return "success" in d.find_element(By.TAG_NAME, "main").text.split("Executions")[-1]
-        WebDriverWait(driver, 20, poll_frequency=1).until(finished)
+        WebDriverWait(driver, 20, poll_frequency=1,
+                      ignored_exceptions=(StaleElementReferenceException,)).until(finished)
         summary = driver.find_element(By.CSS_SELECTOR, "details summary")
         summary.click()
         out = driver.find_element(By.ID, "out-0").text
@@ -133,12 +150,38 @@ def main():
         with urllib.request.urlopen(f"{base}/v1/jobs/ui-job") as r:
             assert b'"disabled":true' in r.read()
 
+        # A long run: its page shows what it printed so far, live, then the rest.
+        job = json.dumps({"name": "ui-live", "schedule": "@manually", "executor": "shell",
+                          "executor_config": {"command": "echo live line; sleep 4; echo all done",
+                                              "shell": "true"}}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"{base}/v1/jobs", data=job, method="POST"))
+        urllib.request.urlopen(urllib.request.Request(f"{base}/v1/jobs/ui-live/run", method="POST"))
+        driver.get(base + "/ui/#/job/ui-live")
+
+        def live_line(d):
+            pres = d.find_elements(By.ID, "out-0")
+            return pres and "live line" in pres[0].text and "all done" not in pres[0].text
+        wait.until(live_line)
+        assert "live output" in text(), text()
+        shot("live-output")
+        WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: "all done" in d.find_element(By.TAG_NAME, "main").text
+            or "all done" in (d.find_elements(By.ID, "out-0") or [None])[0].get_attribute("textContent"))
+
         driver.get(base + "/ui/#/busy")
         wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Running"))
         shot("busy")
         driver.get(base + "/ui/#/cluster")
         wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Raft peers"))
         wait.until(lambda d: "leader" in d.find_element(By.TAG_NAME, "main").text.split("Raft peers")[-1])
+        if cluster:
+            # Every voter is listed, with its state.
+            with urllib.request.urlopen(f"{base}/v1/raft/peers") as r:
+                peers = json.load(r)
+            peer_text = text().split("Raft peers")[-1]
+            for p in peers:
+                assert p["id"] in peer_text or p["node"] in peer_text, (p, peer_text)
+            assert peer_text.count("follower") >= len(peers) - 1, peer_text
         shot("cluster")
 
         driver.get(base + "/ui/#/")
@@ -150,18 +193,19 @@ def main():
         driver.get(base + "/ui/#/jobs")
         wait.until(EC.presence_of_element_located((By.LINK_TEXT, "ui-job")))
         shot("jobs-phone")
-        print(f"ui test passed; screenshots in {SHOTS}")
+        print(f"ui test passed against {base}; screenshots in {shots}")
     except Exception:
         if driver is not None:
-            driver.save_screenshot(os.path.join(SHOTS, "failure.png"))
+            driver.save_screenshot(os.path.join(shots, "failure.png"))
             print("page at failure:\n" + driver.find_element(By.TAG_NAME, "body").text[:2000],
                   file=sys.stderr)
         raise
     finally:
         if driver is not None:
             driver.quit()
-        node.terminate()
-        node.wait(timeout=10)
+        if node is not None:
+            node.terminate()
+            node.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -206,6 +206,10 @@ async function job(name) {
     api(`${path}/next?count=10`).catch(() => ({ body: [] })),
   ]);
   const job = j.body;
+  const described = job.schedule
+    ? await api(`/schedule?count=1&schedule=${encodeURIComponent(job.schedule)}&timezone=${encodeURIComponent(job.timezone)}&name=${encodeURIComponent(job.name)}`)
+        .then((r) => r.body.description).catch(() => "")
+    : "Only when its parent job finishes successfully";
   const fields = Object.entries(job).filter(([k]) => !["executor_config", "tags", "metadata", "processors"].includes(k));
   set(`
     <h1>${esc(job.displayname || job.name)} ${badge(job.status)} ${job.disabled ? '<span class="badge">disabled</span>' : ""}</h1>
@@ -216,6 +220,7 @@ async function job(name) {
       <button id="delete" class="danger">Delete</button>
       <span id="msg" role="status"></span>
     </div>
+    <p id="described"><strong>${esc(described)}</strong></p>
     <p>Runs <code>${esc(job.schedule)}</code> in ${esc(job.timezone || "UTC")}; next ${when(job.next)}.
       ${job.parent_job ? `Child of <a href="#/job/${encodeURIComponent(job.parent_job)}">${esc(job.parent_job)}</a>.` : ""}
       ${(job.dependent_jobs ?? []).length ? `Children: ${job.dependent_jobs.map((c) => `<a href="#/job/${encodeURIComponent(c)}">${esc(c)}</a>`).join(", ")}.` : ""}</p>
@@ -226,7 +231,7 @@ async function job(name) {
     ${ex.body.length ? `<div class="scroll"><table><thead><tr><th>Started</th><th>Status</th><th>Node</th><th>Attempt</th><th>Duration</th><th>Output</th></tr></thead><tbody>
       ${ex.body.map((e, i) => `<tr><td>${when(e.started_at)}</td><td>${badge(execState(e))}</td><td>${esc(e.node_name)}</td>
         <td>${e.attempt ?? 1}</td><td>${duration(e)}</td>
-        <td><details><summary>output</summary><pre id="out-${i}">${esc(e.output)}</pre></details></td></tr>`).join("")}
+        <td><details ${isZero(e.finished_at) ? "open" : ""}><summary>${isZero(e.finished_at) ? "live output" : "output"}</summary><pre id="out-${i}">${esc(e.output)}</pre></details></td></tr>`).join("")}
       </tbody></table></div>` : `<p class="muted">No executions yet.</p>`}
     <h2>Recent occurrences</h2>
     ${occ.body.length ? `<div class="scroll"><table><thead><tr><th>Scheduled</th><th>Outcome</th><th>Why</th></tr></thead><tbody>
@@ -250,8 +255,24 @@ async function job(name) {
     if (!confirm(`Delete ${name}?`)) return;
     try { await api(path, { method: "DELETE" }); location.hash = "#/jobs"; } catch (e) { msg(e.message); }
   };
-  // While a run goes, look again every two seconds (its output arrives when it ends).
-  if (ex.body.some((e) => isZero(e.finished_at))) setTimeout(() => { if (location.hash.startsWith(`#/job/`)) route(); }, 2000);
+  // While runs go, show what they printed so far (asked of the node running each, through
+  // GET .../executions/:id) every second; when the last one ends, show the page again.
+  const here = location.hash;
+  const live = ex.body.map((e, i) => [e, i]).filter(([e]) => isZero(e.finished_at));
+  const tick = async () => {
+    if (location.hash !== here) return;
+    let still = false;
+    for (const [e, i] of live) {
+      const r = await api(`${path}/executions/${encodeURIComponent(e.id)}`).catch(() => null);
+      if (!r || !isZero(r.body.finished_at)) continue;
+      still = true;
+      const pre = document.getElementById(`out-${i}`);
+      if (pre) pre.textContent = r.body.output ?? "";
+    }
+    if (location.hash !== here) return;
+    if (still) setTimeout(tick, 1000); else route();
+  };
+  if (live.length) tick();
 }
 
 function kv(obj) {
@@ -282,7 +303,7 @@ async function edit(name) {
       ${field("schedule", "Schedule", `<input id="f-schedule" name="schedule" value="${esc(job.schedule)}">`,
         "6-field cron with seconds (<code>0 30 3 * * *</code>), <code>@daily</code>, <code>@every 10m</code>, <code>@at 2026-01-01T00:00:00Z</code>, <code>@manually</code>")}
       ${field("timezone", "Time zone", `<input id="f-timezone" name="timezone" value="${esc(job.timezone)}" placeholder="UTC">`, "IANA name, e.g. Europe/Berlin")}
-      <div class="notice" aria-live="polite"><strong>Next fires:</strong> <span id="preview" class="muted">…</span></div>
+      <div class="notice" aria-live="polite"><strong id="describe"></strong><br><strong>Next fires:</strong> <span id="preview" class="muted">…</span></div>
       ${field("executor", "Executor", `<select id="f-executor" name="executor">${["shell", "http"].map((x) =>
         `<option ${x === job.executor ? "selected" : ""}>${x}</option>`).join("")}</select>`)}
       ${field("executor_config", "Executor config (key=value per line)", `<textarea id="f-executor_config" name="executor_config">${esc(kv(job.executor_config))}</textarea>`)}
@@ -307,8 +328,9 @@ async function edit(name) {
       const tz = document.getElementById("f-timezone").value;
       const out = document.getElementById("preview");
       try {
-        const r = await api(`/schedule?count=5&schedule=${encodeURIComponent(sched)}&timezone=${encodeURIComponent(tz)}`);
-        out.innerHTML = r.body.length ? r.body.map(when).join(", ") : "none (it will not fire on its own)";
+        const r = await api(`/schedule?count=5&schedule=${encodeURIComponent(sched)}&timezone=${encodeURIComponent(tz)}&name=${encodeURIComponent(document.getElementById("f-name").value)}`);
+        document.getElementById("describe").textContent = r.body.description;
+        out.innerHTML = r.body.next.length ? r.body.next.map(when).join(", ") : "none (it will not fire on its own)";
         document.getElementById("e-schedule").textContent = "";
       } catch (e) {
         out.textContent = "—";
