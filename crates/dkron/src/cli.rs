@@ -326,7 +326,7 @@ struct AgentArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     notify_on: Option<String>,
-    /// Accepted for compatibility; OpenTelemetry tracing is not built in
+    /// OpenTelemetry collector for trace spans, OTLP over HTTP (e.g. http://collector:4318)
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     otel_endpoint: Option<String>,
@@ -523,7 +523,11 @@ fn run_agent(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     }
     let flags = serde_json::to_value(&args).context("serialising flags")?;
     let config = config::resolve(args.config.as_deref(), Serialized::defaults(flags))?;
-    init_logging(&config.log_level, &config.log_format);
+    // Every HTTP client (the trace exporter's first) needs the TLS crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Declared before the runtime, so it is dropped (flushing traces) after the runtime ends.
+    let _telemetry =
+        crate::telemetry::init(&config.log_level, &config.log_format, &config.otel_endpoint)?;
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
@@ -552,21 +556,6 @@ fn limit_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-}
-
-/// Logs go to stderr, as text or one JSON object per line; `RUST_LOG` overrides
-/// `--log-level`. openraft is noisy at info.
-fn init_logging(level: &str, format: &str) {
-    let filter = std::env::var("RUST_LOG")
-        .unwrap_or_else(|_| format!("{level},openraft=warn,hyper=warn,reqwest=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 #[cfg(test)]

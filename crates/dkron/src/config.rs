@@ -72,6 +72,8 @@ pub struct AgentConfig {
     pub webhook_headers: Vec<String>,
     /// Cronitor ping base URL.
     pub cronitor_endpoint: String,
+    /// OpenTelemetry collector to export trace spans to (OTLP/HTTP, e.g. http://host:4318).
+    pub otel_endpoint: String,
     /// When finished executions notify: `always` (Dkron's behaviour, default), `on_failure`,
     /// or `on_change` (the first failure and the recovery). A job's `notify_on` overrides it.
     pub notify_on: String,
@@ -128,6 +130,7 @@ impl Default for AgentConfig {
             webhook_payload: String::new(),
             webhook_headers: Vec::new(),
             cronitor_endpoint: String::new(),
+            otel_endpoint: String::new(),
             notify_on: "always".into(),
             processors: BTreeMap::new(),
             other: BTreeMap::new(),

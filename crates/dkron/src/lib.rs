@@ -23,6 +23,7 @@ pub mod processors;
 pub mod raft;
 pub mod runner;
 pub mod scheduler;
+pub mod telemetry;
 pub mod ui;
 
 /// Version reported by `dkron version`, `/v1` and the member tags.

@@ -107,6 +107,7 @@ impl Node {
     /// command is forwarded to the leader's RPC port, then this server waits until it has
     /// applied the entry too, so the caller reads its own write. Concurrent callers on the
     /// leader are packed into one log entry (group commit).
+    #[tracing::instrument(name = "raft.write", skip_all)]
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
         let leader = self.leader();
         let forward_to = leader.filter(|l| l.name != self.name());

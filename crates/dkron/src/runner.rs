@@ -324,6 +324,7 @@ pub fn retry_backoff(next_attempt: u32) -> Duration {
 
 /// Executes a claimed run, records its result, then retries (claiming the next attempt) or
 /// triggers the children, as the state machine decided.
+#[tracing::instrument(name = "execution", skip_all, fields(job = %execution.job_name, execution_id = %execution.id, node = %execution.node_name))]
 async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed: bool) {
     // Claimed ahead of time: wait for the nominal instant.
     if let Some(start) = execution.started_at {

@@ -19,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::cors::{Any, CorsLayer};
+use tracing::Instrument;
 
 use crate::node::Node;
 
@@ -74,11 +75,17 @@ pub fn router(node: Arc<Node>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let whom = whom.clone();
+            let span = tracing::info_span!(
+                "http.request",
+                method = %req.method(),
+                path = %req.uri().path()
+            );
             async move {
                 let mut res: Response = next.run(req).await;
                 res.headers_mut().insert("x-whom", whom);
                 res
             }
+            .instrument(span)
         }))
         .layer(cors)
         .with_state(node)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::support::{Agent, dkron_command, free_port, run_to_exit};
+use crate::support::{Agent, Sink, dkron_command, free_port, run_to_exit};
 
 const EXIT_BOUND: Duration = Duration::from_secs(15);
 
@@ -214,7 +214,7 @@ async fn a_yaml_file_configures_operations_and_warns_about_what_it_ignores() {
     std::fs::write(
         &path,
         format!(
-            "server: true\nbootstrap-expect: 1\ndata-dir: {}\nenable-prometheus: true\nlog-format: json\nnotify-on: on_failure\notel-endpoint: collector:4317\nbogus-key: 1\nprocessors:\n  files:\n    log_dir: {}\n    forward: \"true\"\n",
+            "server: true\nbootstrap-expect: 1\ndata-dir: {}\nenable-prometheus: true\nlog-format: json\nnotify-on: on_failure\nwebhook-url: http://old.example\nbogus-key: 1\nprocessors:\n  log:\n    forward: \"true\"\n  files:\n    log_dir: {}\n    forward: \"true\"\n",
             home.path().join("data").display(),
             out_dir.display()
         ),
@@ -244,9 +244,14 @@ async fn a_yaml_file_configures_operations_and_warns_about_what_it_ignores() {
         "forward: true keeps the output"
     );
     let log = agent.log_text();
+    // The global log processor printed the output between Dkron's markers.
+    assert!(
+        log.contains(&format!("----- BEGIN OUTPUT job=global-proc execution={id} -----\nkept\n\n----- END OUTPUT -----")),
+        "{log}"
+    );
     let lines: Vec<serde_json::Value> = log
         .lines()
-        .filter(|l| l.starts_with('{'))
+        .filter(|l| l.starts_with("{\""))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
         .collect();
     assert!(!lines.is_empty(), "no JSON log lines:\n{log}");
@@ -255,13 +260,91 @@ async fn a_yaml_file_configures_operations_and_warns_about_what_it_ignores() {
         .filter(|l| l["level"] == "WARN")
         .filter_map(|l| l["message"].as_str())
         .collect();
-    for key in ["otel-endpoint", "bogus-key"] {
+    for key in ["webhook-url", "bogus-key"] {
         assert_eq!(
             warnings.iter().filter(|w| w.contains(key)).count(),
             1,
             "one warning for {key}: {warnings:?}"
         );
     }
+}
+
+/// `--otel-endpoint`: spans of an execution reach an OTLP/HTTP collector, with the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_endpoint_receives_execution_spans() {
+    let collector = Sink::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let endpoint = format!("--otel-endpoint={}", collector.url(""));
+    let (_, agent) = reported_name(
+        home.path(),
+        &[
+            "--server",
+            "--bootstrap-expect=1",
+            &format!("--data-dir={}", home.path().join("data").display()),
+            &endpoint,
+        ],
+        &[],
+    )
+    .await;
+    agent
+        .api
+        .create(&serde_json::json!({"name": "traced-job", "schedule": "@manually", "executor": "shell", "executor_config": {"command": "true"}}))
+        .await;
+    assert_eq!(agent.api.run("traced-job").await.status, 202);
+    agent
+        .api
+        .wait_finished("traced-job", 1, Duration::from_secs(20))
+        .await;
+    let export = crate::support::wait_until(
+        Duration::from_secs(20),
+        "an OTLP export naming the job",
+        async || {
+            collector.requests().into_iter().find(|r| {
+                r.path == "/v1/traces"
+                    && r.body.contains("traced-job")
+                    && r.body.contains("execution")
+            })
+        },
+    )
+    .await;
+    assert_eq!(export.method, "POST");
+    assert_eq!(export.headers["content-type"], "application/x-protobuf");
+    assert!(export.body.contains("dkron"), "service.name is dkron");
+}
+
+/// At the default level (info) the log never shows a job's command, its HTTP headers or its
+/// output: they may hold secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_info_logs() {
+    let home = tempfile::tempdir().unwrap();
+    let agent = start_agent(home.path(), "quiet").await;
+    let sink = Sink::start().await;
+    agent
+        .api
+        .create(&serde_json::json!({"name": "secret-shell", "schedule": "@manually", "executor": "shell",
+            "executor_config": {"command": "echo s3cr3t-output # s3cr3t-command", "shell": "true"}}))
+        .await;
+    agent
+        .api
+        .create(&serde_json::json!({"name": "secret-http", "schedule": "@manually", "executor": "http",
+            "executor_config": {"method": "GET", "url": sink.url("/x"), "headers": "[\"Authorization: Bearer s3cr3t-header\"]",
+                "expectCode": "200"}}))
+        .await;
+    for job in ["secret-shell", "secret-http"] {
+        assert_eq!(agent.api.run(job).await.status, 202);
+        let done = agent
+            .api
+            .wait_finished(job, 1, Duration::from_secs(20))
+            .await;
+        assert_eq!(done[0]["success"], true, "{done:#?}");
+    }
+    assert_eq!(
+        sink.requests()[0].headers["authorization"],
+        "Bearer s3cr3t-header"
+    );
+    let log = agent.log_text();
+    assert!(log.contains("INFO"), "the log is at info: {log}");
+    assert!(!log.contains("s3cr3t"), "a secret reached the log:\n{log}");
 }
 
 #[test]

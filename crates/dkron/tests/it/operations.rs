@@ -80,10 +80,17 @@ async fn metrics_are_off_unless_enabled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statsd_receives_the_same_metrics() {
+async fn statsd_and_dogstatsd_receive_the_same_metrics() {
     let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = receiver.local_addr().unwrap().to_string();
-    let node = TestNode::start_configured("statsd-node", |c| c.statsd_addr = addr).await;
+    let dog = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dog_addr = dog.local_addr().unwrap().to_string();
+    let node = TestNode::start_configured("statsd-node", |c| {
+        c.statsd_addr = addr;
+        c.dog_statsd_addr = dog_addr;
+        c.dog_statsd_tags = vec!["env:test".into()];
+    })
+    .await;
     run_once(&node, shell_job("counted", "@manually", "true")).await;
     let mut seen = String::new();
     let found = tokio::time::timeout(BOUND, async {
@@ -101,6 +108,27 @@ async fn statsd_receives_the_same_metrics() {
     assert!(
         found.is_ok(),
         "statsd never got the execution counter; got:\n{seen}"
+    );
+    let mut seen = String::new();
+    let found = tokio::time::timeout(BOUND, async {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = dog.recv(&mut buf).await.unwrap();
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+            if seen.lines().any(|l| {
+                l.starts_with("dkron_job_executions_succeeded_total:1|c|#")
+                    && l.contains("job_name:counted")
+                    && l.contains("env:test")
+            }) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "dogstatsd never got the tagged counter; got:\n{seen}"
     );
 }
 
@@ -176,9 +204,21 @@ async fn syslog_and_fluent_processors_deliver_to_their_receivers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_processor_neither_blocks_children_nor_loses_the_output() {
-    let node = TestNode::start().await;
+async fn failing_processors_and_notifications_neither_block_children_nor_lose_the_output() {
+    // Nothing listens at either port: every notification fails.
+    let (dead_http, dead_smtp) = (free_port(), free_port());
+    let node = TestNode::start_configured("failing-node", |c| {
+        c.webhook_endpoint = format!("http://127.0.0.1:{dead_http}/hook");
+        c.webhook_payload = "{{.JobName}}".into();
+        c.pre_webhook_endpoint = c.webhook_endpoint.clone();
+        c.pre_webhook_payload = "{{.JobName}}".into();
+        c.mail_host = "127.0.0.1".into();
+        c.mail_port = dead_smtp;
+        c.mail_from = "dkron@example.com".into();
+    })
+    .await;
     let mut parent = shell_job("proc-parent", "@manually", "echo parent ran");
+    parent["owner_email"] = json!("ops@example.com");
     // Nothing listens there: the processor fails.
     parent["processors"] =
         json!({"fluent": {"host": "127.0.0.1", "port": free_port().to_string()}});
