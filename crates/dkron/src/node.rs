@@ -402,14 +402,7 @@ impl Node {
             .add_learner(id, node, true)
             .await
             .with_context(|| format!("adding {name} as a learner"))?;
-        let mut voters: BTreeSet<NodeId> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+        let mut voters = self.voter_ids();
         voters.insert(id);
         self.raft
             .change_membership(voters, false)
@@ -983,6 +976,17 @@ async fn rpc_raft_peers(AxState(node): AxState<Arc<Node>>) -> Json<Vec<Peer>> {
 impl Node {
     /// The servers of the Raft configuration as this server sees it (`dkron raft list-peers`,
     /// `GET /v1/raft/peers`).
+    /// The voters of the Raft configuration as this server sees it.
+    pub fn voter_ids(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
     /// The values the metrics gauges show.
     pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
         let mut snapshot = crate::metrics::Snapshot::default();
@@ -1017,14 +1021,7 @@ impl Node {
                 .entry(m.status.as_str())
                 .or_default() += 1;
         }
-        snapshot.voters = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .count() as u64;
+        snapshot.voters = self.voter_ids().len() as u64;
         snapshot.leader = self.is_leader();
         snapshot
     }
