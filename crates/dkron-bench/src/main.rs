@@ -65,6 +65,12 @@ impl Dkron {
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--http-addr=127.0.0.1:{http}"))
             .arg(format!("--rpc-port={rpc}"))
+            // Extra agent flags, e.g. to measure what metrics or processors cost.
+            .args(
+                std::env::var("BENCH_AGENT_FLAGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
