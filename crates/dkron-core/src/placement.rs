@@ -29,7 +29,7 @@ pub fn parse_tag_value(raw: &str) -> Result<(&str, Option<usize>), String> {
 
 /// Selects the target nodes. `pick(n)` returns a random index below `n`.
 pub fn select_target_nodes<'a>(
-    job_tags: Option<&BTreeMap<String, String>>,
+    job_tags: Option<&crate::job::StringMap>,
     members: &'a [Candidate],
     mut pick: impl FnMut(usize) -> usize,
 ) -> Vec<&'a Candidate> {
@@ -83,7 +83,7 @@ mod tests {
     }
 
     fn select(tags: &[(&str, &str)], members: &[Candidate]) -> Vec<String> {
-        let tags: BTreeMap<String, String> = tags
+        let tags: crate::job::StringMap = tags
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
@@ -128,7 +128,8 @@ mod tests {
             node("b", true, &[("x", "1")]),
             node("c", true, &[("x", "1")]),
         ];
-        let tags: BTreeMap<String, String> = [("x".to_string(), "1:1".to_string())].into();
+        let tags: crate::job::StringMap =
+            [("x".to_string(), "1:1".to_string())].into_iter().collect();
         let mut counts = BTreeMap::new();
         for i in 0..999 {
             let got = select_target_nodes(Some(&tags), &members, |n| i % n);

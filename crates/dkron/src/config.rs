@@ -79,7 +79,7 @@ pub struct AgentConfig {
     pub notify_on: String,
     /// Processors applied to every job's executions (config file only); a job's own
     /// `processors` entry of the same name replaces the global one.
-    pub processors: BTreeMap<String, BTreeMap<String, String>>,
+    pub processors: BTreeMap<String, dkron_core::job::StringMap>,
     /// Settings this build does not know; each is ignored with one warning.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
@@ -478,7 +478,12 @@ mod tests {
             .unwrap_or_else(|e| panic!("docs/dkron.yml: {e:#}"));
         assert!(config.server && config.enable_prometheus);
         assert_eq!(config.notify_on, "on_failure");
-        assert_eq!(config.processors["files"]["forward"], "true");
+        assert_eq!(
+            config.processors["files"]
+                .get("forward")
+                .map(String::as_str),
+            Some("true")
+        );
         assert_eq!(config.warnings(), Vec::<String>::new());
     }
 
