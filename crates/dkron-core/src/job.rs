@@ -13,8 +13,50 @@ use crate::timefmt;
 
 /// A small string map (tags, metadata, executor settings): sorted like a `BTreeMap`, so the
 /// JSON keeps its key order, but held in one `Vec` — with 10,000 jobs the B-tree nodes of these
-/// one- or two-entry maps were 11 MB of the heap.
-pub type StringMap = litemap::LiteMap<String, String>;
+/// one- or two-entry maps were 11 MB of the heap. Always a JSON object, empty ones too
+/// (`LiteMap` on its own writes an empty map as `[]`, which Dkron clients cannot decode).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct StringMap(litemap::LiteMap<String, String>);
+
+impl StringMap {
+    pub fn new() -> StringMap {
+        StringMap::default()
+    }
+}
+
+impl std::ops::Deref for StringMap {
+    type Target = litemap::LiteMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for StringMap {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Serialize for StringMap {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter())
+    }
+}
+
+impl FromIterator<(String, String)> for StringMap {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        StringMap(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a StringMap {
+    type Item = (&'a String, &'a String);
+    type IntoIter = Box<dyn Iterator<Item = (&'a String, &'a String)> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.0.iter())
+    }
+}
 
 /// A scheduled task. Field order follows Dkron's JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,5 +302,23 @@ mod tests {
         assert_eq!(tail_utf8("héllo", 4), "llo");
         assert_eq!(tail_utf8("abc", 10), "abc");
         assert_eq!(tail_utf8("日本語", 4), "語");
+    }
+
+    #[test]
+    fn maps_are_json_objects_even_when_empty() {
+        let job: Job = serde_json::from_str(
+            r#"{"name":"m","tags":{},"metadata":{"b":"2","a":"1"},"processors":{"log":{}}}"#,
+        )
+        .unwrap();
+        let json = serde_json::to_value(&job).unwrap();
+        assert_eq!(json["tags"], serde_json::json!({}));
+        assert_eq!(json["processors"], serde_json::json!({"log": {}}));
+        assert_eq!(
+            serde_json::to_string(&json["metadata"]).unwrap(),
+            r#"{"a":"1","b":"2"}"#,
+            "sorted keys, as a BTreeMap wrote them"
+        );
+        let back: Job = serde_json::from_value(json).unwrap();
+        assert_eq!(back, job);
     }
 }
