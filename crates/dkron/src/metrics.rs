@@ -164,7 +164,14 @@ pub fn install(config: &AgentConfig) -> anyhow::Result<()> {
                 BUCKETS,
             )?;
         }
-        let recorder = builder.build_recorder();
+        // Series of deleted or renamed jobs go after an hour without updates, so job names
+        // that come and go (ephemeral jobs) do not grow /metrics without bound.
+        let recorder = builder
+            .idle_timeout(
+                metrics_util::MetricKindMask::COUNTER | metrics_util::MetricKindMask::HISTOGRAM,
+                Some(Duration::from_secs(3600)),
+            )
+            .build_recorder();
         if PROMETHEUS.set(recorder.handle()).is_ok() {
             sinks.add(Arc::new(recorder));
         }

@@ -782,32 +782,33 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
     })
 }
 
-/// Keeps the gauges current and counts leader changes, every few seconds and whenever Raft's
-/// view changes; also runs the Prometheus recorder's upkeep, which keeps histograms bounded.
+/// Keeps the gauges current (every 5 s) and counts leader changes (polled each second: Raft's
+/// metrics channel fires on every heartbeat and write, too often to scan the jobs on); also
+/// runs the Prometheus recorder's upkeep, which keeps histograms bounded.
 async fn gauges(node: Arc<Node>) {
     if !crate::metrics::wants_metrics(&node.config) {
         return;
     }
-    let mut raft = node.raft.metrics();
     // The first leader this node sees counts as a change too.
     let mut leader = None;
     let mut shutdown = node.shutdown_requested();
-    loop {
-        let now_leader = raft.borrow().current_leader;
+    for tick in 0u64.. {
+        let now_leader = node.raft.metrics().borrow().current_leader;
         if now_leader != leader {
             if now_leader.is_some() {
                 crate::metrics::leader_changed();
             }
             leader = now_leader;
         }
-        crate::metrics::set_gauges(&node.metrics_snapshot());
-        if let Some(handle) = crate::metrics::prometheus() {
-            handle.run_upkeep();
+        if tick % 5 == 0 {
+            crate::metrics::set_gauges(&node.metrics_snapshot());
+            if let Some(handle) = crate::metrics::prometheus() {
+                handle.run_upkeep();
+            }
         }
         tokio::select! {
             _ = shutdown.wait_for(|v| *v) => return,
-            changed = raft.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
@@ -1014,6 +1015,9 @@ impl Node {
             "disabled",
         ] {
             snapshot.jobs_by_status.entry(status).or_default();
+        }
+        for status in ["alive", "suspect", "failed", "left"] {
+            snapshot.members_by_status.entry(status).or_default();
         }
         for m in self.gossip.members() {
             *snapshot

@@ -47,55 +47,60 @@ impl Notifier {
         }
     }
 
-    /// Whether finished executions may notify anyone (so callers skip gathering the report).
+    /// Whether finished executions may email or call the webhook (so callers skip gathering
+    /// the report otherwise).
     pub fn notifies_finished(&self) -> bool {
         let c = &self.config;
-        !c.cronitor_endpoint.is_empty()
-            || (!c.webhook_endpoint.is_empty() && !c.webhook_payload.is_empty())
+        (!c.webhook_endpoint.is_empty() && !c.webhook_payload.is_empty())
             || (!c.mail_host.is_empty() && c.mail_port != 0)
     }
 
-    /// An execution starts: the pre-webhook and Cronitor's `run` ping.
+    /// An execution (each attempt) starts: the pre-webhook and Cronitor's `run` ping.
     pub fn started(&self, report: &Report<'_>) {
         let c = &self.config;
         if !c.pre_webhook_endpoint.is_empty() && !c.pre_webhook_payload.is_empty() {
-            let body = render(&c.pre_webhook_payload, &context(report));
             self.spawn_webhook(
                 "pre_webhook",
                 c.pre_webhook_endpoint.clone(),
                 c.pre_webhook_headers.clone(),
-                body,
+                c.pre_webhook_payload.clone(),
+                context(report),
             );
         }
         self.cronitor(report, "run");
     }
 
-    /// An execution finished (its last attempt): email and webhook as the policy says,
-    /// Cronitor's `complete`/`fail` ping always. `previous_status` is the job's status
-    /// before this execution.
+    /// An attempt finished, retried or not: Cronitor's `complete`/`fail` ping, so every
+    /// series its `run` ping opened is closed.
+    pub fn attempt_finished(&self, report: &Report<'_>) {
+        let state = if report.execution.success {
+            "complete"
+        } else {
+            "fail"
+        };
+        self.cronitor(report, state);
+    }
+
+    /// An execution finished (its last attempt): email and webhook as the policy says.
+    /// `previous_status` is the job's status before this execution; `report.execution`
+    /// carries the whole output (after processors), not only the replicated tail.
     pub fn finished(&self, report: &Report<'_>, previous_status: &str) {
         let c = &self.config;
         let success = report.execution.success;
-        self.cronitor(report, if success { "complete" } else { "fail" });
         if !NotifyPolicy::for_job(report.job, self.policy).should_notify(previous_status, success) {
             return;
         }
         let vars = context(report);
         if !c.webhook_endpoint.is_empty() && !c.webhook_payload.is_empty() {
-            let body = render(&c.webhook_payload, &vars);
             self.spawn_webhook(
                 "webhook",
                 c.webhook_endpoint.clone(),
                 c.webhook_headers.clone(),
-                body,
+                c.webhook_payload.clone(),
+                vars.clone(),
             );
         }
         if !c.mail_host.is_empty() && c.mail_port != 0 && !report.job.owner_email.is_empty() {
-            let body = if c.mail_payload.is_empty() {
-                report.execution.output.clone()
-            } else {
-                render(&c.mail_payload, &vars)
-            };
             let subject = format!(
                 "{}{} {} execution report",
                 c.mail_subject_prefix,
@@ -105,7 +110,14 @@ impl Notifier {
             let config = self.config.clone();
             let to = report.job.owner_email.clone();
             let job = report.job.name.clone();
+            let output = report.execution.output.clone();
             tokio::spawn(async move {
+                // Rendered here, off the run path.
+                let body = if config.mail_payload.is_empty() {
+                    output
+                } else {
+                    render(&config.mail_payload, &vars)
+                };
                 let sent =
                     tokio::time::timeout(SEND_TIMEOUT, send_email(&config, &to, subject, body))
                         .await
@@ -122,10 +134,12 @@ impl Notifier {
         kind: &'static str,
         endpoint: String,
         headers: Vec<String>,
-        body: String,
+        template: String,
+        vars: HashMap<String, Value>,
     ) {
         let http = self.http.clone();
         tokio::spawn(async move {
+            let body = render(&template, &vars);
             let mut request = http.post(&endpoint).timeout(SEND_TIMEOUT).body(body);
             for header in &headers {
                 // Split at the first colon only: Dkron splits at every one, which truncates
@@ -134,12 +148,17 @@ impl Notifier {
                     request = request.header(name.trim(), value.trim());
                 }
             }
+            // Webhook URLs often hold a token: logs name only the scheme and host.
+            let target = redact(&endpoint);
             let sent = match request.send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(anyhow::anyhow!("{endpoint} answered {}", r.status())),
-                Err(e) => Err(anyhow::anyhow!("cannot reach {endpoint}: {e}")),
+                Ok(r) => Err(anyhow::anyhow!("{target} answered {}", r.status())),
+                Err(e) => Err(anyhow::anyhow!(
+                    "cannot reach {target}: {}",
+                    e.without_url()
+                )),
             };
-            outcome(kind, &endpoint, sent);
+            outcome(kind, &target, sent);
         });
     }
 
@@ -162,14 +181,30 @@ impl Notifier {
             .http
             .get(format!("{url}?{query}"))
             .timeout(SEND_TIMEOUT);
+        // The Cronitor URL holds the account's key: logs name only the scheme and host.
+        let target = redact(&url);
         tokio::spawn(async move {
             let sent = match request.send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(anyhow::anyhow!("{url} answered {}", r.status())),
-                Err(e) => Err(anyhow::anyhow!("cannot reach {url}: {e}")),
+                Ok(r) => Err(anyhow::anyhow!("{target} answered {}", r.status())),
+                Err(e) => Err(anyhow::anyhow!(
+                    "cannot reach {target}: {}",
+                    e.without_url()
+                )),
             };
-            outcome("cronitor", &url, sent);
+            outcome("cronitor", &target, sent);
         });
+    }
+}
+
+/// `scheme://host[:port]` of a URL, without the path and query that may hold a secret.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match u.port() {
+            Some(port) => format!("{}://{}:{port}", u.scheme(), u.host_str().unwrap_or("")),
+            None => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")),
+        },
+        Err(_) => "(an unparsable URL)".into(),
     }
 }
 
@@ -201,11 +236,21 @@ async fn send_email(
         .subject(subject)
         .body(body)?;
     let tls = TlsParameters::new(config.mail_host.clone())?;
+    let credentials = !config.mail_username.is_empty() && !config.mail_password.is_empty();
+    // Port 465 speaks TLS from the first byte. Elsewhere STARTTLS is used when offered, and
+    // required when a password would otherwise cross the network in clear.
+    let tls = if config.mail_port == 465 {
+        Tls::Wrapper(tls)
+    } else if credentials {
+        Tls::Required(tls)
+    } else {
+        Tls::Opportunistic(tls)
+    };
     let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.mail_host)
         .port(config.mail_port)
-        .tls(Tls::Opportunistic(tls))
+        .tls(tls)
         .timeout(Some(SEND_TIMEOUT));
-    if !config.mail_username.is_empty() && !config.mail_password.is_empty() {
+    if credentials {
         transport =
             transport.credentials(lettre::transport::smtp::authentication::Credentials::new(
                 config.mail_username.clone(),

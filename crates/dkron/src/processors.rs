@@ -97,10 +97,9 @@ async fn run(
             // Execution ids are `<nanos>-<node name>`; keep a path separator out regardless.
             let file = std::path::Path::new(log_dir)
                 .join(format!("{}.log", execution.id.replace(['/', '\\'], "_")));
-            tokio::fs::write(&file, output)
+            write_file_0644(&file, output.as_bytes())
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
-            set_mode_0644(&file).await;
             Ok(file.display().to_string())
         }
         Processor::Syslog { address, .. } => {
@@ -176,7 +175,20 @@ fn send_syslog(address: &str, hostname: String, message: &str) -> anyhow::Result
     Ok(())
 }
 
-async fn set_mode_0644(file: &std::path::Path) {
+/// Writes `bytes` to `path` as a regular file with mode 0644. A symbolic link planted at the
+/// path (execution ids are predictable) is refused rather than followed.
+async fn write_file_0644(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let _ = tokio::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).await;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .await?;
+    file.write_all(bytes).await?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .await?;
+    file.flush().await
 }

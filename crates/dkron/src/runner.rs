@@ -419,7 +419,10 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
             outcome.output,
         )
         .await;
-        let outcome = RunResult { output, ..outcome };
+        let outcome = RunResult {
+            output: output.clone(),
+            ..outcome
+        };
         if let Err(e) = node
             .outputs
             .put(&job_name, &execution.id, outcome.output.clone())
@@ -458,6 +461,12 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
                 .and_then(|s| Duration::try_from(finished.duration_since(s)).ok())
                 .unwrap_or_default(),
         );
+        node.notifier.attempt_finished(&crate::notify::Report {
+            job: &job,
+            execution: &done,
+            group: &[],
+            reporting_node: node.name(),
+        });
         if !outcome.retry && node.notifier.notifies_finished() {
             let group: Vec<Execution> = node
                 .state
@@ -466,10 +475,15 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
                 .into_iter()
                 .filter(|e| e.group == done.group)
                 .collect();
+            // The whole output (after processors), not the tail the replicated record holds.
+            let full = Execution {
+                output: output.clone(),
+                ..done.clone()
+            };
             node.notifier.finished(
                 &crate::notify::Report {
                     job: &job,
-                    execution: &done,
+                    execution: &full,
                     group: &group,
                     reporting_node: node.name(),
                 },

@@ -402,24 +402,33 @@ async fn cronitor_hears_run_and_the_real_outcome() {
     let sink = Sink::start().await;
     let endpoint = sink.url("/ping");
     let node = TestNode::start_configured("cron-node", |c| c.cronitor_endpoint = endpoint).await;
-    let execution = run_once(&node, shell_job("pinged", "@manually", "exit 1")).await;
-    let pings = wait_until(BOUND, "two cronitor pings", async || {
+    // One retry: two attempts, each its own Cronitor series, each opened and closed.
+    let mut job = shell_job("pinged", "@manually", "exit 1");
+    job["retries"] = json!(1);
+    node.create(&job).await;
+    assert_eq!(node.run("pinged").await.status, 202);
+    let attempts = node.wait_finished("pinged", 2, BOUND).await;
+    let pings = wait_until(BOUND, "four cronitor pings", async || {
         let pings: Vec<_> = sink
             .requests()
             .into_iter()
             .filter(|r| r.path == "/ping/pinged")
             .collect();
-        (pings.len() >= 2).then_some(pings)
+        (pings.len() >= 4).then_some(pings)
     })
     .await;
     let queries: Vec<&str> = pings.iter().map(|p| p.query.as_str()).collect();
-    let series = format!("series={}", execution["id"].as_str().unwrap());
-    assert!(
-        queries
-            .iter()
-            .any(|q| q.contains("state=run") && q.contains(&series)),
-        "{queries:?}"
-    );
+    for attempt in &attempts {
+        let series = format!("series={}", attempt["id"].as_str().unwrap());
+        for state in ["state=run", "state=fail"] {
+            assert!(
+                queries
+                    .iter()
+                    .any(|q| q.contains(state) && q.contains(&series)),
+                "{series} lacks {state}: {queries:?}"
+            );
+        }
+    }
     // Dkron's failure ping says "complete" in its message; ours says what happened.
     assert!(
         queries
@@ -427,4 +436,33 @@ async fn cronitor_hears_run_and_the_real_outcome() {
             .any(|q| q.contains("state=fail") && q.contains("message=Job+fail+by+Dkron")),
         "{queries:?}"
     );
+}
+
+/// Templates see the whole output, not the 1 KiB tail the replicated record keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_carry_the_whole_output() {
+    let sink = Sink::start().await;
+    let hook = sink.url("/out");
+    let node = TestNode::start_configured("output-node", |c| {
+        c.webhook_endpoint = hook;
+        c.webhook_payload = "{{.Output}}".into();
+    })
+    .await;
+    run_once(
+        &node,
+        shell_job(
+            "long-output",
+            "@manually",
+            "head -c 5000 /dev/zero | tr '\\0' x",
+        ),
+    )
+    .await;
+    let body = wait_until(BOUND, "the webhook", async || {
+        sink.requests()
+            .into_iter()
+            .find(|r| r.path == "/out")
+            .map(|r| r.body)
+    })
+    .await;
+    assert_eq!(body, "x".repeat(5000));
 }
