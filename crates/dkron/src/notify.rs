@@ -149,16 +149,7 @@ impl Notifier {
                 }
             }
             // Webhook URLs often hold a token: logs name only the scheme and host.
-            let target = redact(&endpoint);
-            let sent = match request.send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(anyhow::anyhow!("{target} answered {}", r.status())),
-                Err(e) => Err(anyhow::anyhow!(
-                    "cannot reach {target}: {}",
-                    e.without_url()
-                )),
-            };
-            outcome(kind, &target, sent);
+            deliver(kind, request, redact(&endpoint)).await;
         });
     }
 
@@ -182,19 +173,22 @@ impl Notifier {
             .get(format!("{url}?{query}"))
             .timeout(SEND_TIMEOUT);
         // The Cronitor URL holds the account's key: logs name only the scheme and host.
-        let target = redact(&url);
-        tokio::spawn(async move {
-            let sent = match request.send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(anyhow::anyhow!("{target} answered {}", r.status())),
-                Err(e) => Err(anyhow::anyhow!(
-                    "cannot reach {target}: {}",
-                    e.without_url()
-                )),
-            };
-            outcome("cronitor", &target, sent);
-        });
+        tokio::spawn(deliver("cronitor", request, redact(&url)));
     }
+}
+
+/// Sends a prepared request; a non-2xx answer or an error is a failure, logged and counted
+/// naming only `target`.
+async fn deliver(kind: &'static str, request: reqwest::RequestBuilder, target: String) {
+    let sent = match request.send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(anyhow::anyhow!("{target} answered {}", r.status())),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot reach {target}: {}",
+            e.without_url()
+        )),
+    };
+    outcome(kind, &target, sent);
 }
 
 /// `scheme://host[:port]` of a URL, without the path and query that may hold a secret.
