@@ -311,18 +311,16 @@ impl OrderExecutor {
         stop.is_some_and(|s| s.send(reason).is_ok())
     }
 
-    /// What a run on this node printed so far (its tail), or its whole output once finished;
-    /// `None` if this node does not know the run.
+    /// What a run in progress on this node printed so far (its tail); `None` once it ended
+    /// (its output then comes from the record the leader writes, after the job's processors,
+    /// which may keep it out of the API) or if this node does not know the run.
     pub fn output(&self, job: &str, execution_id: &str) -> Option<String> {
         let key = (job.to_string(), execution_id.to_string());
         let table = self.table.lock().expect("orders lock");
-        if let Some(live) = table.live.get(&key) {
-            return Some(live.snapshot());
-        }
-        match table.slots.get(&key) {
-            Some(Slot::Done(result)) => Some(result.output.clone()),
-            _ => None,
-        }
+        table
+            .live
+            .get(&key)
+            .map(dkron_executors::LiveOutput::snapshot)
     }
 
     /// Stops every run in progress (node shutdown); whoever waits for them is told so.
@@ -590,5 +588,30 @@ mod tests {
                 }
             }
         );
+    }
+
+    #[tokio::test]
+    async fn output_is_readable_while_the_run_goes_and_not_after() {
+        let orders = OrderExecutor::new(crate::clock::system());
+        let mut o = order("live", false, "2026-01-01T00:00:00Z");
+        o.config = [
+            (
+                "command".to_string(),
+                "echo early; sleep 0.4; echo late".to_string(),
+            ),
+            ("shell".to_string(), "true".to_string()),
+        ]
+        .into();
+        let hold = Duration::from_millis(50);
+        assert_eq!(orders.answer(o.clone(), hold).await, OrderAnswer::Running);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while orders.output("j", "live").as_deref() != Some("early\n") {
+            assert!(std::time::Instant::now() < deadline, "no live output");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        while orders.answer(o.clone(), hold).await == OrderAnswer::Running {}
+        // Ended: the output is the leader's to publish, after the job's processors.
+        assert_eq!(orders.output("j", "live"), None);
+        assert_eq!(orders.output("j", "unknown"), None);
     }
 }
