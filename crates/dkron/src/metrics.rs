@@ -93,6 +93,13 @@ impl HistogramFn for Fan<Histogram> {
 }
 
 impl Sinks {
+    fn add(&self, recorder: Arc<dyn Recorder + Send + Sync>) {
+        self.recorders
+            .write()
+            .expect("metrics sinks lock")
+            .push(recorder);
+    }
+
     fn each<T>(&self, f: impl Fn(&(dyn Recorder + Send + Sync)) -> T) -> Vec<T> {
         let recorders = self.recorders.read().expect("metrics sinks lock");
         recorders.iter().map(|r| f(r.as_ref())).collect()
@@ -139,15 +146,6 @@ fn sinks() -> &'static Sinks {
         let _ = metrics::set_global_recorder(sinks);
         sinks
     })
-}
-
-impl Sinks {
-    fn add(&self, recorder: Arc<dyn Recorder + Send + Sync>) {
-        self.recorders
-            .write()
-            .expect("metrics sinks lock")
-            .push(recorder);
-    }
 }
 
 /// Adds the sinks `config` enables (Prometheus once per process, each StatsD address once).

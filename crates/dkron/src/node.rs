@@ -702,7 +702,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         tracing::info!(node = %config.node_name, "bootstrapped a new single-server cluster");
     }
 
-    let config_for_notifier = config.clone();
+    let notifier = crate::notify::Notifier::new(&config, client.clone());
     let (shutdown, _) = watch::channel(false);
     let (writes, pending) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(raft.clone(), pending));
@@ -716,7 +716,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         clock,
         http_addr,
         rpc_addr,
-        notifier: crate::notify::Notifier::new(&config_for_notifier, client.clone()),
+        notifier,
         client,
         shutdown,
         writes,

@@ -419,13 +419,9 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
             outcome.output,
         )
         .await;
-        let outcome = RunResult {
-            output: output.clone(),
-            ..outcome
-        };
         if let Err(e) = node
             .outputs
-            .put(&job_name, &execution.id, outcome.output.clone())
+            .put(&job_name, &execution.id, output.clone())
             .await
         {
             warn!(job = %job_name, error = %format!("{e:#}"), "could not keep the full output; only its tail is recorded");
@@ -433,8 +429,8 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
         let done = Execution {
             success: outcome.success,
             finished_at: Some(finished),
-            output: tail_utf8(&outcome.output, INLINE_OUTPUT_LIMIT).to_string(),
-            output_size: outcome.output.len() as u64,
+            output: tail_utf8(&output, INLINE_OUTPUT_LIMIT).to_string(),
+            output_size: output.len() as u64,
             ..execution.clone()
         };
         let recorded = node
@@ -477,7 +473,7 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
                 .collect();
             // The whole output (after processors), not the tail the replicated record holds.
             let full = Execution {
-                output: output.clone(),
+                output,
                 ..done.clone()
             };
             node.notifier.finished(
