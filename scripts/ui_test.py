@@ -133,14 +133,17 @@ def main():
         driver.find_element(By.LINK_TEXT, "ui-job").click()
         wait.until(EC.element_to_be_clickable((By.ID, "run"))).click()
 
+        # In a cluster the job runs on every node (no tags): wait for all of them.
         def finished(d):
             d.refresh()
-            return "success" in d.find_element(By.TAG_NAME, "main").text.split("Executions")[-1]
+            runs = d.find_element(By.TAG_NAME, "main").text.split("Executions")[-1]
+            return "success" in runs and "running" not in runs
         WebDriverWait(driver, 20, poll_frequency=1,
                       ignored_exceptions=(StaleElementReferenceException,)).until(finished)
         summary = driver.find_element(By.CSS_SELECTOR, "details summary")
         summary.click()
-        out = driver.find_element(By.ID, "out-0").text
+        wait.until(lambda d: d.find_element(By.ID, "out-0").is_displayed())
+        out = driver.find_element(By.ID, "out-0").get_attribute("textContent")
         assert "hello from the ui" in out, out
         shot("job")
 

@@ -487,11 +487,21 @@ impl State {
         effects: &mut Vec<Effect>,
     ) -> Result<Response, ApplyError> {
         let entry = self.entry_mut(&execution.job_name)?;
-        if enforce_forbid && entry.job.forbids_overlap() && !entry.running.is_empty() {
-            return Err(ApplyError::AlreadyRunning {
-                job: execution.job_name.clone(),
-                running: entry.running.keys().cloned().collect(),
-            });
+        // Runs of one trigger (one group) on several nodes are one run of the job: only a
+        // run from another trigger blocks a `forbid` job.
+        if enforce_forbid && entry.job.forbids_overlap() {
+            let others: Vec<String> = entry
+                .running
+                .values()
+                .filter(|r| r.group != execution.group)
+                .map(|r| r.id.clone())
+                .collect();
+            if !others.is_empty() {
+                return Err(ApplyError::AlreadyRunning {
+                    job: execution.job_name.clone(),
+                    running: others,
+                });
+            }
         }
         execution.finished_at = None;
         execution.success = false;

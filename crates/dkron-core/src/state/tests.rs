@@ -196,6 +196,37 @@ fn forbid_is_decided_atomically_at_claim_time() {
 }
 
 #[test]
+fn forbid_lets_one_trigger_run_on_every_target_node() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"f","schedule":"@manually","concurrency":"forbid"}"#);
+    let on = |node: &str, group: i64| Execution {
+        id: format!("{node}-{group}"),
+        job_name: "f".into(),
+        node_name: node.into(),
+        group,
+        attempt: 1,
+        ..Execution::default()
+    };
+    for node in ["n1", "n2", "n3"] {
+        assert!(matches!(
+            h.apply(Command::StartExecution {
+                execution: on(node, 7),
+                enforce_forbid: true,
+                moved_from: None,
+            }),
+            Response::Started { .. }
+        ));
+    }
+    // Another trigger is still refused while those run.
+    let err = rejected(h.apply(Command::StartExecution {
+        execution: on("n1", 8),
+        enforce_forbid: true,
+        moved_from: None,
+    }));
+    assert!(matches!(err, ApplyError::AlreadyRunning { running, .. } if running.len() == 3));
+}
+
+#[test]
 fn allow_runs_overlap() {
     let mut h = Harness::default();
     h.set(r#"{"name":"a","schedule":"@daily"}"#);

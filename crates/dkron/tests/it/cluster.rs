@@ -208,6 +208,9 @@ async fn a_job_targeted_at_three_servers_runs_on_each_with_output_kept_by_the_le
         "echo ran on $HOSTNAME-$DKRON_EXECUTION_ID",
     );
     job["tags"] = json!({"server": "true:3"});
+    // `forbid` keeps a new trigger from overlapping the last, not one trigger's runs on
+    // several nodes from each other.
+    job["concurrency"] = json!("forbid");
     assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
     assert_eq!(api.post_empty("/v1/jobs/everywhere/run").await.status, 202);
     let runs = api
