@@ -40,6 +40,15 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         moved_from: Option<String>,
     },
+    /// A run whose order never reached its node (the connection failed, so it certainly did
+    /// not start there) moves to node `to`, keeping its execution id: the occurrence still
+    /// runs once. Refused unless the run is still recorded as running on `from`.
+    MoveExecution {
+        job: String,
+        execution_id: String,
+        from: String,
+        to: String,
+    },
     /// Claim one scheduled occurrence in the fire ledger. Refused when an occurrence at or
     /// after `nominal` was already decided, so no occurrence is fired twice, whoever leads.
     /// Otherwise the ledger moves to `nominal` and the verdict says what happened: `runs`
@@ -167,6 +176,12 @@ pub enum ApplyError {
         job: String,
         nominal: Timestamp,
         expected: Option<Timestamp>,
+    },
+    #[error("execution {execution_id} of job {job} is not running on node {node}")]
+    NotRunningOn {
+        job: String,
+        execution_id: String,
+        node: String,
     },
     #[error("job {job} is already running and its concurrency is forbid")]
     AlreadyRunning { job: String, running: Vec<String> },

@@ -178,6 +178,12 @@ impl State {
                 enforce_forbid,
                 moved_from,
             } => self.start_execution(execution, enforce_forbid, moved_from, &mut effects),
+            Command::MoveExecution {
+                job,
+                execution_id,
+                from,
+                to,
+            } => self.move_execution(&job, &execution_id, &from, to, &mut effects),
             Command::FinishExecution { execution } => {
                 self.finish_execution(execution, &mut effects)
             }
@@ -477,6 +483,37 @@ impl State {
         );
         effects.push(Effect::PutJob(name.to_string()));
         Ok(Response::Skipped)
+    }
+
+    fn move_execution(
+        &mut self,
+        job: &str,
+        execution_id: &str,
+        from: &str,
+        to: String,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, ApplyError> {
+        let entry = self.entry_mut(job)?;
+        let Some(run) = entry
+            .running
+            .get_mut(execution_id)
+            .filter(|r| r.node_name == from)
+        else {
+            return Err(ApplyError::NotRunningOn {
+                job: job.to_string(),
+                execution_id: execution_id.to_string(),
+                node: from.to_string(),
+            });
+        };
+        run.node_name = to.clone();
+        let moved = run.clone();
+        if let Some(group) = entry.groups.get_mut(&moved.group) {
+            group.nodes.remove(from);
+            group.nodes.insert(to, NodeProgress::Running);
+        }
+        effects.push(Effect::PutJob(job.to_string()));
+        effects.push(Effect::PutExecution(moved.clone()));
+        Ok(Response::Started { execution: moved })
     }
 
     fn start_execution(

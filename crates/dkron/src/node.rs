@@ -92,6 +92,11 @@ pub struct Node {
     failure: Mutex<Option<String>>,
 }
 
+/// A fresh run order that never reached its node (the connection failed): the run certainly
+/// did not start there. Holds the failure to record if the run cannot go elsewhere.
+#[derive(Debug)]
+pub struct Undelivered(pub String);
+
 struct PendingWrite {
     command: Command,
     reply: oneshot::Sender<Result<Committed, WriteError>>,
@@ -167,16 +172,16 @@ impl Node {
     }
 
     /// Sends a run order to the node at `rpc_addr` and waits for its result, asking again
-    /// each time the node answers that the run still goes (orders are idempotent). An order
-    /// that could not be delivered yields a failed result that says so (Dkron silently dropped
-    /// such runs); a node that stops answering for [`LEASE`] after taking the order loses the
-    /// run's lease: failed, its outcome unknown.
+    /// each time the node answers that the run still goes (orders are idempotent). A fresh
+    /// order that could not be delivered is [`Undelivered`]: the run did not start there and
+    /// may go elsewhere (Dkron silently dropped such runs); a node that stops answering for
+    /// [`LEASE`] after taking the order loses the run's lease: failed, its outcome unknown.
     pub async fn execute_remote(
         &self,
         node_name: &str,
         rpc_addr: &str,
         mut order: RunOrder,
-    ) -> RunResult {
+    ) -> Result<RunResult, Undelivered> {
         let failed = |reason: String| RunResult {
             success: false,
             output: format!(
@@ -196,8 +201,8 @@ impl Node {
                 .await;
             let problem = match sent {
                 Ok(response) => match response.json::<OrderAnswer>().await {
-                    Ok(OrderAnswer::Done { result }) => return result,
-                    Ok(OrderAnswer::Refused { reason }) => return failed(reason),
+                    Ok(OrderAnswer::Done { result }) => return Ok(result),
+                    Ok(OrderAnswer::Refused { reason }) => return Ok(failed(reason)),
                     Ok(OrderAnswer::Running) => {
                         last_contact = tokio::time::Instant::now();
                         None
@@ -208,7 +213,7 @@ impl Node {
                 // one may have been delivered by the previous leader: keep asking.)
                 Err(e) if first && !order.resumed && e.is_connect() => {
                     self.mark_unreachable(node_name);
-                    return failed(e.to_string());
+                    return Err(Undelivered(failed(e.to_string()).output));
                 }
                 Err(e) => Some(e.to_string()),
             };
@@ -217,10 +222,10 @@ impl Node {
             order.resumed = true;
             if let Some(problem) = problem {
                 if last_contact.elapsed() > LEASE {
-                    return failed(format!(
+                    return Ok(failed(format!(
                         "the node stopped answering for {} s while running it ({problem}); the run's outcome is unknown",
                         LEASE.as_secs()
-                    ));
+                    )));
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

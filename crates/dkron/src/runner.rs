@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use rand::Rng;
 use tracing::{info, warn};
 
-use crate::node::Node;
+use crate::node::{Node, Undelivered};
 use crate::orders::{RunOrder, RunResult};
 use crate::outputs::INLINE_OUTPUT_LIMIT;
 
@@ -343,6 +343,9 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
                 .map(|e| e.job.status.clone())
         })
         .unwrap_or_default();
+    // Moves of this attempt to another node (its order could not be delivered).
+    let mut moves = 0;
+    let mut moved = false;
     loop {
         let Some(job) = node
             .state
@@ -351,7 +354,7 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
             node.track_execution(&execution, false);
             return;
         };
-        if !resumed {
+        if !resumed && !moved {
             if execution.attempt <= 1
                 && let Some(nominal) = execution.scheduled_at
             {
@@ -382,26 +385,41 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
         };
         // Only the first order of a resumed run is a resumption; retries are new runs.
         resumed = false;
-        let outcome = if execution.node_name == node.name() {
-            node.execute_order(order)
+        let delivered = if execution.node_name == node.name() {
+            Ok(node
+                .execute_order(order)
                 .await
                 .unwrap_or_else(|refused| RunResult {
                     success: false,
                     output: format!("dkron: {refused}\n"),
-                })
+                }))
         } else {
             match node.member_rpc_addr(&execution.node_name) {
                 Some(addr) => {
                     node.execute_remote(&execution.node_name, &addr, order)
                         .await
                 }
-                None => RunResult {
+                None => Err(Undelivered(format!(
+                    "dkron: node {} is no longer a member; the run could not start\n",
+                    execution.node_name
+                ))),
+            }
+        };
+        let outcome = match delivered {
+            Ok(result) => result,
+            Err(Undelivered(failure)) => {
+                if moves < MAX_MOVES
+                    && let Some(to) = move_undelivered(&node, &execution).await
+                {
+                    execution = to;
+                    moves += 1;
+                    moved = true;
+                    continue;
+                }
+                RunResult {
                     success: false,
-                    output: format!(
-                        "dkron: node {} is no longer a member; the run could not start\n",
-                        execution.node_name
-                    ),
-                },
+                    output: failure,
+                }
             }
         };
         let finished = node.clock.now();
@@ -495,6 +513,8 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
                 return;
             };
             execution = next;
+            moves = 0;
+            moved = false;
             continue;
         }
         for child in outcome.dependents {
@@ -504,9 +524,37 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
     }
 }
 
-/// Where the next attempt of `previous` runs: on the same node while it is alive and
-/// reachable, else on another node matching the job's tags that is not already running this
-/// trigger. `None`: stay (no other node qualifies).
+/// Most times one attempt moves because its order could not be delivered.
+const MAX_MOVES: u32 = 3;
+
+/// Moves a run whose order never reached its node to another eligible node (recorded in the
+/// replicated state, keeping its execution id, so it still runs once). `None`: no other node
+/// qualifies, or this node no longer leads (its successor resumes the run).
+async fn move_undelivered(node: &Arc<Node>, execution: &Execution) -> Option<Execution> {
+    let to = retry_target(node, execution)?;
+    let moved = node
+        .write_local(Command::MoveExecution {
+            job: execution.job_name.clone(),
+            execution_id: execution.id.clone(),
+            from: execution.node_name.clone(),
+            to: to.clone(),
+        })
+        .await;
+    match moved {
+        Ok((Response::Started { execution: moved }, _)) => {
+            info!(job = %execution.job_name, execution = %execution.id, from = %execution.node_name, to = %to, "the run's order did not reach its node; the run moves to another eligible node");
+            Some(moved)
+        }
+        other => {
+            warn!(job = %execution.job_name, execution = %execution.id, result = ?other.map(|(r, _)| r), "could not move an undelivered run; it is recorded as failed");
+            None
+        }
+    }
+}
+
+/// Where the next attempt (or an undelivered run) of `previous` goes: on the same node while
+/// it is alive and reachable, else on another node matching the job's tags that is not
+/// already running this trigger. `None`: stay (no other node qualifies).
 fn retry_target(node: &Node, previous: &Execution) -> Option<String> {
     let members = candidates(node);
     if members

@@ -227,6 +227,55 @@ fn forbid_lets_one_trigger_run_on_every_target_node() {
 }
 
 #[test]
+fn an_undelivered_run_moves_to_another_node_and_still_runs_once() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"m","schedule":"@manually","concurrency":"forbid","retries":2}"#);
+    let run = h.run("m", "n1", 5, 1, "2026-01-01T00:01:00Z");
+    let moved = match h.apply(Command::MoveExecution {
+        job: "m".into(),
+        execution_id: run.id.clone(),
+        from: "n1".into(),
+        to: "n3".into(),
+    }) {
+        Response::Started { execution } => execution,
+        other => panic!("move refused: {other:?}"),
+    };
+    assert_eq!(
+        (moved.id.as_str(), moved.node_name.as_str()),
+        (run.id.as_str(), "n3")
+    );
+    // One record, now on n3; the group waits for n3, not n1.
+    assert_eq!(h.executions["m"].len(), 1);
+    assert_eq!(h.executions["m"][&run.id].node_name, "n3");
+    let group = &h.state.jobs["m"].groups[&5];
+    assert_eq!(group.nodes.keys().collect::<Vec<_>>(), ["n3"]);
+    // A second move from n1 (a stale leader's) is refused: the run is no longer there.
+    assert!(matches!(
+        rejected(h.apply(Command::MoveExecution {
+            job: "m".into(),
+            execution_id: run.id.clone(),
+            from: "n1".into(),
+            to: "n2".into(),
+        })),
+        ApplyError::NotRunningOn { .. }
+    ));
+    let outcome = h.finish(moved.clone(), true);
+    assert!(outcome.group_done && !outcome.retry, "{outcome:?}");
+    assert_eq!(h.job("m").success_count, 1);
+    assert_eq!(h.job("m").error_count, 0);
+    // A finished run cannot move.
+    assert!(matches!(
+        rejected(h.apply(Command::MoveExecution {
+            job: "m".into(),
+            execution_id: run.id,
+            from: "n3".into(),
+            to: "n2".into(),
+        })),
+        ApplyError::NotRunningOn { .. }
+    ));
+}
+
+#[test]
 fn allow_runs_overlap() {
     let mut h = Harness::default();
     h.set(r#"{"name":"a","schedule":"@daily"}"#);

@@ -84,10 +84,11 @@ impl From<ApplyError> for ApiError {
                 status: StatusCode::CONFLICT,
                 body: json!({ "error": message, "job": job, "running": running }),
             },
-            // Only the scheduler proposes occurrence claims; no API call answers with this.
+            // Only the scheduler and the runner propose these; no API call answers with them.
             ApplyError::AlreadyDecided { job, .. }
             | ApplyError::AlreadySkipped { job, .. }
-            | ApplyError::OutOfOrder { job, .. } => ApiError {
+            | ApplyError::OutOfOrder { job, .. }
+            | ApplyError::NotRunningOn { job, .. } => ApiError {
                 status: StatusCode::CONFLICT,
                 body: json!({ "error": message, "job": job }),
             },

@@ -650,19 +650,23 @@ async fn a_retry_moves_off_a_node_that_became_unreachable() {
     let (victim_name, spare_name) = (name_of(&servers[victim]), name_of(&servers[spare]));
     let api = servers[leader].api.clone();
     add_tag(&servers[victim], "pool", "a", &api).await;
-    let mut job = shell_job("moving", "@manually", "true");
+    // Fails on the victim (execution ids end with the node's name), succeeds elsewhere.
+    let command = format!("case $DKRON_EXECUTION_ID in *-{victim_name}) exit 1;; esac");
+    let mut job = shell_job("moving", "@manually", &command);
     job["retries"] = json!(3);
     job["tags"] = json!({"pool": "a:1"});
     assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
+    assert_eq!(api.run("moving").await.status, 202);
+    api.wait_finished("moving", 1, Duration::from_secs(10))
+        .await;
 
-    // The only node with pool=a dies; gossip has not noticed yet when the run is placed.
+    // The only node with pool=a dies during the back-off (1 s) before the next attempt.
     servers[victim]
         .handle
         .take()
         .expect("running")
         .crash()
         .await;
-    assert_eq!(api.run("moving").await.status, 202);
     add_tag(&servers[spare], "pool", "a", &api).await;
 
     let runs = wait_until(Duration::from_secs(30), "the job to succeed", async || {
@@ -681,6 +685,71 @@ async fn a_retry_moves_off_a_node_that_became_unreachable() {
     assert_eq!(last["node_name"], json!(spare_name), "{runs:#?}");
     assert!(last["attempt"].as_u64() > Some(1));
     assert_eq!(api.job("moving").await["status"], "success");
+}
+
+/// A run whose order cannot reach its node (the node died; gossip has not noticed yet) moves
+/// to another node matching the job's tags and runs there once, as attempt 1: no retries
+/// are configured, so only the move can make it succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_that_cannot_be_delivered_moves_to_another_eligible_node() {
+    let mut servers = three_servers().await;
+    let leader = leader_index(&servers).await;
+    let (victim, spare) = ((leader + 1) % 3, (leader + 2) % 3);
+    let (victim_name, spare_name) = (name_of(&servers[victim]), name_of(&servers[spare]));
+    let api = servers[leader].api.clone();
+    add_tag(&servers[victim], "pool", "a", &api).await;
+    let mut job = shell_job("undelivered", "@manually", "echo ran");
+    job["tags"] = json!({"pool": "a:1"});
+    assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
+
+    // The only node with pool=a dies, and its RPC port swallows connections (a full accept
+    // queue drops SYNs), so the leader's order times out connecting after 2 s.
+    let victim_rpc = servers[victim]
+        .handle
+        .as_ref()
+        .expect("running")
+        .node
+        .rpc_addr;
+    servers[victim]
+        .handle
+        .take()
+        .expect("running")
+        .crash()
+        .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(victim_rpc).unwrap();
+    let _blackhole = socket.listen(0).unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..2 {
+        if let Ok(Ok(c)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(victim_rpc),
+        )
+        .await
+        {
+            queued.push(c);
+        }
+    }
+    assert_eq!(api.run("undelivered").await.status, 202);
+    // While the order hangs, another node becomes eligible.
+    add_tag(&servers[spare], "pool", "a", &api).await;
+
+    let runs = api
+        .wait_finished("undelivered", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    let run = &runs[0];
+    assert_eq!(run["success"], json!(true), "{run:#}");
+    assert_eq!(run["attempt"], json!(1));
+    assert_eq!(run["node_name"], json!(spare_name));
+    assert_eq!(run["output"], json!("ran\n"));
+    // Placed on the victim first (its id names the node it was planned for), then moved.
+    assert!(
+        run["id"].as_str().unwrap().ends_with(&victim_name),
+        "{run:#}"
+    );
+    assert_eq!(api.job("undelivered").await["status"], "success");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
