@@ -25,8 +25,11 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
     crate::cluster::join_once(&gossip, &config.join).await;
 
     let (stop, stopped) = watch::channel(false);
-    let orders = Arc::new(OrderExecutor::new(crate::clock::system()));
-    let router = crate::orders::router(orders);
+    let orders = Arc::new(with_start_journal(
+        OrderExecutor::new(crate::clock::system()),
+        &config,
+    ));
+    let router = crate::orders::router(orders.clone());
     let server = tokio::spawn(crate::node::serve(listener, router, stopped, "rpc"));
     tracing::info!(node = %config.node_name, rpc = %rpc_addr, gossip = %gossip.advertise_addr(), "dkron agent started");
 
@@ -51,5 +54,28 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
     gossip.leave().await;
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    orders.abort_all();
+    orders.close().await;
     result
+}
+
+/// An agent keeps its start journal in its data dir, so after a restart it still runs a
+/// resumed run that never started here. Without a usable data dir it works without one, and
+/// refuses as lost any resumed run due before it started.
+fn with_start_journal(orders: OrderExecutor, config: &AgentConfig) -> OrderExecutor {
+    let opened = std::fs::create_dir_all(&config.data_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            crate::journal::StartJournal::open(
+                &config.data_dir.join("started.redb"),
+                crate::clock::system(),
+            )
+        });
+    match opened {
+        Ok(journal) => orders.with_journal(journal),
+        Err(e) => {
+            tracing::warn!(data_dir = %config.data_dir.display(), error = %format!("{e:#}"), "no start journal: runs resumed after a restart of this agent are closed as lost. Give the agent a writable --data-dir");
+            orders
+        }
+    }
 }

@@ -23,3 +23,22 @@ pub type SharedClock = Arc<dyn Clock>;
 pub fn system() -> SharedClock {
     Arc::new(SystemClock)
 }
+
+/// A clock moved by hand, for tests.
+pub struct ManualClock(std::sync::Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn starting_at(t: Timestamp) -> Arc<ManualClock> {
+        Arc::new(ManualClock(std::sync::Mutex::new(t)))
+    }
+
+    pub fn set(&self, t: Timestamp) {
+        *self.0.lock().expect("clock lock") = t;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().expect("clock lock")
+    }
+}

@@ -14,6 +14,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod journal;
 pub mod metrics;
 pub mod node;
 pub mod notify;

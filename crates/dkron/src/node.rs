@@ -609,6 +609,7 @@ impl NodeHandle {
         runs.abort_all();
         self.node.orders.abort_all();
         while runs.join_next().await.is_some() {}
+        self.node.orders.close().await;
         for server in self.servers {
             let abort = server.abort_handle();
             if tokio::time::timeout(Duration::from_secs(5), server)
@@ -664,6 +665,8 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         .context("opening the state store (state.redb)")?;
     let outputs = OutputStore::open(&config.data_dir.join("outputs.redb"))
         .context("opening the output store (outputs.redb)")?;
+    let journal =
+        crate::journal::StartJournal::open(&config.data_dir.join("started.redb"), clock.clone())?;
     let state = state_machine.handle();
 
     let http_bind = config.http_bind()?;
@@ -717,7 +720,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         raft,
         state,
         outputs,
-        orders: Arc::new(OrderExecutor::new(clock.clone())),
+        orders: Arc::new(OrderExecutor::new(clock.clone()).with_journal(journal)),
         clock,
         http_addr,
         rpc_addr,

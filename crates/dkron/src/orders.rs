@@ -6,10 +6,12 @@
 //! it at once if the run already finished. So a leader change neither kills nor repeats a run,
 //! and its result is not lost with the leader that ordered it.
 //!
-//! A resumed order for a run this process never saw is run late only if this process was
-//! already up when the run was due (so the order was never delivered). If the process started
-//! after that, the run may have started in the previous process: it is refused as lost,
-//! never run twice.
+//! A resumed order for a run this process never saw is run late if it never started on this
+//! node: the [start journal](crate::journal) records each run durably before it starts, so
+//! after a restart the node knows. A run the journal lists (it started before the restart, and
+//! its result died with the process) is refused as lost, never run twice. Without a journal
+//! that covers the run's due time, it is run only if this process was already up when the run
+//! was due (so the order was never delivered); otherwise it is refused as lost.
 //!
 //! Orders from a leader whose term is older than the newest seen are refused (fencing).
 
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::clock::SharedClock;
+use crate::journal::StartJournal;
 
 /// A run order sent by the leader to the node that executes it (`/rpc/execute`). Output
 /// comes back in the answer, never through the Raft log.
@@ -118,7 +121,14 @@ struct Table {
 }
 
 impl Table {
-    fn decide(&mut self, order: &RunOrder, up_since: Timestamp, now: Timestamp) -> Decision {
+    /// `started_here`: what the start journal says of a resumed order (`None`: it cannot say).
+    fn decide(
+        &mut self,
+        order: &RunOrder,
+        up_since: Timestamp,
+        now: Timestamp,
+        started_here: Option<bool>,
+    ) -> Decision {
         self.expire(now);
         let key = (order.job_name.clone(), order.execution_id.clone());
         match self.slots.get(&key) {
@@ -128,11 +138,22 @@ impl Table {
         }
         if order.resumed {
             let retention = SignedDuration::try_from(RESULT_RETENTION).unwrap_or_default();
-            let delivered_before = order.started_at.is_none_or(|t| t < up_since + SKEW);
-            if delivered_before {
-                return Decision::Refuse(
-                    "this run was lost: the node restarted after the run was due, so whether it ran is unknown; it is closed as failed rather than run twice".into(),
-                );
+            match started_here {
+                Some(true) => {
+                    return Decision::Refuse(
+                        "this run was lost: it started on this node before the node restarted, and its result died with the process; it is closed as failed rather than run twice".into(),
+                    );
+                }
+                // Never started here: run it now, late, once.
+                Some(false) => {}
+                None => {
+                    let delivered_before = order.started_at.is_none_or(|t| t < up_since + SKEW);
+                    if delivered_before {
+                        return Decision::Refuse(
+                            "this run was lost: the node restarted after the run was due, so whether it ran is unknown; it is closed as failed rather than run twice".into(),
+                        );
+                    }
+                }
             }
             if order.started_at.is_some_and(|t| t < now - retention) {
                 return Decision::Refuse(
@@ -195,6 +216,8 @@ pub struct OrderExecutor {
     highest_fencing_token: AtomicU64,
     table: Arc<Mutex<Table>>,
     tasks: Mutex<JoinSet<()>>,
+    /// Runs this node started, recorded before each starts (`None`: no data dir to keep it).
+    journal: Option<Arc<StartJournal>>,
 }
 
 impl OrderExecutor {
@@ -205,6 +228,21 @@ impl OrderExecutor {
             highest_fencing_token: AtomicU64::new(0),
             table: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
+            journal: None,
+        }
+    }
+
+    /// Records every run in `journal` before it starts, and asks it about resumed orders.
+    pub fn with_journal(mut self, journal: StartJournal) -> OrderExecutor {
+        self.journal = Some(Arc::new(journal));
+        self
+    }
+
+    /// Stops the start journal (node shutdown, after [`OrderExecutor::abort_all`]): no run
+    /// starts after this.
+    pub async fn close(&self) {
+        if let Some(journal) = &self.journal {
+            journal.close().await;
         }
     }
 
@@ -244,11 +282,18 @@ impl OrderExecutor {
                 order.fencing_token
             ));
         }
-        let decision =
-            self.table
-                .lock()
-                .expect("orders lock")
-                .decide(&order, self.up_since, self.clock.now());
+        let started_here = match (&self.journal, order.started_at) {
+            (Some(journal), Some(due)) if order.resumed => {
+                journal.started(&order.job_name, &order.execution_id, due, SKEW)
+            }
+            _ => None,
+        };
+        let decision = self.table.lock().expect("orders lock").decide(
+            &order,
+            self.up_since,
+            self.clock.now(),
+            started_here,
+        );
         match decision {
             Decision::Answer(result) => Ok(Begun::Finished(result)),
             Decision::Refuse(reason) => Err(reason),
@@ -278,6 +323,7 @@ impl OrderExecutor {
         };
         let (executor, config) = (order.executor, order.config);
         let clock = self.clock.clone();
+        let journal = self.journal.clone().zip(order.started_at);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
         {
             let mut table = self.table.lock().expect("orders lock");
@@ -287,6 +333,19 @@ impl OrderExecutor {
         let mut tasks = self.tasks.lock().expect("order tasks lock");
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
+            // Durably recorded before it starts, so a restarted node never runs it twice.
+            if let Some((journal, due)) = journal
+                && let Err(e) = journal.mark(&ctx.job_name, &ctx.execution_id, due).await
+            {
+                tracing::error!(job = %ctx.job_name, execution = %ctx.execution_id, error = %format!("{e:#}"), "cannot record a run's start in the start journal; the run is not started. Check the data dir's disk");
+                let result = RunResult {
+                    success: false,
+                    output: format!("dkron: not run: this node could not record the run's start on its disk ({e:#})\n"),
+                };
+                slot.finish(result.clone(), clock.now());
+                let _ = tx.send(Some(result));
+                return;
+            }
             // Dropping the executor's future kills the run's process group.
             let result = tokio::select! {
                 outcome = dkron_executors::execute(&executor, &config, &ctx) => RunResult {
@@ -438,22 +497,28 @@ mod tests {
         let mut t = Table::default();
         let now = ts("2026-01-01T00:01:00Z");
         let o = order("e1", false, "2026-01-01T00:01:00Z");
-        assert!(matches!(t.decide(&o, ts(UP), now), Decision::Start(_)));
-        assert!(matches!(t.decide(&o, ts(UP), now), Decision::Wait(_)));
+        assert!(matches!(
+            t.decide(&o, ts(UP), now, None),
+            Decision::Start(_)
+        ));
+        assert!(matches!(t.decide(&o, ts(UP), now, None), Decision::Wait(_)));
         let resumed = RunOrder {
             resumed: true,
             ..o.clone()
         };
-        assert!(matches!(t.decide(&resumed, ts(UP), now), Decision::Wait(_)));
+        assert!(matches!(
+            t.decide(&resumed, ts(UP), now, None),
+            Decision::Wait(_)
+        ));
         t.finish(("j".into(), "e1".into()), result("out"), now);
         assert!(
-            matches!(t.decide(&resumed, ts(UP), now), Decision::Answer(r) if r == result("out"))
+            matches!(t.decide(&resumed, ts(UP), now, None), Decision::Answer(r) if r == result("out"))
         );
         // After the retention the key is forgotten.
         let later = now + SignedDuration::from_secs(601);
         let fresh = order("e1", false, "2026-01-01T00:11:01Z");
         assert!(matches!(
-            t.decide(&fresh, ts(UP), later),
+            t.decide(&fresh, ts(UP), later, None),
             Decision::Start(_)
         ));
     }
@@ -464,7 +529,7 @@ mod tests {
         let now = ts("2026-01-01T00:05:00Z");
         // Due before this process started (+ skew): it may have run in the previous one.
         for due in ["2025-12-31T23:59:00Z", "2026-01-01T00:00:00.5Z"] {
-            let d = t.decide(&order(due, true, due), ts(UP), now);
+            let d = t.decide(&order(due, true, due), ts(UP), now, None);
             assert!(
                 matches!(d, Decision::Refuse(ref m) if m.contains("lost")),
                 "{due}"
@@ -473,21 +538,54 @@ mod tests {
         // Due while up, never delivered: run it now, once.
         let due = "2026-01-01T00:04:00Z";
         assert!(matches!(
-            t.decide(&order("e2", true, due), ts(UP), now),
+            t.decide(&order("e2", true, due), ts(UP), now, None),
             Decision::Start(_)
         ));
         assert!(matches!(
-            t.decide(&order("e2", true, due), ts(UP), now),
+            t.decide(&order("e2", true, due), ts(UP), now, None),
             Decision::Wait(_)
         ));
         // Too old to be sure its result was not forgotten.
         let long_ago = "2026-01-01T00:04:00Z";
         let much_later = ts("2026-01-01T00:20:00Z");
-        let d = t.decide(&order("e3", true, long_ago), ts(UP), much_later);
+        let d = t.decide(&order("e3", true, long_ago), ts(UP), much_later, None);
         assert!(matches!(d, Decision::Refuse(_)));
         // A fresh order (not resumed) always runs.
-        let d = t.decide(&order("e4", false, "2025-12-31T00:00:00Z"), ts(UP), now);
+        let d = t.decide(
+            &order("e4", false, "2025-12-31T00:00:00Z"),
+            ts(UP),
+            now,
+            None,
+        );
         assert!(matches!(d, Decision::Start(_)));
+    }
+
+    #[test]
+    fn the_start_journal_decides_a_resumed_order_after_a_restart() {
+        let mut t = Table::default();
+        let now = ts("2026-01-01T00:05:00Z");
+        // Due before this process started: the journal says it never started, so it runs now.
+        let due = "2025-12-31T23:59:30Z";
+        assert!(matches!(
+            t.decide(&order("never", true, due), ts(UP), now, Some(false)),
+            Decision::Start(_)
+        ));
+        // It started in the previous process: lost, even if due while this one was up.
+        let d = t.decide(
+            &order("started", true, "2026-01-01T00:04:00Z"),
+            ts(UP),
+            now,
+            Some(true),
+        );
+        assert!(matches!(d, Decision::Refuse(ref m) if m.contains("started on this node")));
+        // Past the retention it is refused whatever the journal says.
+        let d = t.decide(
+            &order("old", true, "2025-12-31T23:00:00Z"),
+            ts(UP),
+            now,
+            Some(false),
+        );
+        assert!(matches!(d, Decision::Refuse(_)));
     }
 
     #[test]
@@ -497,18 +595,72 @@ mod tests {
         let big = "x".repeat(1 << 20);
         for i in 0..20 {
             let o = order(&format!("e{i}"), false, "2026-01-01T00:01:00Z");
-            assert!(matches!(t.decide(&o, ts(UP), now), Decision::Start(_)));
+            assert!(matches!(
+                t.decide(&o, ts(UP), now, None),
+                Decision::Start(_)
+            ));
             t.finish(("j".into(), format!("e{i}")), result(&big), now);
         }
         assert!(t.kept_output <= KEPT_OUTPUT_BUDGET, "{}", t.kept_output);
         let newest = order("e19", true, "2026-01-01T00:01:00Z");
         assert!(
-            matches!(t.decide(&newest, ts(UP), now), Decision::Answer(r) if r.output.len() == big.len())
+            matches!(t.decide(&newest, ts(UP), now, None), Decision::Answer(r) if r.output.len() == big.len())
         );
         let oldest = order("e0", true, "2026-01-01T00:01:00Z");
         assert!(
-            matches!(t.decide(&oldest, ts(UP), now), Decision::Answer(r) if r.success && r.output.contains("no longer kept"))
+            matches!(t.decide(&oldest, ts(UP), now, None), Decision::Answer(r) if r.success && r.output.contains("no longer kept"))
         );
+    }
+
+    /// A node restarts: a resumed order for a run that started in the previous process is
+    /// refused as lost; one for a run that never started runs now, although it was due before
+    /// this process came up (the start journal says so).
+    #[tokio::test]
+    async fn after_a_restart_the_journal_tells_started_runs_from_never_started_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("started.redb");
+        let marker = dir.path().join("runs");
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let clock = crate::clock::ManualClock::starting_at(t0);
+        let shared: SharedClock = clock.clone();
+        let run = |id: &str, resumed: bool, due: Timestamp| {
+            let mut o = order(id, resumed, &due.to_string());
+            o.config = [
+                (
+                    "command".to_string(),
+                    format!("echo {id} >> {}", marker.display()),
+                ),
+                ("shell".to_string(), "true".to_string()),
+            ]
+            .into();
+            o
+        };
+        let before = OrderExecutor::new(shared.clone())
+            .with_journal(StartJournal::open(&path, shared.clone()).unwrap());
+        let a_due = t0 + SignedDuration::from_secs(10);
+        assert!(
+            before
+                .execute(run("a", false, a_due))
+                .await
+                .unwrap()
+                .success
+        );
+        before.abort_all();
+        before.close().await;
+        drop(before);
+
+        clock.set(t0 + SignedDuration::from_secs(60));
+        let after = OrderExecutor::new(shared.clone())
+            .with_journal(StartJournal::open(&path, shared.clone()).unwrap());
+        let lost = after.execute(run("a", true, a_due)).await.unwrap_err();
+        assert!(lost.contains("started on this node"), "{lost}");
+        let b_due = t0 + SignedDuration::from_secs(30);
+        assert!(after.execute(run("b", true, b_due)).await.unwrap().success);
+        // Due before the journal existed: it cannot vouch, so lost.
+        let c_due = t0 - SignedDuration::from_secs(10);
+        let lost = after.execute(run("c", true, c_due)).await.unwrap_err();
+        assert!(lost.contains("restarted after the run was due"), "{lost}");
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "a\nb\n");
     }
 
     #[tokio::test]
