@@ -51,6 +51,7 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
         joined = joining => joined,
     };
     tracing::info!("agent shutting down");
+    orders.drain(crate::node::SHUTDOWN_GRACE).await;
     gossip.leave().await;
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

@@ -52,6 +52,9 @@ pub struct ClusterMember {
 type Committed = (Response, u64);
 
 /// How long placement skips a node that refused a run order's connection.
+/// How long a graceful shutdown waits for runs in progress on this node (Docker sends
+/// SIGKILL 10 s after SIGTERM).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
 
 /// How long a follower waits for its own state machine to catch up with a write it forwarded,
@@ -203,6 +206,13 @@ impl Node {
                 Ok(response) => match response.json::<OrderAnswer>().await {
                     Ok(OrderAnswer::Done { result }) => return Ok(result),
                     Ok(OrderAnswer::Refused { reason }) => return Ok(failed(reason)),
+                    // A fresh order the node declined is free to go elsewhere; a resumed one
+                    // is asked about again (the node's next process knows from its journal).
+                    Ok(OrderAnswer::NotStarted { reason }) if first && !order.resumed => {
+                        self.mark_unreachable(node_name);
+                        return Err(Undelivered(failed(reason).output));
+                    }
+                    Ok(OrderAnswer::NotStarted { reason }) => Some(reason),
                     Ok(OrderAnswer::Running) => {
                         last_contact = tokio::time::Instant::now();
                         None
@@ -592,6 +602,9 @@ impl NodeHandle {
         if graceful {
             // Before the RPC server stops: the successor needs this node's vote.
             self.node.hand_over_leadership().await;
+            // Runs in progress here may finish (their leader collects them over RPC); new
+            // orders are declined and go to other nodes.
+            self.node.orders.drain(SHUTDOWN_GRACE).await;
         }
         self.node.request_shutdown();
         for task in &self.tasks {

@@ -69,8 +69,17 @@ pub struct RunResult {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum OrderAnswer {
-    Done { result: RunResult },
-    Refused { reason: String },
+    Done {
+        result: RunResult,
+    },
+    Refused {
+        reason: String,
+    },
+    /// Not started and never will be here (the node is shutting down): the leader may place
+    /// the run on another node.
+    NotStarted {
+        reason: String,
+    },
     Running,
 }
 
@@ -105,6 +114,8 @@ enum Decision {
     Answer(RunResult),
     Start(watch::Sender<Option<RunResult>>),
     Refuse(String),
+    /// Not started here, and never will be.
+    Decline(String),
 }
 
 /// Orders seen by this process: running ones, and finished ones for [`RESULT_RETENTION`].
@@ -118,6 +129,8 @@ struct Table {
     /// Finished runs, oldest first, with when they finished.
     finished: VecDeque<(Key, Timestamp)>,
     kept_output: usize,
+    /// The node is shutting down: runs it does not know are declined.
+    closing: bool,
 }
 
 impl Table {
@@ -135,6 +148,11 @@ impl Table {
             Some(Slot::Running(rx)) => return Decision::Wait(rx.clone()),
             Some(Slot::Done(result)) => return Decision::Answer(result.clone()),
             None => {}
+        }
+        if self.closing {
+            return Decision::Decline(
+                "this node is shutting down; the run was not started here".into(),
+            );
         }
         if order.resumed {
             let retention = SignedDuration::try_from(RESULT_RETENTION).unwrap_or_default();
@@ -248,7 +266,7 @@ impl OrderExecutor {
 
     /// Runs (or joins) the order and waits for its result.
     pub async fn execute(&self, order: RunOrder) -> Result<RunResult, String> {
-        match self.begin(order)? {
+        match self.begin(order).map_err(|r| r.reason)? {
             Begun::Finished(result) => Ok(result),
             Begun::Running(mut rx) => wait_result(&mut rx).await,
         }
@@ -257,7 +275,11 @@ impl OrderExecutor {
     /// Runs (or joins) the order and answers within `hold`: the result, or that it still runs.
     pub async fn answer(&self, order: RunOrder, hold: Duration) -> OrderAnswer {
         let outcome = match self.begin(order) {
-            Err(reason) => Err(reason),
+            Err(Refusal {
+                reason,
+                may_run_elsewhere: true,
+            }) => return OrderAnswer::NotStarted { reason },
+            Err(refusal) => Err(refusal.reason),
             Ok(Begun::Finished(result)) => Ok(result),
             Ok(Begun::Running(mut rx)) => {
                 match tokio::time::timeout(hold, wait_result(&mut rx)).await {
@@ -272,15 +294,15 @@ impl OrderExecutor {
         }
     }
 
-    fn begin(&self, order: RunOrder) -> Result<Begun, String> {
+    fn begin(&self, order: RunOrder) -> Result<Begun, Refusal> {
         let newest = self
             .highest_fencing_token
             .fetch_max(order.fencing_token, Ordering::SeqCst);
         if order.fencing_token < newest {
-            return Err(format!(
+            return Err(Refusal::refused(format!(
                 "refused: run order from leader term {} but term {newest} was already seen; the sender is no longer leader",
                 order.fencing_token
-            ));
+            )));
         }
         let started_here = match (&self.journal, order.started_at) {
             (Some(journal), Some(due)) if order.resumed => {
@@ -296,7 +318,11 @@ impl OrderExecutor {
         );
         match decision {
             Decision::Answer(result) => Ok(Begun::Finished(result)),
-            Decision::Refuse(reason) => Err(reason),
+            Decision::Refuse(reason) => Err(Refusal::refused(reason)),
+            Decision::Decline(reason) => Err(Refusal {
+                reason,
+                may_run_elsewhere: true,
+            }),
             Decision::Wait(rx) => Ok(Begun::Running(rx)),
             Decision::Start(tx) => {
                 let rx = tx.subscribe();
@@ -382,9 +408,67 @@ impl OrderExecutor {
             .map(dkron_executors::LiveOutput::snapshot)
     }
 
-    /// Stops every run in progress (node shutdown); whoever waits for them is told so.
+    /// Graceful shutdown: declines orders for runs this node does not know (the leader places
+    /// them elsewhere), then waits up to `grace` for the runs in progress to finish. Returns
+    /// how many are still running.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        let running = || {
+            let mut table = self.table.lock().expect("orders lock");
+            table.closing = true;
+            table
+                .slots
+                .values()
+                .filter(|s| matches!(s, Slot::Running(_)))
+                .count()
+        };
+        let n = running();
+        if n == 0 {
+            return 0;
+        }
+        tracing::info!(
+            runs = n,
+            grace_s = grace.as_secs(),
+            "waiting for runs in progress to finish before shutting down"
+        );
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let n = running();
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                if n > 0 {
+                    tracing::warn!(
+                        runs = n,
+                        "runs still going at shutdown are stopped; they are recorded as failed"
+                    );
+                }
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every run in progress (node shutdown); whoever waits for them is told so. From
+    /// now on orders for runs this node does not know are declined (not started), so the
+    /// leader places them elsewhere.
     pub fn abort_all(&self) {
+        self.table.lock().expect("orders lock").closing = true;
         self.tasks.lock().expect("order tasks lock").abort_all();
+    }
+}
+
+/// Why an order was not taken.
+struct Refusal {
+    reason: String,
+    /// Certainly not started here and never will be, so the leader may place it on another
+    /// node. Otherwise it may have run here, or the sender must not act at all (fenced).
+    may_run_elsewhere: bool,
+}
+
+impl Refusal {
+    fn refused(reason: String) -> Refusal {
+        Refusal {
+            reason,
+            may_run_elsewhere: false,
+        }
     }
 }
 
@@ -712,6 +796,64 @@ mod tests {
             !orders.stop("j", "stopped", "again".into()),
             "nothing left to stop"
         );
+    }
+
+    /// Shutting down, a node declines orders for runs it does not know (the leader may place
+    /// them elsewhere) but still answers for the ones it has.
+    #[tokio::test]
+    async fn a_closing_node_declines_new_orders_and_answers_known_ones() {
+        let orders = OrderExecutor::new(crate::clock::system());
+        let known = order("known", false, "2026-01-01T00:00:00Z");
+        assert!(orders.execute(known.clone()).await.is_ok());
+        orders.abort_all();
+        let answer = orders
+            .answer(order("new", false, "2026-01-01T00:00:00Z"), HOLD)
+            .await;
+        assert!(
+            matches!(answer, OrderAnswer::NotStarted { ref reason } if reason.contains("shutting down")),
+            "{answer:?}"
+        );
+        assert!(matches!(
+            orders.answer(known, HOLD).await,
+            OrderAnswer::Done { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn draining_lets_runs_in_progress_finish_and_declines_new_ones() {
+        let orders = OrderExecutor::new(crate::clock::system());
+        let mut o = order("going", false, "2026-01-01T00:00:00Z");
+        o.config = [
+            (
+                "command".to_string(),
+                "sleep 0.3; echo finished".to_string(),
+            ),
+            ("shell".to_string(), "true".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            orders.answer(o.clone(), Duration::from_millis(10)).await,
+            OrderAnswer::Running
+        );
+        assert_eq!(orders.drain(Duration::from_secs(10)).await, 0);
+        assert!(matches!(
+            orders
+                .answer(order("new", false, "2026-01-01T00:00:00Z"), HOLD)
+                .await,
+            OrderAnswer::NotStarted { .. }
+        ));
+        assert_eq!(orders.execute(o).await.unwrap().output, "finished\n");
+        // A run longer than the grace is still going when drain gives up.
+        let mut long = order("long", false, "2026-01-01T00:00:00Z");
+        long.config = [
+            ("command".to_string(), "sleep 30".to_string()),
+            ("shell".to_string(), "true".to_string()),
+        ]
+        .into();
+        let orders = OrderExecutor::new(crate::clock::system());
+        orders.answer(long, Duration::from_millis(10)).await;
+        assert_eq!(orders.drain(Duration::from_millis(100)).await, 1);
+        orders.abort_all();
     }
 
     #[tokio::test]
