@@ -26,7 +26,8 @@ struct Server {
 impl Server {
     fn spawn(&mut self, join: Option<u16>) -> anyhow::Result<()> {
         let mut cmd = Command::new(dkron_path());
-        cmd.args(["agent", "--server", "--log-level=warn"])
+        cmd.env_remove("DKRON_BIN")
+            .args(["agent", "--server", "--log-level=warn"])
             .arg(format!("--node-name={}", self.name))
             .arg(format!("--data-dir={}", self.dir.display()))
             .arg(format!("--http-addr=127.0.0.1:{}", self.http))

@@ -257,11 +257,53 @@ struct Findings {
     occurrences: usize,
     duplicates: Vec<(String, i64)>,
     failed_with_reason: usize,
+    /// Why those failed, by kind of reason.
+    reasons: BTreeMap<String, usize>,
     /// No sink hit yet, and a run of it is still recorded as running (its lease has not run
     /// out): neither a miss nor a verdict yet.
     in_flight: usize,
     silent: Vec<(String, i64)>,
     lateness: Vec<f64>,
+}
+
+/// The kind of reason a failed run's output gives (node names and addresses left out).
+fn reason_kind(output: &str) -> String {
+    let line = output.lines().next().unwrap_or_default();
+    let known = [
+        (
+            "stopped answering",
+            "the node stopped answering while running it (lease ran out)",
+        ),
+        (
+            "started on this node before",
+            "started on a node that then restarted (lost)",
+        ),
+        (
+            "restarted after the run was due",
+            "due before its node restarted (lost)",
+        ),
+        ("no longer a member", "its node left before the run started"),
+        (
+            "shutting down; the run was not started",
+            "its node was shutting down",
+        ),
+        (
+            "error trying to connect",
+            "its order could not be delivered",
+        ),
+        (
+            "refused: run order from leader term",
+            "ordered by a deposed leader (fenced)",
+        ),
+        (
+            "error sending request",
+            "the job's own HTTP call failed (its node was cut off)",
+        ),
+    ];
+    match known.iter().find(|(needle, _)| line.contains(needle)) {
+        Some((_, kind)) => kind.to_string(),
+        None => format!("other: {}", line.chars().take(160).collect::<String>()),
+    }
 }
 
 /// Checks the nominal seconds in `[from, to)` of every tick job.
@@ -332,6 +374,19 @@ async fn check_window(
         for second in missing {
             if recorded.contains(&second) {
                 f.failed_with_reason += 1;
+                let output = runs
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| {
+                        e["scheduled_at"]
+                            .as_str()
+                            .and_then(|t| t.parse::<Timestamp>().ok())
+                            .is_some_and(|t| t.as_second() == second)
+                    })
+                    .and_then(|e| e["output"].as_str())
+                    .unwrap_or_default();
+                *f.reasons.entry(reason_kind(output)).or_default() += 1;
             } else {
                 f.silent.push((job.clone(), second));
                 let about: Vec<String> = runs
@@ -532,8 +587,19 @@ pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow:
         m.duplicates.extend(f.duplicates);
         m.silent.extend(f.silent);
         m.failed_with_reason += f.failed_with_reason;
+        for (reason, n) in f.reasons {
+            *m.reasons.entry(reason).or_default() += n;
+        }
         m.lateness.extend(f.lateness);
     }
+    let reasons: Vec<String> = merged
+        .iter()
+        .flat_map(|(label, f)| {
+            f.reasons
+                .iter()
+                .map(move |(reason, n)| format!("- {label}: {n} × {reason}"))
+        })
+        .collect();
     for (label, mut f) in merged {
         f.lateness.sort_by(|a, b| a.total_cmp(b));
         println!(
@@ -544,6 +610,12 @@ pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow:
             f.failed_with_reason,
             percentile(&f.lateness, 0.99),
             f.lateness.last().copied().unwrap_or(0.0)
+        );
+    }
+    if !reasons.is_empty() {
+        println!(
+            "\nFailed with a recorded reason, by reason:\n{}",
+            reasons.join("\n")
         );
     }
     println!(

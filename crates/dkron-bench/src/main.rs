@@ -53,7 +53,10 @@ impl Dkron {
         let http = free_port()?;
         let rpc = free_port()?;
         let bin = dkron_path();
+        // DKRON_BIN tells the bench which binary to run; dkron itself would read it as a
+        // (misspelt) setting and warn.
         let child = Command::new(&bin)
+            .env_remove("DKRON_BIN")
             .args([
                 "agent",
                 "--server",
