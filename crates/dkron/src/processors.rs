@@ -155,7 +155,14 @@ fn send_syslog(address: &str, hostname: String, message: &str) -> anyhow::Result
     } else if let Some(server) = address.strip_prefix("udp://") {
         syslog::udp(formatter, "0.0.0.0:0", server)
     } else if let Some(server) = address.strip_prefix("tcp://") {
-        syslog::tcp(formatter, server)
+        // Bounded connect: the OS default (minutes) would hold a blocking thread per run
+        // while the receiver is unreachable.
+        connect_bounded(server).map(|socket| {
+            syslog::Logger::new(
+                syslog::LoggerBackend::Tcp(std::io::BufWriter::new(socket)),
+                formatter,
+            )
+        })
     } else {
         syslog::unix(formatter)
     }
@@ -175,6 +182,30 @@ fn send_syslog(address: &str, hostname: String, message: &str) -> anyhow::Result
     Ok(())
 }
 
+/// Connects to `server` (host:port) within [`SYSLOG_CONNECT`], trying each address it
+/// resolves to.
+fn connect_bounded(server: &str) -> syslog::Result<std::net::TcpStream> {
+    use std::net::ToSocketAddrs;
+    let init = |e: std::io::Error| syslog::Error::Initialization(Box::new(e));
+    let mut last = None;
+    for addr in server.to_socket_addrs().map_err(init)? {
+        match std::net::TcpStream::connect_timeout(&addr, SYSLOG_CONNECT) {
+            Ok(socket) => {
+                socket
+                    .set_write_timeout(Some(SYSLOG_CONNECT))
+                    .map_err(init)?;
+                return Ok(socket);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(init(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no address")
+    })))
+}
+
+const SYSLOG_CONNECT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Writes `bytes` to `path` as a regular file with mode 0644. A symbolic link planted at the
 /// path (execution ids are predictable) is refused rather than followed.
 async fn write_file_0644(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -191,4 +222,33 @@ async fn write_file_0644(path: &std::path::Path, bytes: &[u8]) -> std::io::Resul
     file.set_permissions(std::fs::Permissions::from_mode(0o644))
         .await?;
     file.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn syslog_over_tcp_delivers_and_an_unreachable_one_fails_fast() {
+        let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("tcp://{}", receiver.local_addr().unwrap());
+        send_syslog(&address, "h1".into(), "job=j over tcp").unwrap();
+        let (mut conn, _) = receiver.accept().unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut line = String::new();
+        let _ = conn.read_to_string(&mut line);
+        assert!(
+            line.starts_with("<78>") && line.contains("job=j over tcp"),
+            "{line}"
+        );
+
+        // Nothing listens: a clear error, not a hang.
+        let port = receiver.local_addr().unwrap().port();
+        drop(receiver);
+        let err = send_syslog(&format!("tcp://127.0.0.1:{port}"), "h1".into(), "x").unwrap_err();
+        assert!(err.to_string().contains("cannot reach syslog"), "{err}");
+    }
 }

@@ -3,12 +3,14 @@
 //! collector. Spans: `http.request` (API calls), `raft.write` (replicated writes) and
 //! `execution` (one run, from order to recorded result, with its job and execution id).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::WithExportConfig;
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -38,7 +40,15 @@ pub fn init(level: &str, format: &str, otel_endpoint: &str) -> anyhow::Result<Te
     } else {
         fmt.boxed()
     }
-    .with_filter(tracing_subscriber::EnvFilter::new(filter));
+    .with_filter(tracing_subscriber::EnvFilter::new(filter).and(
+        // Dynamic, so it is asked for every event (a plain filter_fn is cached per callsite).
+        tracing_subscriber::filter::dynamic_filter_fn(|m, _| {
+            // The StatsD exporter logs an error on every flush (each second) while its
+            // receiver is down: one a minute says as much.
+            !m.target().starts_with("metrics_exporter_dogstatsd")
+                || EXPORTER_ERRORS.allow(unix_seconds())
+        }),
+    ));
     let (otel, provider) = if otel_endpoint.is_empty() {
         (None, None)
     } else {
@@ -56,6 +66,39 @@ pub fn init(level: &str, format: &str, otel_endpoint: &str) -> anyhow::Result<Te
         .with(otel)
         .try_init();
     Ok(Telemetry { provider })
+}
+
+/// Lets one event through per [`Throttle::EVERY_S`] seconds.
+struct Throttle {
+    last: AtomicU64,
+}
+
+impl Throttle {
+    const EVERY_S: u64 = 60;
+
+    const fn new() -> Throttle {
+        Throttle {
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn allow(&self, now_s: u64) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        (last == 0 || now_s >= last + Self::EVERY_S)
+            && self
+                .last
+                .compare_exchange(last, now_s.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+static EXPORTER_ERRORS: Throttle = Throttle::new();
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn tracer_provider(endpoint: &str) -> anyhow::Result<opentelemetry_sdk::trace::SdkTracerProvider> {
@@ -103,7 +146,17 @@ pub fn traces_url(endpoint: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::traces_url;
+    use super::{Throttle, traces_url};
+
+    #[test]
+    fn the_throttle_lets_one_event_through_a_minute() {
+        let t = Throttle::new();
+        assert!(t.allow(1_000));
+        assert!(!t.allow(1_001));
+        assert!(!t.allow(1_059));
+        assert!(t.allow(1_060));
+        assert!(!t.allow(1_061));
+    }
 
     #[test]
     fn endpoints_become_traces_urls() {
