@@ -12,8 +12,12 @@ use tokio::sync::watch;
 use crate::config::AgentConfig;
 use crate::orders::OrderExecutor;
 
-/// Runs an agent until SIGINT/SIGTERM, or until retry-join gives up (an error).
-pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
+/// Runs an agent until SIGINT/SIGTERM, or until retry-join gives up (an error). SIGHUP
+/// re-reads the configuration with `reload` and gossips its tags.
+pub async fn run_until_signal(
+    config: AgentConfig,
+    reload: impl Fn() -> anyhow::Result<AgentConfig>,
+) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     dkron_executors::install_crypto_provider();
     let rpc_bind = config.rpc_bind()?;
@@ -45,10 +49,21 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
         }
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let result = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = term.recv() => Ok(()),
-        joined = joining => joined,
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::pin!(joining);
+    let result = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = term.recv() => break Ok(()),
+            joined = &mut joining => break joined,
+            _ = hup.recv() => {
+                let reloaded = match reload() {
+                    Ok(config) => crate::cluster::reload_tags(&gossip, &config).await,
+                    Err(e) => Err(e),
+                };
+                crate::cluster::log_reload(reloaded);
+            }
+        }
     };
     tracing::info!("agent shutting down");
     orders.drain(crate::node::SHUTDOWN_GRACE).await;

@@ -522,7 +522,11 @@ fn run_agent(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
         args.tags = Some(parse_tags(&args.tag)?);
     }
     let flags = serde_json::to_value(&args).context("serialising flags")?;
-    let config = config::resolve(args.config.as_deref(), Serialized::defaults(flags))?;
+    let config = config::resolve(args.config.as_deref(), Serialized::defaults(flags.clone()))?;
+    // SIGHUP resolves the configuration again, from the same flags, file and environment.
+    let config_file = args.config.clone();
+    let reload =
+        move || config::resolve(config_file.as_deref(), Serialized::defaults(flags.clone()));
     // Every HTTP client (the trace exporter's first) needs the TLS crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Declared before the runtime, so it is dropped (flushing traces) after the runtime ends.
@@ -541,9 +545,9 @@ fn run_agent(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     if config.server {
-        runtime.block_on(crate::node::run_until_signal(config))?;
+        runtime.block_on(crate::node::run_until_signal(config, reload))?;
     } else {
-        runtime.block_on(crate::agent::run_until_signal(config))?;
+        runtime.block_on(crate::agent::run_until_signal(config, reload))?;
     }
     Ok(ExitCode::SUCCESS)
 }

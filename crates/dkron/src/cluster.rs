@@ -43,6 +43,61 @@ pub fn node_tags(config: &AgentConfig, rpc_port: u16) -> BTreeMap<String, String
     tags
 }
 
+/// Tags after a configuration reload (SIGHUP), as Dkron does it: the user's tags from the new
+/// configuration, the reserved ones (`role`, `version`, `server`, `bootstrap`, `expect`, `port`,
+/// `rpc_addr`) kept from `current`, and `dc` and `region` from the new configuration.
+pub fn reloaded_tags(
+    current: &BTreeMap<String, String>,
+    config: &AgentConfig,
+) -> BTreeMap<String, String> {
+    const RESERVED: [&str; 7] = [
+        "role",
+        "version",
+        "server",
+        "bootstrap",
+        "expect",
+        "port",
+        "rpc_addr",
+    ];
+    let mut tags = config.tags.clone();
+    for key in RESERVED {
+        match current.get(key) {
+            Some(v) => tags.insert(key.to_string(), v.clone()),
+            None => tags.remove(key),
+        };
+    }
+    tags.insert("dc".into(), config.datacenter.clone());
+    tags.insert("region".into(), config.region.clone());
+    tags
+}
+
+/// Gossips this node's tags as a reloaded configuration has them.
+pub async fn reload_tags(gossip: &Membership, config: &AgentConfig) -> anyhow::Result<()> {
+    let current = gossip
+        .members()
+        .into_iter()
+        .find(|m| m.name == config.node_name)
+        .map(|m| m.tags)
+        .context("this node is missing from its own member list")?;
+    let tags = reloaded_tags(&current, config);
+    gossip
+        .set_tags(tags)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot gossip the new tags: {e:?}"))
+}
+
+/// Logs how a SIGHUP reload went.
+pub fn log_reload(result: anyhow::Result<()>) {
+    match result {
+        Ok(()) => info!(
+            "SIGHUP: configuration reloaded (tags and notification settings; other settings need a restart)"
+        ),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "SIGHUP: could not reload the configuration; the current one stays. Fix the file and send SIGHUP again")
+        }
+    }
+}
+
 /// Starts gossip on `bind-addr` with this node's tags.
 pub async fn start_gossip(config: &AgentConfig, rpc_port: u16) -> anyhow::Result<Membership> {
     let bind = config.gossip_bind()?;

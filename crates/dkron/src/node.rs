@@ -72,8 +72,9 @@ pub struct Node {
     pub rpc_addr: SocketAddr,
     /// Shared HTTP client (http executor aside, which keeps its own).
     pub client: reqwest::Client,
-    /// Email, webhook and Cronitor notifications (sent while this node leads).
-    pub notifier: crate::notify::Notifier,
+    /// Email, webhook and Cronitor notifications (sent while this node leads); replaced when
+    /// SIGHUP reloads the configuration.
+    notifier: std::sync::RwLock<Arc<crate::notify::Notifier>>,
     shutdown: watch::Sender<bool>,
     /// Proposals waiting for the group-commit loop ([`write_loop`]).
     writes: mpsc::UnboundedSender<PendingWrite>,
@@ -548,6 +549,20 @@ impl Node {
             .and_then(|m| m.tags.get("rpc_addr").cloned())
     }
 
+    /// The notification settings in force.
+    pub fn notifier(&self) -> Arc<crate::notify::Notifier> {
+        self.notifier.read().expect("notifier lock").clone()
+    }
+
+    /// SIGHUP, as in Dkron: takes the tags (reserved ones kept, `dc` and `region` re-set) and
+    /// the notification settings of a re-read configuration. Other settings need a restart.
+    pub async fn reload(&self, config: &AgentConfig) -> anyhow::Result<()> {
+        crate::cluster::reload_tags(&self.gossip, config).await?;
+        let notifier = crate::notify::Notifier::new(config, self.client.clone());
+        *self.notifier.write().expect("notifier lock") = Arc::new(notifier);
+        Ok(())
+    }
+
     /// Asks the node to stop (used by `POST /v1/leave` and signals).
     pub fn request_shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -737,7 +752,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         clock,
         http_addr,
         rpc_addr,
-        notifier,
+        notifier: std::sync::RwLock::new(Arc::new(notifier)),
         client,
         shutdown,
         writes,
@@ -1162,15 +1177,31 @@ async fn raft_snapshot(
     Json(serde_json::to_value(node.raft.install_snapshot(req).await).unwrap_or_default())
 }
 
-/// Runs a node until SIGINT/SIGTERM or `POST /v1/leave`, then shuts it down cleanly.
-pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
+/// Runs a node until SIGINT/SIGTERM or `POST /v1/leave`, then shuts it down cleanly. SIGHUP
+/// re-reads the configuration with `reload` and applies its tags and notification settings.
+pub async fn run_until_signal(
+    config: AgentConfig,
+    reload: impl Fn() -> anyhow::Result<AgentConfig>,
+) -> anyhow::Result<()> {
     let handle = start(config, crate::clock::system()).await?;
     let mut leave = handle.node.shutdown_requested();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-        _ = leave.wait_for(|v| *v) => tracing::info!("leave requested, shutting down"),
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = leave.wait_for(|v| *v) => tracing::info!("leave requested, shutting down"),
+            _ = hup.recv() => {
+                let reloaded = match reload() {
+                    Ok(config) => handle.node.reload(&config).await,
+                    Err(e) => Err(e),
+                };
+                crate::cluster::log_reload(reloaded);
+                continue;
+            }
+        }
+        break;
     }
     let failure = handle.node.failure.lock().expect("failure lock").take();
     handle.shutdown().await;

@@ -361,7 +361,7 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
                 let late = node.clock.now().duration_since(nominal);
                 crate::metrics::fired_late(Duration::try_from(late).unwrap_or_default());
             }
-            node.notifier.started(&crate::notify::Report {
+            node.notifier().started(&crate::notify::Report {
                 job: &job,
                 execution: &execution,
                 group: &[],
@@ -475,13 +475,14 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
                 .and_then(|s| Duration::try_from(finished.duration_since(s)).ok())
                 .unwrap_or_default(),
         );
-        node.notifier.attempt_finished(&crate::notify::Report {
+        let notifier = node.notifier();
+        notifier.attempt_finished(&crate::notify::Report {
             job: &job,
             execution: &done,
             group: &[],
             reporting_node: node.name(),
         });
-        if !outcome.retry && node.notifier.notifies_finished() {
+        if !outcome.retry && notifier.notifies_finished() {
             let group: Vec<Execution> = node
                 .state
                 .executions(&job_name)
@@ -494,7 +495,7 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
                 output,
                 ..done.clone()
             };
-            node.notifier.finished(
+            notifier.finished(
                 &crate::notify::Report {
                     job: &job,
                     execution: &full,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::support::{Agent, Sink, dkron_command, free_port, run_to_exit};
+use crate::support::{Agent, Sink, dkron_command, free_port, run_to_exit, wait_until};
 
 const EXIT_BOUND: Duration = Duration::from_secs(15);
 
@@ -606,4 +606,79 @@ async fn jobs_and_executions_commands_drive_the_api() {
     let out = dkron(&["jobs", "apply", file.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("schedule"), "{}", stderr(&out));
+}
+
+/// SIGHUP, as in Dkron: the configuration file is read again; its tags are gossiped (the
+/// reserved ones kept) and its notification settings take effect without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_tags_and_notification_settings() {
+    let home = tempfile::tempdir().unwrap();
+    let sink = crate::support::Sink::start().await;
+    let path = home.path().join("dkron.yml");
+    let base = format!(
+        "node-name: hup\nserver: true\nbootstrap-expect: 1\ndata-dir: {}\n",
+        home.path().join("data").display()
+    );
+    std::fs::write(&path, format!("{base}tags:\n  team: a\n")).unwrap();
+    let config = format!("--config={}", path.display());
+    let (_, agent) = reported_name(home.path(), &[&config], &[]).await;
+    let tags = async || {
+        let members = agent.api.get("/v1/members").await;
+        members.body[0]["Tags"].clone()
+    };
+    assert_eq!(tags().await["team"], "a");
+
+    std::fs::write(
+        &path,
+        format!(
+            "{base}tags:\n  team: b\n  zone: z1\nwebhook-endpoint: {}\nwebhook-payload: \"done {{{{.JobName}}}}\"\n",
+            sink.url("/hook")
+        ),
+    )
+    .unwrap();
+    let pid = agent.child.as_ref().expect("running").id();
+    // SAFETY: kill(2) with a valid signal number on our own child process.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    let reloaded = wait_until(Duration::from_secs(10), "the reloaded tags", async || {
+        let t = tags().await;
+        (t["team"] == "b").then_some(t)
+    })
+    .await;
+    assert_eq!(reloaded["zone"], "z1");
+    assert_eq!(
+        reloaded["server"], "true",
+        "reserved tags are kept: {reloaded}"
+    );
+    assert_eq!(reloaded["role"], "dkron");
+    assert!(reloaded["rpc_addr"].as_str().is_some_and(|a| !a.is_empty()));
+
+    // The webhook configured by the reload is sent.
+    agent
+        .api
+        .create(&serde_json::json!({"name": "hooked", "schedule": "@manually", "executor": "shell", "executor_config": {"command": "true"}}))
+        .await;
+    assert_eq!(agent.api.run("hooked").await.status, 202);
+    let hook = wait_until(
+        Duration::from_secs(10),
+        "the reloaded webhook",
+        async || sink.requests().into_iter().find(|r| r.path == "/hook"),
+    )
+    .await;
+    assert_eq!(hook.body, "done hooked");
+
+    // A broken file keeps the configuration in force, and says so.
+    std::fs::write(&path, "tags: [not, a, map\n").unwrap();
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    wait_until(
+        Duration::from_secs(10),
+        "the reload failure in the log",
+        async || {
+            agent
+                .log_text()
+                .contains("could not reload the configuration")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(tags().await["team"], "b");
 }
