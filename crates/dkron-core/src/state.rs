@@ -575,6 +575,20 @@ impl State {
     ) -> Result<Response, ApplyError> {
         let name = execution.job_name.clone();
         let entry = self.entry_mut(&name)?;
+        // Only a run still running on that node can finish, once: a second report of the same
+        // run (two leaders collecting it across a hand-over, or a stale one after a move) would
+        // count it twice and could retry it or trigger its children twice.
+        if entry
+            .running
+            .get(&execution.id)
+            .is_none_or(|r| r.node_name != execution.node_name)
+        {
+            return Err(ApplyError::NotRunningOn {
+                job: name,
+                execution_id: execution.id,
+                node: execution.node_name,
+            });
+        }
         entry.running.remove(&execution.id);
         let finished = execution.finished_at;
         if execution.success {

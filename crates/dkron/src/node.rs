@@ -171,7 +171,10 @@ impl Node {
     }
 
     /// Executes a run order on this node (see [`OrderExecutor`]).
-    pub async fn execute_order(&self, order: RunOrder) -> Result<RunResult, String> {
+    pub async fn execute_order(
+        &self,
+        order: RunOrder,
+    ) -> Result<RunResult, crate::orders::Refusal> {
         self.orders.execute(order).await
     }
 
@@ -617,6 +620,16 @@ impl NodeHandle {
         if graceful {
             // Before the RPC server stops: the successor needs this node's vote.
             self.node.hand_over_leadership().await;
+            // No new claims from here; placement avoids this node.
+            for task in &self.tasks {
+                task.abort();
+            }
+            self.node.skip_in_placement(self.node.name());
+            if !self.node.is_leader() {
+                // The successor resumed every run and collects each result over RPC; this
+                // node collecting them too would report each twice.
+                self.node.runs.lock().expect("runs lock").abort_all();
+            }
             // Runs in progress here may finish (their leader collects them over RPC); new
             // orders are declined and go to other nodes.
             self.node.orders.drain(SHUTDOWN_GRACE).await;

@@ -101,6 +101,12 @@ const KEPT_OUTPUT_BUDGET: usize = 8 << 20;
 /// Clock skew tolerated between the leader that stamped `started_at` and this node.
 const SKEW: SignedDuration = SignedDuration::from_secs(1);
 
+/// The start journal vouches only for runs due this long after it was created: a data dir
+/// wiped under the same node name, with the leader's clock ahead, must not make a run that
+/// started before the wipe look never started. Generous, since the cost is only that such runs
+/// fall back to the process-start rule.
+const JOURNAL_MARGIN: SignedDuration = SignedDuration::from_secs(60);
+
 type Key = (String, String);
 
 enum Slot {
@@ -265,10 +271,10 @@ impl OrderExecutor {
     }
 
     /// Runs (or joins) the order and waits for its result.
-    pub async fn execute(&self, order: RunOrder) -> Result<RunResult, String> {
-        match self.begin(order).map_err(|r| r.reason)? {
+    pub async fn execute(&self, order: RunOrder) -> Result<RunResult, Refusal> {
+        match self.begin(order)? {
             Begun::Finished(result) => Ok(result),
-            Begun::Running(mut rx) => wait_result(&mut rx).await,
+            Begun::Running(mut rx) => wait_result(&mut rx).await.map_err(Refusal::refused),
         }
     }
 
@@ -306,7 +312,7 @@ impl OrderExecutor {
         }
         let started_here = match (&self.journal, order.started_at) {
             (Some(journal), Some(due)) if order.resumed => {
-                journal.started(&order.job_name, &order.execution_id, due, SKEW)
+                journal.started(&order.job_name, &order.execution_id, due, JOURNAL_MARGIN)
             }
             _ => None,
         };
@@ -456,11 +462,12 @@ impl OrderExecutor {
 }
 
 /// Why an order was not taken.
-struct Refusal {
-    reason: String,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub reason: String,
     /// Certainly not started here and never will be, so the leader may place it on another
     /// node. Otherwise it may have run here, or the sender must not act at all (fenced).
-    may_run_elsewhere: bool,
+    pub may_run_elsewhere: bool,
 }
 
 impl Refusal {
@@ -721,7 +728,7 @@ mod tests {
         };
         let before = OrderExecutor::new(shared.clone())
             .with_journal(StartJournal::open(&path, shared.clone()).unwrap());
-        let a_due = t0 + SignedDuration::from_secs(10);
+        let a_due = t0 + SignedDuration::from_secs(100);
         assert!(
             before
                 .execute(run("a", false, a_due))
@@ -733,17 +740,20 @@ mod tests {
         before.close().await;
         drop(before);
 
-        clock.set(t0 + SignedDuration::from_secs(60));
+        clock.set(t0 + SignedDuration::from_secs(200));
         let after = OrderExecutor::new(shared.clone())
             .with_journal(StartJournal::open(&path, shared.clone()).unwrap());
         let lost = after.execute(run("a", true, a_due)).await.unwrap_err();
-        assert!(lost.contains("started on this node"), "{lost}");
-        let b_due = t0 + SignedDuration::from_secs(30);
+        assert!(lost.reason.contains("started on this node"), "{lost:?}");
+        let b_due = t0 + SignedDuration::from_secs(130);
         assert!(after.execute(run("b", true, b_due)).await.unwrap().success);
-        // Due before the journal existed: it cannot vouch, so lost.
-        let c_due = t0 - SignedDuration::from_secs(10);
+        // Due before the journal existed, or within its margin after: it cannot vouch, so lost.
+        let c_due = t0 + SignedDuration::from_secs(30);
         let lost = after.execute(run("c", true, c_due)).await.unwrap_err();
-        assert!(lost.contains("restarted after the run was due"), "{lost}");
+        assert!(
+            lost.reason.contains("restarted after the run was due"),
+            "{lost:?}"
+        );
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "a\nb\n");
     }
 

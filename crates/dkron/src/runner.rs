@@ -383,44 +383,60 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
             resumed,
             started_at: execution.started_at,
         };
+        // Only a fresh order's run may move: a resumed one may have been delivered by the
+        // previous leader and be running there.
+        let fresh = !resumed;
         // Only the first order of a resumed run is a resumption; retries are new runs.
         resumed = false;
         let delivered = if execution.node_name == node.name() {
-            Ok(node
-                .execute_order(order)
-                .await
-                .unwrap_or_else(|refused| RunResult {
+            match node.execute_order(order).await {
+                Ok(result) => Ok(result),
+                Err(refusal) if fresh && refusal.may_run_elsewhere => {
+                    Err(Undelivered(format!("dkron: {}\n", refusal.reason)))
+                }
+                Err(refusal) => Ok(RunResult {
                     success: false,
-                    output: format!("dkron: {refused}\n"),
-                }))
+                    output: format!("dkron: {}\n", refusal.reason),
+                }),
+            }
         } else {
+            let gone = format!(
+                "dkron: node {} is no longer a member; the run could not start\n",
+                execution.node_name
+            );
             match node.member_rpc_addr(&execution.node_name) {
                 Some(addr) => {
                     node.execute_remote(&execution.node_name, &addr, order)
                         .await
                 }
-                None => Err(Undelivered(format!(
-                    "dkron: node {} is no longer a member; the run could not start\n",
-                    execution.node_name
-                ))),
+                None if fresh => Err(Undelivered(gone)),
+                None => Ok(RunResult {
+                    success: false,
+                    output: gone,
+                }),
             }
         };
         let outcome = match delivered {
             Ok(result) => result,
-            Err(Undelivered(failure)) => {
-                if moves < MAX_MOVES
-                    && let Some(to) = move_undelivered(&node, &execution).await
-                {
+            Err(Undelivered(failure)) => match move_undelivered(&node, &execution, moves).await {
+                Move::Moved(to) => {
                     execution = to;
                     moves += 1;
                     moved = true;
                     continue;
                 }
-                RunResult {
+                Move::Nowhere => RunResult {
                     success: false,
                     output: failure,
+                },
+                // Whether the move committed is unknown, or another leader owns the run now:
+                // that leader resumes it and records its result; recording one here could
+                // finish it twice.
+                Move::Abandoned => {
+                    node.track_execution(&execution, false);
+                    return;
                 }
-            }
+            },
         };
         let finished = node.clock.now();
         let output = crate::processors::apply(
@@ -528,11 +544,26 @@ async fn execute_claimed(node: Arc<Node>, mut execution: Execution, mut resumed:
 /// Most times one attempt moves because its order could not be delivered.
 const MAX_MOVES: u32 = 3;
 
+/// What became of an attempt to move an undelivered run.
+enum Move {
+    /// Recorded on another node; send the order there.
+    Moved(Execution),
+    /// No other node qualifies (or the moves are used up): record the run as failed.
+    Nowhere,
+    /// The move was not recorded (this node no longer leads, or the outcome of the write is
+    /// unknown): leave the run to the leader that owns it.
+    Abandoned,
+}
+
 /// Moves a run whose order never reached its node to another eligible node (recorded in the
-/// replicated state, keeping its execution id, so it still runs once). `None`: no other node
-/// qualifies, or this node no longer leads (its successor resumes the run).
-async fn move_undelivered(node: &Arc<Node>, execution: &Execution) -> Option<Execution> {
-    let to = retry_target(node, execution)?;
+/// replicated state, keeping its execution id, so it still runs once).
+async fn move_undelivered(node: &Arc<Node>, execution: &Execution, moves: u32) -> Move {
+    if moves >= MAX_MOVES {
+        return Move::Nowhere;
+    }
+    let Some(to) = retry_target(node, execution) else {
+        return Move::Nowhere;
+    };
     let moved = node
         .write_local(Command::MoveExecution {
             job: execution.job_name.clone(),
@@ -544,11 +575,11 @@ async fn move_undelivered(node: &Arc<Node>, execution: &Execution) -> Option<Exe
     match moved {
         Ok((Response::Started { execution: moved }, _)) => {
             info!(job = %execution.job_name, execution = %execution.id, from = %execution.node_name, to = %to, "the run's order did not reach its node; the run moves to another eligible node");
-            Some(moved)
+            Move::Moved(moved)
         }
         other => {
-            warn!(job = %execution.job_name, execution = %execution.id, result = ?other.map(|(r, _)| r), "could not move an undelivered run; it is recorded as failed");
-            None
+            warn!(job = %execution.job_name, execution = %execution.id, result = ?other.map(|(r, _)| r), "could not move an undelivered run; the leader that owns it resumes it");
+            Move::Abandoned
         }
     }
 }

@@ -259,8 +259,23 @@ fn an_undelivered_run_moves_to_another_node_and_still_runs_once() {
         })),
         ApplyError::NotRunningOn { .. }
     ));
+    // A stale report from the old node (a leader that lost the move's outcome) is refused.
+    let mut stale = run.clone();
+    stale.finished_at = stale.started_at;
+    assert!(matches!(
+        rejected(h.apply(Command::FinishExecution { execution: stale })),
+        ApplyError::NotRunningOn { .. }
+    ));
     let outcome = h.finish(moved.clone(), true);
     assert!(outcome.group_done && !outcome.retry, "{outcome:?}");
+    // Reported twice (two leaders collecting it across a hand-over): counted once.
+    let mut again = moved.clone();
+    again.success = true;
+    again.finished_at = again.started_at;
+    assert!(matches!(
+        rejected(h.apply(Command::FinishExecution { execution: again })),
+        ApplyError::NotRunningOn { .. }
+    ));
     assert_eq!(h.job("m").success_count, 1);
     assert_eq!(h.job("m").error_count, 0);
     // A finished run cannot move.

@@ -254,7 +254,8 @@ async fn a_node_refuses_run_orders_from_an_older_leader_term() {
     let refused = node
         .execute_order(order(6))
         .await
-        .expect_err("term 6 is stale");
+        .expect_err("term 6 is stale")
+        .reason;
     assert!(
         refused.contains("term 6") && refused.contains('7'),
         "{refused}"
