@@ -98,14 +98,19 @@ pub const RESULT_RETENTION: Duration = Duration::from_secs(600);
 /// leader that ordered the run normally has the output already).
 const KEPT_OUTPUT_BUDGET: usize = 8 << 20;
 
+/// After its last run ends, how long a draining node keeps answering so the leader collects
+/// the result.
+const COLLECT_WINDOW: Duration = Duration::from_millis(500);
+
 /// Clock skew tolerated between the leader that stamped `started_at` and this node.
 const SKEW: SignedDuration = SignedDuration::from_secs(1);
 
-/// The start journal vouches only for runs due this long after it was created: a data dir
-/// wiped under the same node name, with the leader's clock ahead, must not make a run that
-/// started before the wipe look never started. Generous, since the cost is only that such runs
-/// fall back to the process-start rule.
-const JOURNAL_MARGIN: SignedDuration = SignedDuration::from_secs(60);
+/// The start journal vouches only for runs due this long after it was created, so a data dir
+/// wiped under the same node name does not make a run that started before the wipe look
+/// never started. The same assumption as the process-start rule: node clocks agree within
+/// [`SKEW`] plus the restart's own gap (NTP). A larger margin would refuse as lost every run
+/// resumed in a node's first minutes (the fault suite showed 187 in its first kill phase).
+const JOURNAL_MARGIN: SignedDuration = SKEW;
 
 type Key = (String, String);
 
@@ -439,14 +444,18 @@ impl OrderExecutor {
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let n = running();
-            if n == 0 || tokio::time::Instant::now() >= deadline {
-                if n > 0 {
-                    tracing::warn!(
-                        runs = n,
-                        "runs still going at shutdown are stopped; they are recorded as failed"
-                    );
-                }
+            if n > 0 && tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    runs = n,
+                    "runs still going at shutdown are stopped; they are recorded as failed"
+                );
                 return n;
+            }
+            if n == 0 {
+                // A leader between two asks (it asks again at once after each "running"
+                // answer) still finds the results here.
+                tokio::time::sleep(COLLECT_WINDOW).await;
+                return 0;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -748,7 +757,7 @@ mod tests {
         let b_due = t0 + SignedDuration::from_secs(130);
         assert!(after.execute(run("b", true, b_due)).await.unwrap().success);
         // Due before the journal existed, or within its margin after: it cannot vouch, so lost.
-        let c_due = t0 + SignedDuration::from_secs(30);
+        let c_due = t0 + SignedDuration::from_millis(500);
         let lost = after.execute(run("c", true, c_due)).await.unwrap_err();
         assert!(
             lost.reason.contains("restarted after the run was due"),
