@@ -892,3 +892,47 @@ async fn a_running_execution_shows_its_output_so_far_from_any_server() {
         .await;
     assert_eq!(done[0]["output"], json!("first line\nlast line\n"));
 }
+
+/// A server stopping gracefully lets the run it is executing finish (its leader collects the
+/// result); a run triggered meanwhile runs elsewhere (declined there if it was placed on the
+/// stopping server, then moved), and neither is recorded failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_stopping_gracefully_finishes_its_run_and_declines_new_ones() {
+    let mut servers = three_servers().await;
+    let leader = leader_index(&servers).await;
+    let (stopping, spare) = ((leader + 1) % 3, (leader + 2) % 3);
+    let (stopping_name, spare_name) = (name_of(&servers[stopping]), name_of(&servers[spare]));
+    let api = servers[leader].api.clone();
+    add_tag(&servers[stopping], "pool", "d", &api).await;
+    let mut job = shell_job("draining", "@manually", "sleep 2; echo finished");
+    job["tags"] = json!({"pool": "d:1"});
+    assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
+    assert_eq!(api.run("draining").await.status, 202);
+    wait_until(Duration::from_secs(10), "the run to start", async || {
+        (api.get("/v1/busy").await.total_count() == Some(1)).then_some(())
+    })
+    .await;
+
+    let node = servers[stopping].handle.take().expect("running");
+    let stopped = tokio::spawn(node.shutdown());
+    // While it drains, another run of the job, which the spare can take too.
+    add_tag(&servers[spare], "pool", "d", &api).await;
+    assert_eq!(api.run("draining").await.status, 202);
+
+    let runs = api
+        .wait_finished("draining", 2, Duration::from_secs(20))
+        .await;
+    for run in &runs {
+        assert_eq!(run["success"], json!(true), "{runs:#?}");
+        assert_eq!(run["output"], json!("finished\n"), "{runs:#?}");
+    }
+    let mut nodes: Vec<&str> = runs
+        .iter()
+        .map(|r| r["node_name"].as_str().unwrap())
+        .collect();
+    nodes.sort();
+    let mut expected = vec![stopping_name.as_str(), spare_name.as_str()];
+    expected.sort();
+    assert_eq!(nodes, expected, "{runs:#?}");
+    stopped.await.unwrap();
+}
