@@ -244,12 +244,7 @@ pub async fn bench(client: &reqwest::Client, kills: usize) -> anyhow::Result<()>
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|e| {
-                    e["scheduled_at"]
-                        .as_str()
-                        .and_then(|t| t.parse::<Timestamp>().ok())
-                        .is_some_and(|t| t.as_second() == second)
-                })
+                .filter(|e| crate::scheduled_second(e) == Some(second))
                 .map(|e| format!("{}: {}", e["node_name"], e["output"]))
                 .collect();
             if about.is_empty() {

@@ -19,8 +19,8 @@ use anyhow::{Context, bail};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::percentile;
 use crate::sink::{Hit, Sink};
+use crate::{percentile, scheduled_second};
 
 const IMAGE: &str = "dkron-rs:dev";
 
@@ -363,13 +363,7 @@ async fn check_window(
                     .as_str()
                     .is_some_and(|t| !t.starts_with("0001"))
             })
-            .filter_map(|e| {
-                e["scheduled_at"]
-                    .as_str()?
-                    .parse::<Timestamp>()
-                    .ok()
-                    .map(|t| t.as_second())
-            })
+            .filter_map(scheduled_second)
             .collect();
         for second in missing {
             if recorded.contains(&second) {
@@ -378,12 +372,7 @@ async fn check_window(
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find(|e| {
-                        e["scheduled_at"]
-                            .as_str()
-                            .and_then(|t| t.parse::<Timestamp>().ok())
-                            .is_some_and(|t| t.as_second() == second)
-                    })
+                    .find(|e| scheduled_second(e) == Some(second))
                     .and_then(|e| e["output"].as_str())
                     .unwrap_or_default();
                 *f.reasons.entry(reason_kind(output)).or_default() += 1;
@@ -393,12 +382,7 @@ async fn check_window(
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter(|e| {
-                        e["scheduled_at"]
-                            .as_str()
-                            .and_then(|t| t.parse::<Timestamp>().ok())
-                            .is_some_and(|t| t.as_second() == second)
-                    })
+                    .filter(|e| scheduled_second(e) == Some(second))
                     .map(|e| e.to_string())
                     .collect();
                 let from = Timestamp::from_second(second).unwrap_or_default();

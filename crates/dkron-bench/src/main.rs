@@ -173,6 +173,15 @@ async fn get_json(
         .ok()
 }
 
+/// The nominal second of an execution record (its `scheduled_at`), if it has one.
+fn scheduled_second(execution: &serde_json::Value) -> Option<i64> {
+    execution["scheduled_at"]
+        .as_str()?
+        .parse::<Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

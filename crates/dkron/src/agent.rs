@@ -82,10 +82,7 @@ fn with_start_journal(orders: OrderExecutor, config: &AgentConfig) -> OrderExecu
     let opened = std::fs::create_dir_all(&config.data_dir)
         .map_err(anyhow::Error::from)
         .and_then(|()| {
-            crate::journal::StartJournal::open(
-                &config.data_dir.join("started.redb"),
-                crate::clock::system(),
-            )
+            crate::journal::StartJournal::open_in(&config.data_dir, crate::clock::system())
         });
     match opened {
         Ok(journal) => orders.with_journal(journal),

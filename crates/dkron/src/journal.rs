@@ -58,6 +58,11 @@ fn key(job: &str, id: &str, due: Timestamp) -> String {
 }
 
 impl StartJournal {
+    /// Opens the journal in a data dir (`started.redb`).
+    pub fn open_in(data_dir: &Path, clock: SharedClock) -> anyhow::Result<StartJournal> {
+        StartJournal::open(&data_dir.join("started.redb"), clock)
+    }
+
     pub fn open(path: &Path, clock: SharedClock) -> anyhow::Result<StartJournal> {
         let db = Arc::new(
             crate::raft::open_db(path, CACHE_BYTES)

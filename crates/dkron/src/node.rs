@@ -51,10 +51,10 @@ pub struct ClusterMember {
 /// A committed write: its result and the log index that carried it.
 type Committed = (Response, u64);
 
-/// How long placement skips a node that refused a run order's connection.
 /// How long a graceful shutdown waits for runs in progress on this node (Docker sends
 /// SIGKILL 10 s after SIGTERM).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long placement skips a node that refused a run order's connection.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
 
 /// How long a follower waits for its own state machine to catch up with a write it forwarded,
@@ -620,10 +620,12 @@ impl NodeHandle {
         if graceful {
             // Before the RPC server stops: the successor needs this node's vote.
             self.node.hand_over_leadership().await;
-            // No new claims from here; placement avoids this node.
-            for task in &self.tasks {
-                task.abort();
-            }
+        }
+        // No new claims from here.
+        for task in &self.tasks {
+            task.abort();
+        }
+        if graceful {
             self.node.skip_in_placement(self.node.name());
             if !self.node.is_leader() {
                 // The successor resumed every run and collects each result over RPC; this
@@ -635,9 +637,6 @@ impl NodeHandle {
             self.node.orders.drain(SHUTDOWN_GRACE).await;
         }
         self.node.request_shutdown();
-        for task in &self.tasks {
-            task.abort();
-        }
         for task in self.tasks {
             let _ = task.await;
         }
@@ -706,8 +705,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<No
         .context("opening the state store (state.redb)")?;
     let outputs = OutputStore::open(&config.data_dir.join("outputs.redb"))
         .context("opening the output store (outputs.redb)")?;
-    let journal =
-        crate::journal::StartJournal::open(&config.data_dir.join("started.redb"), clock.clone())?;
+    let journal = crate::journal::StartJournal::open_in(&config.data_dir, clock.clone())?;
     let state = state_machine.handle();
 
     let http_bind = config.http_bind()?;

@@ -105,13 +105,6 @@ const COLLECT_WINDOW: Duration = Duration::from_millis(500);
 /// Clock skew tolerated between the leader that stamped `started_at` and this node.
 const SKEW: SignedDuration = SignedDuration::from_secs(1);
 
-/// The start journal vouches only for runs due this long after it was created, so a data dir
-/// wiped under the same node name does not make a run that started before the wipe look
-/// never started. The same assumption as the process-start rule: node clocks agree within
-/// [`SKEW`] plus the restart's own gap (NTP). A larger margin would refuse as lost every run
-/// resumed in a node's first minutes (the fault suite showed 187 in its first kill phase).
-const JOURNAL_MARGIN: SignedDuration = SKEW;
-
 type Key = (String, String);
 
 enum Slot {
@@ -317,7 +310,11 @@ impl OrderExecutor {
         }
         let started_here = match (&self.journal, order.started_at) {
             (Some(journal), Some(due)) if order.resumed => {
-                journal.started(&order.job_name, &order.execution_id, due, JOURNAL_MARGIN)
+                // Vouched for only if due SKEW after the journal was created, so a data dir
+                // wiped under the same name does not make a run started before the wipe look
+                // never started: the same clock assumption as the process-start rule (a
+                // larger margin refused as lost every run resumed in a node's first minutes).
+                journal.started(&order.job_name, &order.execution_id, due, SKEW)
             }
             _ => None,
         };
@@ -570,6 +567,18 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// An order for a shell `command` (run through the shell).
+    fn shell_order(id: &str, resumed: bool, started_at: &str, command: &str) -> RunOrder {
+        RunOrder {
+            config: [
+                ("command".to_string(), command.to_string()),
+                ("shell".to_string(), "true".to_string()),
+            ]
+            .into(),
+            ..order(id, resumed, started_at)
+        }
+    }
+
     fn order(id: &str, resumed: bool, started_at: &str) -> RunOrder {
         RunOrder {
             job_name: "j".into(),
@@ -724,16 +733,12 @@ mod tests {
         let clock = crate::clock::ManualClock::starting_at(t0);
         let shared: SharedClock = clock.clone();
         let run = |id: &str, resumed: bool, due: Timestamp| {
-            let mut o = order(id, resumed, &due.to_string());
-            o.config = [
-                (
-                    "command".to_string(),
-                    format!("echo {id} >> {}", marker.display()),
-                ),
-                ("shell".to_string(), "true".to_string()),
-            ]
-            .into();
-            o
+            shell_order(
+                id,
+                resumed,
+                &due.to_string(),
+                &format!("echo {id} >> {}", marker.display()),
+            )
         };
         let before = OrderExecutor::new(shared.clone())
             .with_journal(StartJournal::open(&path, shared.clone()).unwrap());
@@ -771,15 +776,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("runs");
         let orders = OrderExecutor::new(crate::clock::system());
-        let mut o = order("twice", false, "2026-01-01T00:00:00Z");
-        o.config = [
-            (
-                "command".to_string(),
-                format!("echo ran >> {}; sleep 0.3; echo done", marker.display()),
-            ),
-            ("shell".to_string(), "true".to_string()),
-        ]
-        .into();
+        let o = shell_order(
+            "twice",
+            false,
+            "2026-01-01T00:00:00Z",
+            &format!("echo ran >> {}; sleep 0.3; echo done", marker.display()),
+        );
         let (a, b) = tokio::join!(orders.execute(o.clone()), async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             orders.execute(o.clone()).await
@@ -794,12 +796,7 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_run_ends_failed_with_the_reason() {
         let orders = OrderExecutor::new(crate::clock::system());
-        let mut o = order("stopped", false, "2026-01-01T00:00:00Z");
-        o.config = [
-            ("command".to_string(), "sleep 30".to_string()),
-            ("shell".to_string(), "true".to_string()),
-        ]
-        .into();
+        let o = shell_order("stopped", false, "2026-01-01T00:00:00Z", "sleep 30");
         assert_eq!(
             orders.answer(o.clone(), Duration::from_millis(50)).await,
             OrderAnswer::Running
@@ -841,15 +838,12 @@ mod tests {
     #[tokio::test]
     async fn draining_lets_runs_in_progress_finish_and_declines_new_ones() {
         let orders = OrderExecutor::new(crate::clock::system());
-        let mut o = order("going", false, "2026-01-01T00:00:00Z");
-        o.config = [
-            (
-                "command".to_string(),
-                "sleep 0.3; echo finished".to_string(),
-            ),
-            ("shell".to_string(), "true".to_string()),
-        ]
-        .into();
+        let o = shell_order(
+            "going",
+            false,
+            "2026-01-01T00:00:00Z",
+            "sleep 0.3; echo finished",
+        );
         assert_eq!(
             orders.answer(o.clone(), Duration::from_millis(10)).await,
             OrderAnswer::Running
@@ -863,12 +857,7 @@ mod tests {
         ));
         assert_eq!(orders.execute(o).await.unwrap().output, "finished\n");
         // A run longer than the grace is still going when drain gives up.
-        let mut long = order("long", false, "2026-01-01T00:00:00Z");
-        long.config = [
-            ("command".to_string(), "sleep 30".to_string()),
-            ("shell".to_string(), "true".to_string()),
-        ]
-        .into();
+        let long = shell_order("long", false, "2026-01-01T00:00:00Z", "sleep 30");
         let orders = OrderExecutor::new(crate::clock::system());
         orders.answer(long, Duration::from_millis(10)).await;
         assert_eq!(orders.drain(Duration::from_millis(100)).await, 1);
@@ -878,12 +867,12 @@ mod tests {
     #[tokio::test]
     async fn a_held_order_answers_running_then_the_result() {
         let orders = OrderExecutor::new(crate::clock::system());
-        let mut o = order("held", false, "2026-01-01T00:00:00Z");
-        o.config = [
-            ("command".to_string(), "sleep 0.4; echo late".to_string()),
-            ("shell".to_string(), "true".to_string()),
-        ]
-        .into();
+        let o = shell_order(
+            "held",
+            false,
+            "2026-01-01T00:00:00Z",
+            "sleep 0.4; echo late",
+        );
         let hold = Duration::from_millis(50);
         assert_eq!(orders.answer(o.clone(), hold).await, OrderAnswer::Running);
         let done = loop {
@@ -906,15 +895,12 @@ mod tests {
     #[tokio::test]
     async fn output_is_readable_while_the_run_goes_and_not_after() {
         let orders = OrderExecutor::new(crate::clock::system());
-        let mut o = order("live", false, "2026-01-01T00:00:00Z");
-        o.config = [
-            (
-                "command".to_string(),
-                "echo early; sleep 0.4; echo late".to_string(),
-            ),
-            ("shell".to_string(), "true".to_string()),
-        ]
-        .into();
+        let o = shell_order(
+            "live",
+            false,
+            "2026-01-01T00:00:00Z",
+            "echo early; sleep 0.4; echo late",
+        );
         let hold = Duration::from_millis(50);
         assert_eq!(orders.answer(o.clone(), hold).await, OrderAnswer::Running);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

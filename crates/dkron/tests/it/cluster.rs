@@ -643,14 +643,25 @@ fn name_of(server: &Server) -> String {
         .to_string()
 }
 
+/// Three servers, the leader's API, and the two followers (index, name), the first tagged
+/// `pool=<pool>` as the leader sees it: a job tagged `"pool": "<pool>:1"` runs there.
+async fn pool_on_a_follower(pool: &str) -> (Vec<Server>, Api, [(usize, String); 2]) {
+    let servers = three_servers().await;
+    let leader = leader_index(&servers).await;
+    let (first, second) = ((leader + 1) % 3, (leader + 2) % 3);
+    let api = servers[leader].api.clone();
+    add_tag(&servers[first], "pool", pool, &api).await;
+    let followers = [
+        (first, name_of(&servers[first])),
+        (second, name_of(&servers[second])),
+    ];
+    (servers, api, followers)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_moves_off_a_node_that_became_unreachable() {
-    let mut servers = three_servers().await;
-    let leader = leader_index(&servers).await;
-    let (victim, spare) = ((leader + 1) % 3, (leader + 2) % 3);
-    let (victim_name, spare_name) = (name_of(&servers[victim]), name_of(&servers[spare]));
-    let api = servers[leader].api.clone();
-    add_tag(&servers[victim], "pool", "a", &api).await;
+    let (mut servers, api, [(victim, victim_name), (spare, spare_name)]) =
+        pool_on_a_follower("a").await;
     // Fails on the victim (execution ids end with the node's name), succeeds elsewhere.
     let command = format!("case $DKRON_EXECUTION_ID in *-{victim_name}) exit 1;; esac");
     let mut job = shell_job("moving", "@manually", &command);
@@ -693,12 +704,8 @@ async fn a_retry_moves_off_a_node_that_became_unreachable() {
 /// are configured, so only the move can make it succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_that_cannot_be_delivered_moves_to_another_eligible_node() {
-    let mut servers = three_servers().await;
-    let leader = leader_index(&servers).await;
-    let (victim, spare) = ((leader + 1) % 3, (leader + 2) % 3);
-    let (victim_name, spare_name) = (name_of(&servers[victim]), name_of(&servers[spare]));
-    let api = servers[leader].api.clone();
-    add_tag(&servers[victim], "pool", "a", &api).await;
+    let (mut servers, api, [(victim, victim_name), (spare, spare_name)]) =
+        pool_on_a_follower("a").await;
     let mut job = shell_job("undelivered", "@manually", "echo ran");
     job["tags"] = json!({"pool": "a:1"});
     assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
@@ -898,12 +905,8 @@ async fn a_running_execution_shows_its_output_so_far_from_any_server() {
 /// stopping server, then moved), and neither is recorded failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_stopping_gracefully_finishes_its_run_and_declines_new_ones() {
-    let mut servers = three_servers().await;
-    let leader = leader_index(&servers).await;
-    let (stopping, spare) = ((leader + 1) % 3, (leader + 2) % 3);
-    let (stopping_name, spare_name) = (name_of(&servers[stopping]), name_of(&servers[spare]));
-    let api = servers[leader].api.clone();
-    add_tag(&servers[stopping], "pool", "d", &api).await;
+    let (mut servers, api, [(stopping, stopping_name), (spare, spare_name)]) =
+        pool_on_a_follower("d").await;
     let mut job = shell_job("draining", "@manually", "sleep 2; echo finished");
     job["tags"] = json!({"pool": "d:1"});
     assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
