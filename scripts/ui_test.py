@@ -158,8 +158,10 @@ def main():
                           "executor_config": {"command": "echo live line; sleep 4; echo all done",
                                               "shell": "true"}}).encode()
         urllib.request.urlopen(urllib.request.Request(f"{base}/v1/jobs", data=job, method="POST"))
-        urllib.request.urlopen(urllib.request.Request(f"{base}/v1/jobs/ui-live/run", method="POST"))
+        # The page is open before the run starts: the new run appears without a reload.
         driver.get(base + "/ui/#/job/ui-live")
+        wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "No executions yet"))
+        urllib.request.urlopen(urllib.request.Request(f"{base}/v1/jobs/ui-live/run", method="POST"))
 
         def live_line(d):
             pres = d.find_elements(By.ID, "out-0")

@@ -257,10 +257,15 @@ async function job(name) {
   };
   // While runs go, show what they printed so far (asked of the node running each, through
   // GET .../executions/:id) every second; when the last one ends, show the page again.
+  // Otherwise look for a new run every 2 s (a run is claimed just after `run` answers 202,
+  // and scheduled runs come on their own), and show the page again when one appears.
+  // Only the latest rendering of this page keeps polling.
   const here = location.hash;
+  const gen = ++jobPageGen;
+  const current = () => gen === jobPageGen && location.hash === here;
   const live = ex.body.map((e, i) => [e, i]).filter(([e]) => isZero(e.finished_at));
   const tick = async () => {
-    if (location.hash !== here) return;
+    if (!current()) return;
     let still = false;
     for (const [e, i] of live) {
       const r = await api(`${path}/executions/${encodeURIComponent(e.id)}`).catch(() => null);
@@ -269,11 +274,21 @@ async function job(name) {
       const pre = document.getElementById(`out-${i}`);
       if (pre) pre.textContent = r.body.output ?? "";
     }
-    if (location.hash !== here) return;
+    if (!current()) return;
     if (still) setTimeout(tick, 1000); else route();
   };
-  if (live.length) tick();
+  const watch = async () => {
+    if (!current()) return;
+    const r = await api(`${path}/executions?_sort=started_at&_order=DESC&_start=0&_end=1`).catch(() => null);
+    if (!current()) return;
+    if (r && (r.total !== ex.total || r.body[0]?.id !== ex.body[0]?.id)) route();
+    else setTimeout(watch, 2000);
+  };
+  if (live.length) tick(); else setTimeout(watch, 2000);
 }
+
+// Renderings of a job page so far; polling from an older one stops.
+let jobPageGen = 0;
 
 function kv(obj) {
   return Object.entries(obj ?? {}).map(([k, v]) => `${k}=${v}`).join("\n");
