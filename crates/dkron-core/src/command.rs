@@ -15,9 +15,14 @@ use crate::validate::FieldError;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Create or fully replace a job (Dkron's SetJob). `now` anchors a new schedule's phase.
+    /// With `refuse_when_paused` (a submission through the API) it is refused while job
+    /// submissions are paused — decided here, so a create racing a pause cannot slip through;
+    /// a restore is not subject to the pause (absent in older entries: not subject either).
     SetJob {
         job: Box<Job>,
         now: Timestamp,
+        #[serde(default)]
+        refuse_when_paused: bool,
     },
     DeleteJob {
         name: String,
@@ -67,7 +72,8 @@ pub enum Command {
         through: Timestamp,
         reason: crate::occurrence::SkipReason,
     },
-    /// Record a finished run (output already cut to a short tail by the proposer).
+    /// Record a finished run. Its output is cut to its last [`crate::INLINE_OUTPUT_LIMIT`]
+    /// bytes here, whatever the proposer sent: the whole output stays on the node.
     FinishExecution {
         execution: Execution,
     },
@@ -185,4 +191,6 @@ pub enum ApplyError {
     },
     #[error("job {job} is already running and its concurrency is forbid")]
     AlreadyRunning { job: String, running: Vec<String> },
+    #[error("New job submissions are currently paused: POST /v1/unpause to resume")]
+    Paused,
 }

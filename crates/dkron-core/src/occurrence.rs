@@ -242,6 +242,7 @@ mod tests {
         let (r, _) = state.apply(Command::SetJob {
             job: Box::new(job),
             now: ts(T0),
+            refuse_when_paused: false,
         });
         assert!(matches!(r, Response::Job { .. }), "{r:?}");
         state

@@ -10,12 +10,14 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-use crate::MAX_EXECUTIONS_PER_JOB;
 use crate::command::{ApplyError, Command, FinishOutcome, Response, Verdict};
-use crate::job::{Execution, Job, STATUS_FAILED, STATUS_PARTIALLY_FAILED, STATUS_SUCCESS};
+use crate::job::{
+    Execution, Job, STATUS_FAILED, STATUS_PARTIALLY_FAILED, STATUS_SUCCESS, tail_utf8,
+};
 use crate::occurrence::{Skip, SkipReason, record_skip};
 use crate::schedule::{Schedule, load_timezone};
 use crate::validate::validate_job;
+use crate::{INLINE_OUTPUT_LIMIT, MAX_EXECUTIONS_PER_JOB};
 
 /// Groups kept open per job at most; older ones are dropped (their runs were lost).
 const MAX_OPEN_GROUPS: usize = 64;
@@ -128,13 +130,50 @@ impl JobEntry {
     }
 }
 
+/// Every job with its bookkeeping, and the pause flag. The shell reads it only through the
+/// queries below and changes it only through [`State::apply`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct State {
-    pub jobs: BTreeMap<String, JobEntry>,
-    pub paused: bool,
+    pub(crate) jobs: BTreeMap<String, JobEntry>,
+    pub(crate) paused: bool,
 }
 
 impl State {
+    /// A state loaded back from storage.
+    pub fn from_parts(jobs: impl IntoIterator<Item = (String, JobEntry)>, paused: bool) -> State {
+        State {
+            jobs: jobs.into_iter().collect(),
+            paused,
+        }
+    }
+
+    /// Whether job submissions are paused (`POST /v1/pause`).
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    pub fn entry(&self, name: &str) -> Option<&JobEntry> {
+        self.jobs.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.jobs.contains_key(name)
+    }
+
+    /// Every job, by name.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &JobEntry)> {
+        self.jobs.iter()
+    }
+
+    pub fn job_names(&self) -> impl Iterator<Item = &String> {
+        self.jobs.keys()
+    }
+
+    /// Every run in progress, of every job.
+    pub fn running(&self) -> impl Iterator<Item = &Execution> {
+        self.jobs.values().flat_map(|e| e.running.values())
+    }
+
     /// The job as the API shows it at `now` (computed `next` filled).
     pub fn job_view(&self, name: &str, now: Timestamp) -> Option<Job> {
         self.jobs.get(name).map(|e| view(e, now))
@@ -162,7 +201,17 @@ impl State {
         }
         let mut effects = Vec::new();
         let result = match command {
-            Command::SetJob { job, now } => self.set_job(*job, now, &mut effects),
+            Command::SetJob {
+                job,
+                now,
+                refuse_when_paused,
+            } => {
+                if refuse_when_paused && self.paused {
+                    Err(ApplyError::Paused)
+                } else {
+                    self.set_job(*job, now, &mut effects)
+                }
+            }
             Command::DeleteJob { name } => self.delete_job(&name, &mut effects),
             Command::ToggleJob { name, now } => self.toggle_job(&name, now, &mut effects),
             Command::ClaimOccurrence { job, nominal, runs } => {
@@ -201,7 +250,7 @@ impl State {
         }
     }
 
-    fn entry(&self, name: &str) -> Result<&JobEntry, ApplyError> {
+    fn existing(&self, name: &str) -> Result<&JobEntry, ApplyError> {
         self.jobs.get(name).ok_or_else(|| ApplyError::JobNotFound {
             job: name.to_string(),
         })
@@ -349,7 +398,7 @@ impl State {
         name: &str,
         effects: &mut Vec<Effect>,
     ) -> Result<Response, ApplyError> {
-        let entry = self.entry(name)?;
+        let entry = self.existing(name)?;
         let children = entry.job.dependents().to_vec();
         if !children.is_empty() {
             return Err(ApplyError::HasDependents { children });
@@ -570,9 +619,13 @@ impl State {
 
     fn finish_execution(
         &mut self,
-        execution: Execution,
+        mut execution: Execution,
         effects: &mut Vec<Effect>,
     ) -> Result<Response, ApplyError> {
+        // Output stays out of consensus: whatever the proposer sent, the record keeps a tail.
+        if execution.output.len() > INLINE_OUTPUT_LIMIT {
+            execution.output = tail_utf8(&execution.output, INLINE_OUTPUT_LIMIT).to_string();
+        }
         let name = execution.job_name.clone();
         let entry = self.entry_mut(&name)?;
         // Only a run still running on that node can finish, once: a second report of the same

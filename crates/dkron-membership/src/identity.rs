@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// Foca keeps one entry per [`foca::Identity::addr`] (the gossip socket address);
 /// when two identities share it the one with the larger `bump` wins. A fresh
-/// process seeds `bump` with the wall clock in milliseconds and every renewal or
+/// process seeds `bump` with the wall clock in milliseconds (`Config::incarnation`, read by
+/// the caller) and every renewal or
 /// tag change adds one, so a restarted node replaces whatever identity its
 /// previous run left behind. (A `u16` counter would wrap within hours, and peers
 /// remember Down identities for up to a day, so a restart could lose the

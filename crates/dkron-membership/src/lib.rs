@@ -64,6 +64,10 @@ pub struct Config {
     pub keyring: Option<Keyring>,
     /// Timing preset.
     pub profile: Profile,
+    /// Seeds the identity's `bump`: a restarted node must start above any bump its previous
+    /// run reached, so it wins the address conflict. The caller passes its wall clock in
+    /// milliseconds (this crate reads no clock of its own).
+    pub incarnation: u64,
 }
 
 impl Config {
@@ -76,6 +80,7 @@ impl Config {
             tags: BTreeMap::new(),
             keyring: None,
             profile: Profile::default(),
+            incarnation: 0,
         }
     }
 }
@@ -184,7 +189,8 @@ pub struct Member {
     pub status: MemberStatus,
 }
 
-/// Counters of datagrams this node refused.
+/// Counters of this node's gossip: datagrams it refused, and the failure-detection rounds
+/// it ran (so a test can await "several probe periods" instead of sleeping).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Datagrams that failed authentication / decryption, or whose encryption
@@ -193,6 +199,8 @@ pub struct Stats {
     /// Datagrams that are not gossip at all (bad envelope, oversize) or that
     /// foca could not decode.
     pub malformed: u64,
+    /// SWIM probe rounds run (one per probe period while there are members to probe).
+    pub probe_rounds: u64,
 }
 
 /// Why [`Membership::start`] failed.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use foca::{Foca, NoCustomBroadcast, Notification, OwnedNotification, PostcardCodec, Timer};
 use rand::rngs::StdRng;
@@ -62,6 +62,7 @@ struct Shared {
     heard_tx: watch::Sender<u64>,
     decrypt_failures: AtomicU64,
     malformed: AtomicU64,
+    probe_rounds: AtomicU64,
 }
 
 /// Handle to a running gossip member. Cheap to clone; when every handle is
@@ -108,7 +109,7 @@ impl Membership {
             name: config.name,
             addr: advertise,
             tags: config.tags,
-            bump: initial_bump(),
+            bump: config.incarnation,
             leaving: false,
         };
         let size = identity.encoded_len();
@@ -133,6 +134,7 @@ impl Membership {
             heard_tx: watch::Sender::new(0),
             decrypt_failures: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            probe_rounds: AtomicU64::new(0),
         });
         let (view_tx, view) = watch::channel(Vec::new());
         let (commands, commands_rx) = mpsc::channel(64);
@@ -278,20 +280,13 @@ impl Membership {
         Stats {
             decrypt_failures: self.shared.decrypt_failures.load(Ordering::Relaxed),
             malformed: self.shared.malformed.load(Ordering::Relaxed),
+            probe_rounds: self.shared.probe_rounds.load(Ordering::Relaxed),
         }
     }
 
     async fn send(&self, command: Command) -> Result<(), ()> {
         self.commands.send(command).await.map_err(|_| ())
     }
-}
-
-/// Wall-clock milliseconds: larger than any bump a previous run of this node can
-/// have reached, so a restart wins the address conflict (see [`NodeId`]).
-fn initial_bump() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Deadline-ordered timer queue; the sequence number keeps insertion order
@@ -486,6 +481,9 @@ impl Driver {
 
     async fn fire_timers(&mut self) {
         for timer in self.effects.timers.pop_due(Instant::now()) {
+            if matches!(timer, Timer::ProbeRandomMember(_)) {
+                self.shared.probe_rounds.fetch_add(1, Ordering::Relaxed);
+            }
             if let Err(error) = self.foca.handle_timer(timer, &mut self.effects) {
                 debug!(%error, "gossip timer error");
             }

@@ -145,8 +145,15 @@ async fn graceful_leave_shows_left() {
             describe(node)
         );
     }
-    // Still Left (not flipped to Failed) after several probe periods.
-    sleep(Duration::from_millis(1500)).await;
+    // Still Left (not flipped to Failed) after several probe periods of each survivor.
+    let rounds = |n: &Membership| n.stats().probe_rounds;
+    let (a0, b0) = (rounds(&a), rounds(&b));
+    assert!(
+        eventually(CONVERGE, || rounds(&a) >= a0 + 3 && rounds(&b) >= b0 + 3).await,
+        "no probe rounds: {:?} {:?}",
+        a.stats(),
+        b.stats()
+    );
     assert_eq!(status(&a, "c"), Some(MemberStatus::Left));
     assert_eq!(status(&b, "c"), Some(MemberStatus::Left));
     assert!(c.join(&[a.local_addr()], JOIN_TIMEOUT).await.is_err());
@@ -382,8 +389,9 @@ async fn restarted_node_replaces_its_failed_identity() {
         "{}",
         describe(&a)
     );
-    // Same name, same address, new process: its clock-seeded bump wins.
+    // Same name, same address, new process: its clock-seeded (here: larger) bump wins.
     let mut cfg = config("c", None);
+    cfg.incarnation = 1_000_000;
     cfg.bind = c_addr;
     cfg.tags = tags(&[("role", "dkron"), ("node", "c"), ("restarted", "yes")]);
     let c2 = Membership::start(cfg).await.expect("rebind the same port");

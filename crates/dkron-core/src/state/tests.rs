@@ -49,6 +49,7 @@ impl Harness {
         self.apply(Command::SetJob {
             job: Box::new(job),
             now: ts(T0),
+            refuse_when_paused: false,
         })
     }
 
@@ -440,10 +441,12 @@ fn every_phase_survives_updates_that_keep_the_schedule() {
     h.apply(Command::SetJob {
         job: Box::new(job.clone()),
         now: ts("2026-01-01T00:00:03Z"),
+        refuse_when_paused: false,
     });
     h.apply(Command::SetJob {
         job: Box::new(job),
         now: ts("2026-01-01T00:00:07Z"),
+        refuse_when_paused: false,
     });
     assert_eq!(h.state.jobs["e"].anchor, ts("2026-01-01T00:00:03Z"));
 }
@@ -454,6 +457,7 @@ fn commands_round_trip_through_json() {
     let cmd = Command::SetJob {
         job: Box::new(job),
         now: ts(T0),
+        refuse_when_paused: false,
     };
     let text = serde_json::to_string(&cmd).unwrap();
     assert!(
@@ -477,6 +481,7 @@ fn a_batch_applies_in_order_with_one_response_each() {
             Command::SetJob {
                 job: job("a"),
                 now: ts(T0),
+                refuse_when_paused: false,
             },
             Command::DeleteJob {
                 name: "missing".into(),
@@ -484,6 +489,7 @@ fn a_batch_applies_in_order_with_one_response_each() {
             Command::SetJob {
                 job: job("b"),
                 now: ts(T0),
+                refuse_when_paused: false,
             },
         ],
     });
@@ -594,6 +600,7 @@ fn new_schedules_zones_and_reenabling_owe_nothing_from_before() {
         h.apply(Command::SetJob {
             job: Box::new(job),
             now: ts(now),
+            refuse_when_paused: false,
         })
     };
     // An edit that keeps schedule and zone keeps the ledger: occurrences due meanwhile are
@@ -681,4 +688,64 @@ fn a_retry_moved_to_another_node_decides_the_group_without_the_old_node() {
     assert!(outcome.group_done, "{outcome:?}");
     assert_eq!(outcome.status, "success");
     assert_eq!(h.job("m").status, "success");
+}
+
+#[test]
+fn a_submission_is_refused_while_paused_and_a_restore_is_not() {
+    let mut h = Harness::default();
+    h.apply(Command::SetPaused { paused: true });
+    let job = |name: &str| -> Box<Job> {
+        Box::new(
+            serde_json::from_str(&format!(r#"{{"name":"{name}","schedule":"@daily"}}"#)).unwrap(),
+        )
+    };
+    // Decided in apply, so a create racing a pause sees the pause whatever the API saw.
+    let refused = rejected(h.apply(Command::SetJob {
+        job: job("submitted"),
+        now: ts(T0),
+        refuse_when_paused: true,
+    }));
+    assert_eq!(refused, ApplyError::Paused);
+    assert!(refused.to_string().contains("paused"), "{refused}");
+    assert!(!h.state.contains("submitted"));
+    // A restore (and any entry written before the flag existed) is not subject to it.
+    let restored = h.apply(Command::SetJob {
+        job: job("restored"),
+        now: ts(T0),
+        refuse_when_paused: false,
+    });
+    assert!(matches!(restored, Response::Job { .. }), "{restored:?}");
+    let old_entry: Command = serde_json::from_str(
+        r#"{"type":"set_job","job":{"name":"old","schedule":"@daily"},"now":"2026-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    assert!(matches!(h.apply(old_entry), Response::Job { .. }));
+    h.apply(Command::SetPaused { paused: false });
+    let after = h.apply(Command::SetJob {
+        job: job("submitted"),
+        now: ts(T0),
+        refuse_when_paused: true,
+    });
+    assert!(matches!(after, Response::Job { .. }), "{after:?}");
+}
+
+#[test]
+fn a_finished_record_carries_only_the_output_tail() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"loud","schedule":"@daily"}"#);
+    let mut e = h.run("loud", "n1", 1, 1, "2026-01-01T00:01:00Z");
+    // A proposer that sent the whole output: apply keeps the limit's worth of its tail.
+    let output = format!("{}é{}", "x".repeat(5000), "end".repeat(400));
+    e.output = output.clone();
+    e.output_size = output.len() as u64;
+    h.finish(e.clone(), true);
+    let stored = &h.executions["loud"][&e.id];
+    assert!(stored.output.len() <= crate::INLINE_OUTPUT_LIMIT);
+    assert!(output.ends_with(&stored.output));
+    assert!(
+        stored.output.len() > crate::INLINE_OUTPUT_LIMIT - 4,
+        "{}",
+        stored.output.len()
+    );
+    assert_eq!(stored.output_size, output.len() as u64);
 }

@@ -7,7 +7,7 @@ use dkron_core::command::ApplyError;
 use dkron_core::validate::FieldError;
 use serde_json::{Value, json};
 
-use crate::node::WriteError;
+use crate::rpc::wire::{RunRefused, WriteError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -84,6 +84,7 @@ impl From<ApplyError> for ApiError {
                 status: StatusCode::CONFLICT,
                 body: json!({ "error": message, "job": job, "running": running }),
             },
+            ApplyError::Paused => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
             // Only the scheduler and the runner propose these; no API call answers with them.
             ApplyError::AlreadyDecided { job, .. }
             | ApplyError::AlreadySkipped { job, .. }
@@ -100,11 +101,20 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
         match e {
             WriteError::NoLeader
-            | WriteError::NotLeader(_)
+            | WriteError::NotLeader { .. }
             | WriteError::LeaderUnreachable { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
             WriteError::Fatal(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<RunRefused> for ApiError {
+    fn from(e: RunRefused) -> ApiError {
+        match e {
+            RunRefused::Write(e) => e.into(),
+            RunRefused::Rejected(e) => e.into(),
         }
     }
 }

@@ -1,17 +1,14 @@
 //! `/v1/jobs/:job/executions` and `/v1/busy`.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dkron_core::command::Command;
 use dkron_core::job::{Execution, tail_utf8};
 use serde::Serialize;
 
-use super::query::{Query, render, total_count};
-use super::{ApiError, forget_outputs, write_job};
-use crate::node::Node;
+use super::query::{Query, listed, ok, render};
+use super::{ApiError, Context, Cx, forget_outputs, write_job};
 
 #[derive(Serialize)]
 struct ListedExecution {
@@ -21,15 +18,15 @@ struct ListedExecution {
 }
 
 /// Replaces the replicated tail by the full output when this node kept it.
-fn with_full_output(node: &Node, mut e: Execution) -> Execution {
-    if let Ok(Some(full)) = node.outputs.get(&e.job_name, &e.id) {
+fn with_full_output(cx: &Context, mut e: Execution) -> Execution {
+    if let Ok(Some(full)) = cx.outputs.get(&e.job_name, &e.id) {
         e.output = full;
     }
     e
 }
 
-fn require_job(node: &Node, job: &str) -> Result<(), ApiError> {
-    if node.state.read(|s| s.jobs.contains_key(job)) {
+fn require_job(cx: &Context, job: &str) -> Result<(), ApiError> {
+    if cx.state.contains(job) {
         Ok(())
     } else {
         Err(ApiError::job_not_found(job))
@@ -37,12 +34,11 @@ fn require_job(node: &Node, job: &str) -> Result<(), ApiError> {
 }
 
 pub async fn list(
-    State(node): State<Arc<Node>>,
+    State(cx): Cx,
     Path(job): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, ApiError> {
-    let query = Query::parse(raw.as_deref());
-    require_job(&node, &job)?;
+    require_job(&cx, &job)?;
     let limit = match query.get("output_size_limit") {
         None | Some("") => None,
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
@@ -53,7 +49,7 @@ pub async fn list(
         })?),
     };
     let descending = query.descending(true)?;
-    let mut executions = node.state.executions(&job)?;
+    let mut executions = cx.state.executions(&job)?;
     match query.get("_sort").unwrap_or("") {
         "" | "id" | "started_at" => {
             executions.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)))
@@ -74,11 +70,11 @@ pub async fn list(
     }
     let total = executions.len();
     let page = query.page(total)?;
-    let listed: Vec<ListedExecution> = executions[page]
+    let shown: Vec<ListedExecution> = executions[page]
         .iter()
         .cloned()
         .map(|e| {
-            let mut e = with_full_output(&node, e);
+            let mut e = with_full_output(&cx, e);
             let truncated = match limit {
                 Some(n) if e.output.len() > n => {
                     e.output = tail_utf8(&e.output, n).to_string();
@@ -92,76 +88,44 @@ pub async fn list(
             }
         })
         .collect();
-    Ok(render(
-        StatusCode::OK,
-        &listed,
-        query.pretty(),
-        total_count(total),
-    ))
+    Ok(listed(&shown, total, &query))
 }
 
 pub async fn show(
-    State(node): State<Arc<Node>>,
+    State(cx): Cx,
     Path((job, id)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, ApiError> {
-    let query = Query::parse(raw.as_deref());
-    require_job(&node, &job)?;
-    let execution = node
+    require_job(&cx, &job)?;
+    let execution = cx
         .state
         .execution(&job, &id)?
         .ok_or_else(|| ApiError::not_found(format!("execution {id} of job {job} not found")))?;
-    let mut execution = with_full_output(&node, execution);
+    let mut execution = with_full_output(&cx, execution);
     // Still running: what it printed so far, from the node running it (not in Dkron).
     if execution.finished_at.is_none()
-        && let Some(output) = node.live_output(&execution).await
+        && let Some(output) = cx.dispatch.live_output(&execution).await
     {
         execution.output = output;
     }
-    Ok(render(
-        StatusCode::OK,
-        &execution,
-        query.pretty(),
-        HeaderMap::new(),
-    ))
+    Ok(ok(&execution, &query))
 }
 
 pub async fn delete_all(
-    State(node): State<Arc<Node>>,
+    State(cx): Cx,
     Path(job): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, ApiError> {
-    let query = Query::parse(raw.as_deref());
-    let stored = write_job(&node, Command::DeleteExecutions { job: job.clone() }).await?;
-    forget_outputs(&node, &job).await;
-    Ok(render(
-        StatusCode::OK,
-        &stored,
-        query.pretty(),
-        HeaderMap::new(),
-    ))
+    let stored = write_job(&cx, Command::DeleteExecutions { job: job.clone() }).await?;
+    forget_outputs(&cx, &job).await;
+    Ok(ok(&stored, &query))
 }
 
 /// Running executions, oldest first.
-pub async fn busy(
-    State(node): State<Arc<Node>>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let query = Query::parse(raw.as_deref());
-    let mut running: Vec<Execution> = node.state.read(|s| {
-        s.jobs
-            .values()
-            .flat_map(|e| e.running.values().cloned())
-            .collect()
-    });
+pub async fn busy(State(cx): Cx, query: Query) -> Result<Response, ApiError> {
+    let mut running = cx.state.all_running();
     running.sort_by_key(|a| a.started_at);
-    let total = running.len();
-    Ok(render(
-        StatusCode::OK,
-        &running,
-        query.pretty(),
-        total_count(total),
-    ))
+    Ok(listed(&running, running.len(), &query))
 }
 
 /// Occurrences listed at most per request.
@@ -172,12 +136,11 @@ const MAX_OCCURRENCES: usize = 1000;
 /// pending, or no record kept. `from` and `to` are RFC 3339; the default range is the last
 /// hour. `X-Truncated: true` when the list stops at `limit` (at most 1000).
 pub async fn occurrences(
-    State(node): State<Arc<Node>>,
+    State(cx): Cx,
     Path(job): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, ApiError> {
-    let query = Query::parse(raw.as_deref());
-    let now = node.clock.now();
+    let now = cx.clock.now();
     let instant = |field: &str, default: jiff::Timestamp| match query.get(field) {
         None | Some("") => Ok(default),
         Some(v) => v.parse::<jiff::Timestamp>().map_err(|e| {
@@ -204,10 +167,10 @@ pub async fn occurrences(
             }
         },
     };
-    let Some(entry) = node.state.read(|s| s.jobs.get(&job).cloned()) else {
+    let Some(entry) = cx.state.entry(&job) else {
         return Err(ApiError::job_not_found(&job));
     };
-    let executions = node.state.executions(&job)?;
+    let executions = cx.state.executions(&job)?;
     let (list, truncated) = dkron_core::occurrence::verdicts(&entry, &executions, from, to, limit);
     let mut headers = HeaderMap::new();
     headers.insert("X-Truncated", truncated.to_string().parse().expect("ascii"));

@@ -1,14 +1,18 @@
 //! The REST API, Dkron v4's shapes (`/v1/...`), served by every server.
 //!
-//! Handlers read the local replicated state and write through Raft. Errors are JSON
-//! (`{"error": "..."}`) with Dkron's wording where Dkron has one; status codes are decided in
-//! one place, [`error::ApiError`].
+//! Handlers read the local replicated state ([`StateReader`]) and write through the
+//! [`Proposer`]; runs go through the leader's [`Dispatch`] like every other run. What is
+//! allowed (pause, `forbid`, parents, cycles) is decided by the state machine, never here.
+//! Errors are JSON (`{"error": "..."}`) with Dkron's wording where Dkron has one; status codes
+//! are decided in one place, [`error::ApiError`].
 
 mod error;
 mod executions;
 mod jobs;
 mod node;
 mod query;
+mod restore;
+mod schedule;
 
 use std::sync::Arc;
 
@@ -21,12 +25,36 @@ use axum::routing::{get, post};
 use tower_http::cors::{Any, CorsLayer};
 use tracing::Instrument;
 
-use crate::node::Node;
-
 pub use error::ApiError;
 
-pub fn router(node: Arc<Node>) -> Router {
-    let whom = HeaderValue::from_str(node.name()).unwrap_or(HeaderValue::from_static("dkron"));
+use crate::clock::SharedClock;
+use crate::cluster::Members;
+use crate::leader::Dispatch;
+use crate::raft::{Leadership, Proposer, StateReader, Voters};
+use crate::shutdown::Shutdown;
+use crate::storage::OutputStore;
+
+/// What the handlers use.
+pub struct Context {
+    pub proposer: Proposer,
+    pub state: StateReader,
+    pub leadership: Leadership,
+    pub voters: Voters,
+    pub members: Members,
+    pub dispatch: Dispatch,
+    pub outputs: OutputStore,
+    pub clock: SharedClock,
+    /// `POST /v1/leave` stops the node.
+    pub shutdown: Shutdown,
+    /// Whether gossip is encrypted (`/v1` says so).
+    pub encrypted: bool,
+}
+
+type Cx = axum::extract::State<Arc<Context>>;
+
+pub fn router(cx: Context) -> Router {
+    let whom =
+        HeaderValue::from_str(cx.members.name()).unwrap_or(HeaderValue::from_static("dkron"));
     let v1 = Router::new()
         .route("/", get(node::status))
         .route("/members", get(node::members))
@@ -37,7 +65,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/busy", get(executions::busy))
         .route("/pause", get(node::pause_status).post(node::pause))
         .route("/unpause", post(node::unpause))
-        .route("/restore", post(jobs::restore))
+        .route("/restore", post(restore::restore))
         .route(
             "/jobs",
             get(jobs::list).post(jobs::create).patch(jobs::create),
@@ -57,18 +85,15 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/jobs/{job}/executions/{execution}", get(executions::show))
         .route("/jobs/{job}/occurrences", get(executions::occurrences))
-        .route("/jobs/{job}/next", get(jobs::next))
-        .route("/schedule", get(jobs::preview));
+        .route("/jobs/{job}/next", get(schedule::next))
+        .route("/schedule", get(schedule::preview));
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods(Any)
         .allow_headers(Any)
         .expose_headers(Any);
-    let mut root = Router::new();
-    if node.config.enable_prometheus {
-        root = root.route("/metrics", get(metrics));
-    }
-    root.route("/health", get(node::health))
+    Router::new()
+        .route("/health", get(node::health))
         .route("/v1/", get(node::status))
         .nest("/v1", v1)
         .fallback(not_found)
@@ -88,36 +113,17 @@ pub fn router(node: Arc<Node>) -> Router {
             .instrument(span)
         }))
         .layer(cors)
-        .with_state(node)
-}
-
-/// `GET /metrics` (with `--enable-prometheus`): the Prometheus text exposition, gauges read
-/// fresh from the state.
-async fn metrics(axum::extract::State(node): axum::extract::State<Arc<Node>>) -> Response {
-    use axum::response::IntoResponse;
-    crate::metrics::set_gauges(&node.metrics_snapshot());
-    match crate::metrics::prometheus() {
-        Some(handle) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            handle.render(),
-        )
-            .into_response(),
-        None => ApiError::not_found("metrics are off: start the agent with --enable-prometheus")
-            .into_response(),
-    }
+        .with_state(Arc::new(cx))
 }
 
 /// Proposes a command whose success answer is a job (create, delete, toggle, delete
 /// executions) and returns that job; a rejection becomes its API error.
 async fn write_job(
-    node: &Node,
+    cx: &Context,
     command: dkron_core::command::Command,
 ) -> Result<dkron_core::job::Job, ApiError> {
     use dkron_core::command::Response as Applied;
-    match node.write(command).await? {
+    match cx.proposer.write(command).await? {
         Applied::Job { job } => Ok(*job),
         Applied::Rejected { error } => Err(error.into()),
         other => Err(ApiError::internal(format!(
@@ -127,8 +133,8 @@ async fn write_job(
 }
 
 /// Drops the full outputs this node kept for `job` (its executions are gone).
-async fn forget_outputs(node: &Node, job: &str) {
-    if let Err(e) = node.outputs.delete_job(job).await {
+async fn forget_outputs(cx: &Context, job: &str) {
+    if let Err(e) = cx.outputs.delete_job(job).await {
         tracing::warn!(job = %job, error = %e, "could not delete the job's kept outputs");
     }
 }

@@ -1,18 +1,16 @@
 //! Node-level routes: `/health`, `/v1`, members, leader, pause, leave.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dkron_core::command::{Command, Response as Applied};
 use serde::Serialize;
 use serde_json::json;
 
-use super::ApiError;
-use super::query::{Query, render, total_count};
-use crate::node::Node;
+use super::query::{Query, listed, ok, render};
+use super::{ApiError, Context, Cx};
 
 pub async fn health() -> Response {
     render(
@@ -69,69 +67,54 @@ fn serf_member(m: dkron_membership::Member) -> Member {
     }
 }
 
-fn all_members(node: &Node) -> Vec<Member> {
-    node.gossip.members().into_iter().map(serf_member).collect()
+fn all_members(cx: &Context) -> Vec<Member> {
+    cx.members.all().into_iter().map(serf_member).collect()
 }
 
-fn self_member(node: &Node) -> Member {
-    all_members(node)
+fn self_member(cx: &Context) -> Member {
+    let name = cx.members.name();
+    all_members(cx)
         .into_iter()
-        .find(|m| m.name == node.name())
+        .find(|m| m.name == name)
         .unwrap_or_else(|| {
             // Gossip always lists this node; this is only a safe answer if it ever does not.
             serf_member(dkron_membership::Member {
-                name: node.name().to_string(),
-                addr: node.gossip.advertise_addr(),
-                tags: node.tags(),
+                name: name.to_string(),
+                addr: cx.members.advertise_addr(),
+                tags: cx.members.my_tags(),
                 status: dkron_membership::MemberStatus::Alive,
             })
         })
 }
 
-pub async fn status(State(node): State<Arc<Node>>, RawQuery(raw): RawQuery) -> Response {
-    let query = Query::parse(raw.as_deref());
-    let members = node.gossip.members();
+pub async fn status(State(cx): Cx, query: Query) -> Response {
+    let members = cx.members.all();
     let count =
         |s: dkron_membership::MemberStatus| members.iter().filter(|m| m.status == s).count();
     let body = json!({
-        "agent": {"name": node.name(), "version": crate::VERSION},
+        "agent": {"name": cx.members.name(), "version": crate::VERSION},
         "serf": {
             "members": members.len().to_string(),
             "failed": count(dkron_membership::MemberStatus::Failed).to_string(),
             "left": count(dkron_membership::MemberStatus::Left).to_string(),
             "health_score": "0",
-            "encrypted": (!node.config.encrypt.is_empty()).to_string(),
+            "encrypted": cx.encrypted.to_string(),
         },
-        "tags": node.tags(),
+        "tags": cx.members.my_tags(),
     });
-    render(StatusCode::OK, &body, query.pretty(), HeaderMap::new())
+    ok(&body, &query)
 }
 
-pub async fn members(State(node): State<Arc<Node>>, RawQuery(raw): RawQuery) -> Response {
-    let query = Query::parse(raw.as_deref());
-    let members = all_members(&node);
-    render(
-        StatusCode::OK,
-        &members,
-        query.pretty(),
-        total_count(members.len()),
-    )
+pub async fn members(State(cx): Cx, query: Query) -> Response {
+    let members = all_members(&cx);
+    listed(&members, members.len(), &query)
 }
 
-pub async fn leader(
-    State(node): State<Arc<Node>>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let query = Query::parse(raw.as_deref());
-    match node.leader() {
-        Some(l) if l.name == node.name() => Ok(render(
-            StatusCode::OK,
-            &self_member(&node),
-            query.pretty(),
-            HeaderMap::new(),
-        )),
-        Some(l) => match all_members(&node).into_iter().find(|m| m.name == l.name) {
-            Some(m) => Ok(render(StatusCode::OK, &m, query.pretty(), HeaderMap::new())),
+pub async fn leader(State(cx): Cx, query: Query) -> Result<Response, ApiError> {
+    match cx.leadership.leader() {
+        Some(l) if l.name == cx.members.name() => Ok(ok(&self_member(&cx), &query)),
+        Some(l) => match all_members(&cx).into_iter().find(|m| m.name == l.name) {
+            Some(m) => Ok(ok(&m, &query)),
             None => Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("leader {l} is not a known member yet"),
@@ -144,8 +127,8 @@ pub async fn leader(
     }
 }
 
-pub async fn is_leader(State(node): State<Arc<Node>>) -> Response {
-    if node.is_leader() {
+pub async fn is_leader(State(cx): Cx) -> Response {
+    if cx.leadership.is_leader() {
         render(StatusCode::OK, &"I am a leader", false, HeaderMap::new())
     } else {
         render(
@@ -157,8 +140,8 @@ pub async fn is_leader(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
-pub async fn pause_status(State(node): State<Arc<Node>>) -> Response {
-    let paused = node.state.read(|s| s.paused);
+pub async fn pause_status(State(cx): Cx) -> Response {
+    let paused = cx.state.paused();
     render(
         StatusCode::OK,
         &json!({"paused": paused}),
@@ -167,8 +150,8 @@ pub async fn pause_status(State(node): State<Arc<Node>>) -> Response {
     )
 }
 
-async fn set_paused(node: &Node, paused: bool) -> Result<Response, ApiError> {
-    match node.write(Command::SetPaused { paused }).await? {
+async fn set_paused(cx: &Context, paused: bool) -> Result<Response, ApiError> {
+    match cx.proposer.write(Command::SetPaused { paused }).await? {
         Applied::Paused { paused } => Ok(render(
             StatusCode::OK,
             &json!({"paused": paused}),
@@ -181,29 +164,23 @@ async fn set_paused(node: &Node, paused: bool) -> Result<Response, ApiError> {
     }
 }
 
-pub async fn pause(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
-    set_paused(&node, true).await
+pub async fn pause(State(cx): Cx) -> Result<Response, ApiError> {
+    set_paused(&cx, true).await
 }
 
-pub async fn unpause(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
-    set_paused(&node, false).await
+pub async fn unpause(State(cx): Cx) -> Result<Response, ApiError> {
+    set_paused(&cx, false).await
 }
 
 /// Leaves the cluster: answers with the member list, then the process shuts down.
-pub async fn leave(State(node): State<Arc<Node>>) -> Response {
-    let members = all_members(&node);
-    node.request_shutdown();
+pub async fn leave(State(cx): Cx) -> Response {
+    let members = all_members(&cx);
+    cx.shutdown.request();
     render(StatusCode::OK, &members, false, HeaderMap::new())
 }
 
 /// `GET /v1/raft/peers` (not in Dkron, which has it only as `dkron raft list-peers`): the
 /// servers of the Raft configuration, their address, role and whether they vote.
-pub async fn raft_peers(State(node): State<Arc<Node>>, RawQuery(raw): RawQuery) -> Response {
-    let query = Query::parse(raw.as_deref());
-    render(
-        StatusCode::OK,
-        &node.raft_peers(),
-        query.pretty(),
-        HeaderMap::new(),
-    )
+pub async fn raft_peers(State(cx): Cx, query: Query) -> Response {
+    ok(&cx.voters.peers(), &query)
 }

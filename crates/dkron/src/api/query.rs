@@ -1,5 +1,10 @@
-//! Query-string helpers shared by the list endpoints: `pretty`, paging, sorting, filters.
+//! The query string and the answers: a [`Query`] extractor (`pretty`, paging, sorting,
+//! filters), and one way to render each kind of answer ([`ok`], [`created`], [`listed`]).
 
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -8,6 +13,14 @@ use super::ApiError;
 
 /// The decoded query string, in order.
 pub struct Query(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Query {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Query, Infallible> {
+        Ok(Query::parse(parts.uri.query()))
+    }
+}
 
 impl Query {
     pub fn parse(raw: Option<&str>) -> Query {
@@ -85,6 +98,35 @@ impl Query {
     }
 }
 
+/// 200 with `value` as JSON.
+pub fn ok<T: Serialize + ?Sized>(value: &T, query: &Query) -> Response {
+    render(StatusCode::OK, value, query.pretty(), HeaderMap::new())
+}
+
+/// 200 with a page of a list and its full length in `X-Total-Count`.
+pub fn listed<T: Serialize>(page: &[T], total: usize, query: &Query) -> Response {
+    render(StatusCode::OK, page, query.pretty(), total_count(total))
+}
+
+/// `status` with `value` and `Location: <location>` (a created or run job).
+pub fn located<T: Serialize + ?Sized>(
+    status: StatusCode,
+    value: &T,
+    location: &str,
+    query: &Query,
+) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, v);
+    }
+    render(status, value, query.pretty(), headers)
+}
+
+/// 201 with the created job and its `Location`.
+pub fn created<T: Serialize + ?Sized>(value: &T, location: &str, query: &Query) -> Response {
+    located(StatusCode::CREATED, value, location, query)
+}
+
 /// Renders JSON, indented when `pretty` is in the query, with extra headers.
 pub fn render<T: Serialize + ?Sized>(
     status: StatusCode,
@@ -111,7 +153,7 @@ pub fn render<T: Serialize + ?Sized>(
     }
 }
 
-pub fn total_count(n: usize) -> HeaderMap {
+fn total_count(n: usize) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("x-total-count", HeaderValue::from(n));
     h

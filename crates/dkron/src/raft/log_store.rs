@@ -31,7 +31,7 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn open(path: &Path) -> anyhow::Result<LogStore> {
-        let db = super::open_db(path, super::LOG_CACHE_BYTES)?;
+        let db = crate::storage::open_db(path, crate::storage::LOG_CACHE_BYTES)?;
         let txn = db.begin_write()?;
         txn.open_table(LOGS)?;
         txn.open_table(META)?;

@@ -1,26 +1,52 @@
-//! Consensus: openraft wired to our storage and transport.
+//! Consensus: openraft wired to our storage and transport, and the narrow handles the rest of
+//! the node uses instead of openraft itself.
 //!
-//! - [`log_store`]: the Raft log, vote and committed pointer in `raft.redb` (fsynced appends).
-//! - [`state_machine`]: the core's [`dkron_core::state::State`] persisted in `state.redb`,
-//!   plus the execution records; snapshots are built from one consistent view.
-//! - [`network`]: Raft RPCs as JSON over HTTP to a peer's RPC port.
+//! - [`Proposer`] (`proposer.rs`): the only way to propose a command (group commit on the
+//!   leader, forwarding from a follower).
+//! - [`StateReader`] (`reader.rs`): named queries on the applied state and the executions.
+//! - [`Leadership`] (`leadership.rs`): who leads, the fencing term, graceful hand-over.
+//! - [`Voters`] (`voters.rs`): the Raft configuration: bootstrap, admission, removal, peers.
+//! - `routes.rs`: what the RPC port answers for consensus (append, vote, snapshot, forwarded
+//!   writes, elect, peers, remove-peer).
+//! - `log_store.rs`: the Raft log, vote and committed pointer in `raft.redb` (fsynced appends).
+//! - `state_machine.rs`, `snapshot.rs`: the core's [`dkron_core::state::State`] persisted in
+//!   `state.redb` with the execution records; snapshots built from one consistent view.
+//! - `network.rs`: Raft RPCs as JSON over HTTP to a peer's RPC port.
 //!
 //! A one-server cluster is a one-voter Raft group, so adding servers later adds members
-//! rather than replacing storage.
+//! rather than replacing storage. openraft's own handle never leaves this module.
 
+mod leadership;
 // openraft fixes the storage error type (224 bytes); our helpers must return it as is.
 #[allow(clippy::result_large_err)]
-pub mod log_store;
-pub mod network;
+mod log_store;
+mod network;
+mod proposer;
+mod reader;
+mod routes;
 #[allow(clippy::result_large_err)]
-pub mod state_machine;
+mod snapshot;
+#[allow(clippy::result_large_err)]
+mod state_machine;
+mod voters;
 
+use std::collections::BTreeMap;
 use std::fmt;
 // The macro's default snapshot type names `Cursor` unqualified.
 use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
 
+use anyhow::Context;
 use dkron_core::command::{Command, Response};
 use serde::{Deserialize, Serialize};
+
+pub use leadership::{LeaderWatch, Leadership};
+pub use proposer::Proposer;
+pub use reader::StateReader;
+pub use voters::Voters;
+
+use crate::rpc::RpcClient;
 
 /// What Raft knows about a server: its Dkron node name and the address of its RPC port.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,24 +69,9 @@ openraft::declare_raft_types!(
 );
 
 pub type NodeId = u64;
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type LogId = openraft::LogId<NodeId>;
-
-/// redb page caches. redb's default is 1 GiB per database; memory must stay bounded, and
-/// the hot state (jobs) is in memory anyway, so small caches suffice.
-pub const LOG_CACHE_BYTES: usize = 2 << 20;
-pub const STATE_CACHE_BYTES: usize = 4 << 20;
-
-/// Opens (or creates) a redb file with a bounded page cache.
-pub fn open_db(
-    path: &std::path::Path,
-    cache_bytes: usize,
-) -> Result<redb::Database, redb::DatabaseError> {
-    redb::Builder::new()
-        .set_cache_size(cache_bytes)
-        .create(path)
-}
+type Raft = openraft::Raft<TypeConfig>;
+type StorageError = openraft::StorageError<NodeId>;
+type LogId = openraft::LogId<NodeId>;
 
 /// Raft ids are numbers; Dkron names servers. The id is a stable hash of the node name
 /// (FNV-1a), so a server keeps its identity across restarts and address changes.
@@ -73,11 +84,104 @@ pub fn node_id_for(name: &str) -> NodeId {
     hash
 }
 
+/// A running consensus layer: the handles, and the RPC routes it answers.
+pub struct Consensus {
+    pub proposer: Proposer,
+    pub state: StateReader,
+    pub leadership: Leadership,
+    pub voters: Voters,
+    /// `/raft/*` and the consensus calls of `/rpc/*`, to merge into the RPC router.
+    pub routes: axum::Router,
+    raft: Raft,
+}
+
+/// How this server takes part in consensus.
+pub struct Settings<'a> {
+    pub data_dir: &'a Path,
+    /// This server, as the Raft configuration names it.
+    pub me: ServerNode,
+    /// `--bootstrap-expect=1`: form a one-server group if none exists yet.
+    pub bootstrap_alone: bool,
+    /// `--raft-multiplier`: scales every Raft timeout.
+    pub multiplier: u32,
+}
+
+impl Consensus {
+    /// Opens `raft.redb`, `state.redb` and the snapshot in the data dir and starts Raft.
+    pub async fn start(settings: Settings<'_>, rpc: RpcClient) -> anyhow::Result<Consensus> {
+        let dir = settings.data_dir;
+        let log_store = log_store::LogStore::open(&dir.join("raft.redb"))
+            .context("opening the Raft log (raft.redb)")?;
+        let state_machine = state_machine::StateMachine::open(&dir.join("state.redb"))
+            .context("opening the state store (state.redb)")?;
+        let state = state_machine.reader();
+        let id = node_id_for(&settings.me.name);
+        let raft = Raft::new(
+            id,
+            Arc::new(config(settings.multiplier)?),
+            network::Network::new(rpc.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .context("starting Raft")?;
+        if settings.bootstrap_alone && !raft.is_initialized().await? {
+            let members = BTreeMap::from([(id, settings.me.clone())]);
+            raft.initialize(members)
+                .await
+                .context("bootstrapping a one-server cluster")?;
+            tracing::info!(node = %settings.me.name, "bootstrapped a new single-server cluster");
+        }
+        let leadership = Leadership::new(raft.clone(), id, rpc.clone());
+        let voters = Voters::new(raft.clone(), id);
+        let proposer = Proposer::start(raft.clone(), settings.me.name.clone(), rpc.clone());
+        let routes = routes::router(routes::Consensus {
+            raft: raft.clone(),
+            proposer: proposer.clone(),
+            voters: voters.clone(),
+            leadership: leadership.clone(),
+            rpc,
+        });
+        Ok(Consensus {
+            proposer,
+            state,
+            leadership,
+            voters,
+            routes,
+            raft,
+        })
+    }
+
+    /// Stops Raft, which flushes its storage.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown reported an error");
+        }
+    }
+}
+
+fn config(multiplier: u32) -> anyhow::Result<openraft::Config> {
+    let m = u64::from(multiplier.max(1));
+    let config = openraft::Config {
+        cluster_name: "dkron".into(),
+        // A follower grants no vote while its leader lease (the election timeout) runs, so a
+        // dead leader costs up to two timeouts before a new one leads: keep them short enough
+        // for a ~2 s failover on a LAN; --raft-multiplier scales them for slower networks.
+        heartbeat_interval: 100 * m,
+        election_timeout_min: 400 * m,
+        election_timeout_max: 800 * m,
+        install_snapshot_timeout: 10_000,
+        // A snapshot costs time proportional to the whole state; entries are batches, so
+        // 20,000 of them cover minutes of heavy scheduling.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    };
+    Ok(config.validate()?)
+}
+
 /// Maps any storage-layer error into openraft's error type.
-pub(crate) fn io_err<E: std::error::Error + 'static>(
-    verb: openraft::ErrorVerb,
-    e: E,
-) -> StorageError {
+fn io_err<E: std::error::Error + 'static>(verb: openraft::ErrorVerb, e: E) -> StorageError {
     openraft::StorageIOError::new(
         openraft::ErrorSubject::Store,
         verb,
@@ -86,11 +190,11 @@ pub(crate) fn io_err<E: std::error::Error + 'static>(
     .into()
 }
 
-pub(crate) fn read_err<E: std::error::Error + 'static>(e: E) -> StorageError {
+fn read_err<E: std::error::Error + 'static>(e: E) -> StorageError {
     io_err(openraft::ErrorVerb::Read, e)
 }
 
-pub(crate) fn write_err<E: std::error::Error + 'static>(e: E) -> StorageError {
+fn write_err<E: std::error::Error + 'static>(e: E) -> StorageError {
     io_err(openraft::ErrorVerb::Write, e)
 }
 

@@ -1,5 +1,5 @@
 //! Raft RPCs between servers: JSON over HTTP to the peer's RPC port (`/raft/append`,
-//! `/raft/vote`, `/raft/snapshot`). Connection failures map to `Unreachable`, so openraft
+//! `/raft/vote`, `/raft/snapshot`), through the node's one [`RpcClient`]. Connection failures map to `Unreachable`, so openraft
 //! backs off instead of retrying in a hot loop.
 
 use openraft::error::{
@@ -14,20 +14,22 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{NodeId, ServerNode, TypeConfig};
+use crate::rpc::RpcClient;
+use crate::rpc::wire;
 
 #[derive(Clone)]
 pub struct Network {
-    client: reqwest::Client,
+    rpc: RpcClient,
 }
 
 impl Network {
-    pub fn new(client: reqwest::Client) -> Network {
-        Network { client }
+    pub fn new(rpc: RpcClient) -> Network {
+        Network { rpc }
     }
 }
 
 pub struct PeerConnection {
-    client: reqwest::Client,
+    rpc: RpcClient,
     target: NodeId,
     node: ServerNode,
 }
@@ -37,7 +39,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &ServerNode) -> PeerConnection {
         PeerConnection {
-            client: self.client.clone(),
+            rpc: self.rpc.clone(),
             target,
             node: node.clone(),
         }
@@ -56,13 +58,9 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/raft/{path}", self.node.rpc_addr);
-        let response = self
-            .client
-            .post(url)
-            .timeout(option.hard_ttl())
-            .json(req)
-            .send()
+        let result: Result<Resp, E> = self
+            .rpc
+            .raft(&self.node.rpc_addr, path, req, option.hard_ttl())
             .await
             .map_err(|e| {
                 if e.is_connect() {
@@ -71,10 +69,6 @@ impl PeerConnection {
                     RPCError::Network(NetworkError::new(&e))
                 }
             })?;
-        let result: Result<Resp, E> = response
-            .json()
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
@@ -92,7 +86,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>>
     {
-        self.call("append", &rpc, &option).await
+        self.call(wire::RAFT_APPEND, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -103,7 +97,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, ServerNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call("snapshot", &rpc, &option).await
+        self.call(wire::RAFT_SNAPSHOT, &rpc, &option).await
     }
 
     async fn vote(
@@ -111,6 +105,6 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>> {
-        self.call("vote", &rpc, &option).await
+        self.call(wire::RAFT_VOTE, &rpc, &option).await
     }
 }

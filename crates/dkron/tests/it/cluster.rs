@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use dkron::node::NodeHandle;
+use dkron::cluster::BootstrapStatus;
+use dkron::server::ServerHandle;
 use serde_json::json;
 
 use crate::support::{
@@ -12,9 +13,16 @@ use crate::support::{
 };
 
 struct Server {
-    handle: Option<NodeHandle>,
+    handle: Option<ServerHandle>,
     api: Api,
     _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// The running server (a test that stopped it must not ask).
+    fn h(&self) -> &ServerHandle {
+        self.handle.as_ref().expect("running")
+    }
 }
 
 async fn server(name: &str, join: Option<String>) -> Server {
@@ -35,7 +43,7 @@ async fn server_with(
         config.join = vec![seed];
     }
     adjust(&mut config);
-    let handle = dkron::node::start(config, dkron::clock::system())
+    let handle = dkron::server::start(config, dkron::clock::system())
         .await
         .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));
     let api = Api::new(handle.http_addr());
@@ -52,7 +60,7 @@ async fn three_servers() -> Vec<Server> {
 
 async fn three_servers_with(adjust: impl Fn(&mut dkron::config::AgentConfig)) -> Vec<Server> {
     let first = server_with("s1", None, &adjust).await;
-    let first_node = first.handle.as_ref().unwrap().node.clone();
+    let first_node = first.h();
     first
         .handle
         .as_ref()
@@ -60,14 +68,14 @@ async fn three_servers_with(adjust: impl Fn(&mut dkron::config::AgentConfig)) ->
         .wait_leader(Duration::from_secs(10))
         .await
         .expect("s1 leads");
-    let seed = first_node.gossip.advertise_addr().to_string();
+    let seed = first_node.members().advertise_addr().to_string();
     let others = [
         server_with("s2", Some(seed.clone()), &adjust).await,
         server_with("s3", Some(seed), &adjust).await,
     ];
     // The leader admits servers it learns of by gossip: learner, then voter.
     wait_until(Duration::from_secs(20), "three voters", async || {
-        (voter_count(&first_node) == 3).then_some(())
+        (voter_count(first_node) == 3).then_some(())
     })
     .await;
     let mut all = vec![first];
@@ -82,7 +90,7 @@ async fn leader_index(servers: &[Server]) -> usize {
         async || {
             servers
                 .iter()
-                .position(|s| s.handle.as_ref().is_some_and(|h| h.node.is_leader()))
+                .position(|s| s.handle.as_ref().is_some_and(|h| h.is_leader()))
         },
     )
     .await
@@ -168,7 +176,7 @@ async fn another_server_takes_over_when_the_leader_stops() {
     api.wait_finished("heartbeat", 1, Duration::from_secs(10))
         .await;
     let old = servers[first_leader].handle.take().expect("running");
-    let old_name = old.node.name().to_string();
+    let old_name = old.name().to_string();
     old.shutdown().await;
 
     let next = leader_index(&servers).await;
@@ -176,13 +184,7 @@ async fn another_server_takes_over_when_the_leader_stops() {
     let survivor = &servers[next].api;
     // The job survived, and the new leader keeps firing it.
     assert_eq!(survivor.get("/v1/jobs/heartbeat").await.status, 200);
-    let new_leader = servers[next]
-        .handle
-        .as_ref()
-        .unwrap()
-        .node
-        .name()
-        .to_string();
+    let new_leader = servers[next].h().name().to_string();
     wait_until(
         Duration::from_secs(15),
         "a run by the new leader",
@@ -234,8 +236,8 @@ async fn a_job_targeted_at_three_servers_runs_on_each_with_output_kept_by_the_le
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_run_orders_from_an_older_leader_term() {
     let s = server("fenced", None).await;
-    let node = &s.handle.as_ref().unwrap().node;
-    let order = |token: u64| dkron::orders::RunOrder {
+    let node = s.h();
+    let order = |token: u64| dkron::rpc::wire::RunOrder {
         job_name: "j".into(),
         executor: "shell".into(),
         config: [("command".to_string(), "true".to_string())].into(),
@@ -246,13 +248,15 @@ async fn a_node_refuses_run_orders_from_an_older_leader_term() {
         started_at: None,
     };
     assert!(
-        node.execute_order(order(7))
+        node.worker()
+            .execute(order(7))
             .await
             .expect("term 7 runs")
             .success
     );
     let refused = node
-        .execute_order(order(6))
+        .worker()
+        .execute(order(6))
         .await
         .expect_err("term 6 is stale")
         .reason;
@@ -261,13 +265,13 @@ async fn a_node_refuses_run_orders_from_an_older_leader_term() {
         "{refused}"
     );
     assert!(
-        node.execute_order(order(7)).await.is_ok(),
+        node.worker().execute(order(7)).await.is_ok(),
         "the same term still runs"
     );
 }
 
 fn voters(s: &Server) -> usize {
-    voter_count(&s.handle.as_ref().unwrap().node)
+    voter_count(s.h())
 }
 
 /// Dkron's `--bootstrap-expect=3`: no server bootstraps alone; once three see each other
@@ -276,21 +280,22 @@ fn voters(s: &Server) -> usize {
 async fn three_servers_expecting_three_form_one_cluster() {
     let expect3 = |c: &mut dkron::config::AgentConfig| c.bootstrap_expect = 3;
     let a = server_with("e1", None, expect3).await;
-    let seed = a
-        .handle
-        .as_ref()
-        .unwrap()
-        .node
-        .gossip
-        .advertise_addr()
-        .to_string();
+    let seed = a.h().members().advertise_addr().to_string();
     let b = server_with("e2", Some(seed.clone()), expect3).await;
-    // Two of three: nobody may lead yet.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        !a.handle.as_ref().unwrap().node.is_leader()
-            && !b.handle.as_ref().unwrap().node.is_leader()
-    );
+    // Two of three: each sees the other and decides to wait; nobody may lead yet.
+    for s in [&a, &b] {
+        let mut status = s.h().bootstrap_status();
+        let waiting = BootstrapStatus::Waiting { seen: 2, expect: 3 };
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            status.wait_for(|st| *st == waiting),
+        )
+        .await
+        .expect("both servers saw each other")
+        .expect("the bootstrap task runs");
+    }
+    assert!(!a.h().is_leader() && !b.h().is_leader());
+    assert!(!a.h().voters().is_initialized().await && !b.h().voters().is_initialized().await);
     let c = server_with("e3", Some(seed), expect3).await;
     let servers = vec![a, b, c];
     let leader = leader_index(&servers).await;
@@ -306,10 +311,7 @@ async fn three_servers_expecting_three_form_one_cluster() {
         Duration::from_secs(15),
         &format!("exactly one leader (first was server {leader})"),
         async || {
-            let leaders = servers
-                .iter()
-                .filter(|s| s.handle.as_ref().unwrap().node.is_leader())
-                .count();
+            let leaders = servers.iter().filter(|s| s.h().is_leader()).count();
             (leaders == 1).then_some(())
         },
     )
@@ -322,31 +324,31 @@ async fn a_node_with_the_wrong_key_cannot_join() {
     let key_a = "kPpdjphiipNSsjd4QHWbkA==";
     let key_b = "AAAAAAAAAAAAAAAAAAAAAA==";
     let good = server_with("k1", None, |c| c.encrypt = key_a.into()).await;
-    let seed = good
-        .handle
-        .as_ref()
-        .unwrap()
-        .node
-        .gossip
-        .advertise_addr()
-        .to_string();
+    let seed = good.h().members().advertise_addr().to_string();
     let friend = server_with("k2", Some(seed.clone()), |c| c.encrypt = key_a.into()).await;
     let intruder = server_with("k3", Some(seed), |c| c.encrypt = key_b.into()).await;
-    let node = good.handle.as_ref().unwrap().node.clone();
+    let node = good.h();
     wait_until(Duration::from_secs(10), "the friend to join", async || {
-        node.gossip
-            .members()
+        node.members()
+            .all()
             .iter()
             .any(|m| m.name == "k2")
             .then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        !node.gossip.members().iter().any(|m| m.name == "k3"),
-        "the node with the wrong key was admitted"
-    );
-    assert!(node.gossip.stats().decrypt_failures > 0);
+    // The intruder's gossip reached k1 and was refused: from then on it could have joined.
+    wait_until(
+        Duration::from_secs(10),
+        "the intruder's gossip to be refused",
+        async || (node.members().stats().decrypt_failures > 0).then_some(()),
+    )
+    .await;
+    for (who, members) in [("k1", node.members()), ("k2", friend.h().members())] {
+        assert!(
+            !members.all().iter().any(|m| m.name == "k3"),
+            "{who} admitted the node with the wrong key"
+        );
+    }
     drop((friend, intruder));
 }
 
@@ -360,14 +362,7 @@ async fn an_agent_joins_and_runs_jobs_targeted_at_it() {
         .wait_leader(Duration::from_secs(10))
         .await
         .unwrap();
-    let seed = s
-        .handle
-        .as_ref()
-        .unwrap()
-        .node
-        .gossip
-        .advertise_addr()
-        .to_string();
+    let seed = s.h().members().advertise_addr().to_string();
     let home = tempfile::tempdir().unwrap();
     let mut cmd = dkron_command(home.path());
     cmd.args([
@@ -385,10 +380,10 @@ async fn an_agent_joins_and_runs_jobs_targeted_at_it() {
         "127.0.0.1:1".parse().unwrap(),
         home.path().join("agent.log"),
     );
-    let node = s.handle.as_ref().unwrap().node.clone();
+    let node = s.h();
     let joined = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
-            if node.gossip.members().iter().any(|m| m.name == "worker1") {
+            if node.members().all().iter().any(|m| m.name == "worker1") {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -431,7 +426,6 @@ async fn an_agent_joins_and_runs_jobs_targeted_at_it() {
             .unwrap()
             .contains("hello from on-agent")
     );
-    drop(node);
 }
 
 fn dkron_cli(args: &[&str]) -> std::process::Output {
@@ -446,15 +440,7 @@ fn dkron_cli(args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn raft_peers_can_be_listed_and_removed_and_a_server_can_leave() {
     let servers = three_servers().await;
-    let rpc = |i: usize| {
-        servers[i]
-            .handle
-            .as_ref()
-            .unwrap()
-            .node
-            .rpc_addr
-            .to_string()
-    };
+    let rpc = |i: usize| servers[i].h().rpc_addr().to_string();
     let rpc0 = rpc(0);
     let list = tokio::task::spawn_blocking(move || {
         dkron_cli(&["raft", "list-peers", "--rpc-addr", &rpc0])
@@ -469,27 +455,13 @@ async fn raft_peers_can_be_listed_and_removed_and_a_server_can_leave() {
     assert_eq!(text.matches("leader").count(), 1, "{text}");
 
     // Asked of a follower, the removal is carried out by the leader.
-    let follower = (0..3)
-        .find(|i| !servers[*i].handle.as_ref().unwrap().node.is_leader())
-        .unwrap();
-    let victim = if servers[(follower + 1) % 3]
-        .handle
-        .as_ref()
-        .unwrap()
-        .node
-        .is_leader()
-    {
+    let follower = (0..3).find(|i| !servers[*i].h().is_leader()).unwrap();
+    let victim = if servers[(follower + 1) % 3].h().is_leader() {
         (follower + 2) % 3
     } else {
         (follower + 1) % 3
     };
-    let victim_name = servers[victim]
-        .handle
-        .as_ref()
-        .unwrap()
-        .node
-        .name()
-        .to_string();
+    let victim_name = servers[victim].h().name().to_string();
     let rpcf = rpc(follower);
     let vn = victim_name.clone();
     let removed = tokio::task::spawn_blocking(move || {
@@ -520,22 +492,21 @@ async fn raft_peers_can_be_listed_and_removed_and_a_server_can_leave() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("was not found"));
 
     // `dkron leave` makes the server stop gracefully.
-    let leaving = &servers[follower].handle.as_ref().unwrap().node;
-    let mut stop = leaving.shutdown_requested();
+    let leaving = servers[follower].h();
+    let stop = leaving.stop_signal().clone();
     let rpcf = rpc(follower);
     let left = tokio::task::spawn_blocking(move || dkron_cli(&["leave", "--rpc-addr", &rpcf]))
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&left.stdout).contains("Left the cluster successfully"));
-    tokio::time::timeout(Duration::from_secs(5), stop.wait_for(|v| *v))
+    tokio::time::timeout(Duration::from_secs(5), stop.requested())
         .await
-        .expect("the server was asked to stop")
-        .unwrap();
+        .expect("the server was asked to stop");
 }
 
 /// Voters in the Raft configuration as `node` sees it.
-fn voter_count(node: &dkron::node::Node) -> usize {
-    node.voter_ids().len()
+fn voter_count(node: &ServerHandle) -> usize {
+    node.voters().ids().len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -544,15 +515,19 @@ async fn a_leader_stopping_gracefully_hands_over_before_any_election_timeout() {
     // heartbeat, so a new leader sooner than that can only come from the hand-over.
     let mut servers = three_servers_with(|c| c.raft_multiplier = 10).await;
     let first = leader_index(&servers).await;
-    // A leader's own vote is protected by its lease (8 s here) after it was elected.
-    tokio::time::sleep(Duration::from_secs(9)).await;
-    let first = if servers[first].handle.as_ref().unwrap().node.is_leader() {
+    // Raft's leader lease (election_timeout_max: 800 ms x 10) protects the vote that made this
+    // server leader: until it runs out, the leader refuses its successor's vote request and no
+    // hand-over can win. That is the protocol's own time, not a guess, so the test waits for
+    // it to run out, counted from when the leader was first seen (after its election).
+    let lease = Duration::from_millis(800 * 10);
+    tokio::time::sleep_until(dkron::clock::monotonic() + lease + Duration::from_millis(200)).await;
+    let first = if servers[first].h().is_leader() {
         first
     } else {
         leader_index(&servers).await
     };
     let old = servers[first].handle.take().expect("running");
-    let started = std::time::Instant::now();
+    let started = dkron::clock::monotonic();
     old.shutdown().await;
     let next = wait_until(
         Duration::from_secs(3),
@@ -560,15 +535,15 @@ async fn a_leader_stopping_gracefully_hands_over_before_any_election_timeout() {
         async || {
             servers
                 .iter()
-                .position(|s| s.handle.as_ref().is_some_and(|h| h.node.is_leader()))
+                .position(|s| s.handle.as_ref().is_some_and(|h| h.is_leader()))
         },
     )
     .await;
     assert_ne!(next, first);
     assert!(
-        started.elapsed() < Duration::from_millis(2500),
+        dkron::clock::since(started) < Duration::from_millis(2500),
         "a new leader took {:?}: no hand-over happened",
-        started.elapsed()
+        dkron::clock::since(started)
     );
 }
 
@@ -587,7 +562,7 @@ async fn a_failed_server_is_removed_from_raft_after_the_reconnect_timeout() {
         Duration::from_secs(30),
         "the failed server to leave the Raft group",
         async || {
-            let node = &servers[leader].handle.as_ref().expect("running").node;
+            let node = servers[leader].h();
             (voter_count(node) == 2).then_some(())
         },
     )
@@ -621,26 +596,20 @@ async fn add_tag(server: &Server, key: &str, value: &str, seen_by: &Api) {
 }
 
 async fn set_tag(server: &Server, key: &str, value: &str) {
-    let node = &server.handle.as_ref().expect("running").node;
+    let node = server.h();
     let mut tags = node
-        .gossip
         .members()
+        .all()
         .into_iter()
         .find(|m| m.name == node.name())
         .expect("itself among the members")
         .tags;
     tags.insert(key.into(), value.into());
-    node.gossip.set_tags(tags).await.expect("set tags");
+    node.members().set_tags(tags).await.expect("set tags");
 }
 
 fn name_of(server: &Server) -> String {
-    server
-        .handle
-        .as_ref()
-        .expect("running")
-        .node
-        .name()
-        .to_string()
+    server.h().name().to_string()
 }
 
 /// Three servers, the leader's API, and the two followers (index, name), the first tagged
@@ -712,12 +681,7 @@ async fn an_order_that_cannot_be_delivered_moves_to_another_eligible_node() {
 
     // The only node with pool=a dies, and its RPC port swallows connections (a full accept
     // queue drops SYNs), so the leader's order times out connecting after 2 s.
-    let victim_rpc = servers[victim]
-        .handle
-        .as_ref()
-        .expect("running")
-        .node
-        .rpc_addr;
+    let victim_rpc = servers[victim].h().rpc_addr();
     servers[victim]
         .handle
         .take()
@@ -823,7 +787,7 @@ async fn entries_of_several_megabytes_replicate() {
     let api = servers[leader].api.clone();
     // One log entry of ~3 MB (over axum's 2 MB default): 200 jobs of 16 KB each.
     let command = "x".repeat(16 * 1024);
-    let now = jiff::Timestamp::now();
+    let now = dkron::clock::wall();
     let commands = (0..200)
         .map(|i| {
             let job: dkron_core::job::Job =
@@ -832,13 +796,15 @@ async fn entries_of_several_megabytes_replicate() {
             dkron_core::command::Command::SetJob {
                 job: Box::new(job),
                 now,
+                refuse_when_paused: false,
             }
         })
         .collect();
-    let node = servers[leader].handle.as_ref().unwrap().node.clone();
+    let node = servers[leader].h();
     let written = tokio::time::timeout(
         Duration::from_secs(30),
-        node.write(dkron_core::command::Command::Batch { commands }),
+        node.proposer()
+            .write(dkron_core::command::Command::Batch { commands }),
     )
     .await
     .expect("a 3 MB entry did not commit within 30 s");

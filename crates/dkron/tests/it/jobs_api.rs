@@ -349,7 +349,7 @@ async fn next_is_the_real_next_fire_in_the_job_time_zone() {
     node.create(&shell_job("utc-nine", "0 0 9 * * *", "true"))
         .await;
 
-    let now = jiff::Timestamp::now();
+    let now = dkron::clock::wall();
     let day = jiff::SignedDuration::from_hours(24);
     for (name, created_next) in [("tokyo-nine", Some(next_of(&created))), ("utc-nine", None)] {
         let next = next_of(&node.job(name).await);
@@ -381,7 +381,7 @@ async fn next_of_past_at_and_manual_schedules_is_the_zero_time() {
         assert_eq!(r.status, 201, "{r:#?}");
         assert_eq!(r.body["next"], ZERO_TIME, "{name}");
     }
-    let future = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(5);
+    let future = dkron::clock::wall() + jiff::SignedDuration::from_hours(5);
     let future = future.round(jiff::Unit::Second).unwrap();
     let at = node
         .create(&shell_job("future-at", &format!("@at {future}"), "true"))

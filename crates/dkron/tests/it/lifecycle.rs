@@ -149,7 +149,7 @@ async fn ephemeral_job_that_fails_is_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_job_never_runs_on_its_own() {
     let node = TestNode::start().await;
-    let past = Timestamp::now() - SignedDuration::from_hours(1);
+    let past = dkron::clock::wall() - SignedDuration::from_hours(1);
     let mut expired = shell_job("expired", "@every 1s", "true");
     expired["expires_at"] = json!(past.to_string());
     let r = node.post("/v1/jobs", &expired).await;

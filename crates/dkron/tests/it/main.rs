@@ -7,6 +7,7 @@ mod concurrency;
 mod durability;
 mod executions_api;
 mod jobs_api;
+mod layout;
 mod ledger;
 mod lifecycle;
 mod node_api;

@@ -1,0 +1,92 @@
+//! `POST /v1/restore`: jobs from a `GET /v1/jobs` dump, parents first.
+
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use dkron_core::command::Command;
+use dkron_core::job::Job;
+
+use super::jobs::check_job;
+use super::query::render;
+use super::{ApiError, Cx, write_job};
+
+/// Restores jobs from a `GET /v1/jobs` dump (multipart field `file`), parents first.
+/// Answers Dkron's shape: a JSON string holding an array of `success|fail create <name>`.
+pub async fn restore(
+    State(cx): Cx,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::bad_param(
+            "file",
+            format!("{e}: send multipart/form-data with the jobs JSON in field `file` (curl --form file=@jobs.json)"),
+        )
+    })?;
+    let mut file = None;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot read the multipart body: {e}")))?
+    {
+        if field.name() == Some("file") {
+            file = Some(
+                field
+                    .bytes()
+                    .await
+                    .map_err(|e| ApiError::bad_request(format!("cannot read field file: {e}")))?,
+            );
+        }
+    }
+    let file = file.ok_or_else(|| {
+        ApiError::bad_param(
+            "file",
+            "missing: send the jobs JSON as multipart field `file`",
+        )
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&file);
+    let jobs: Vec<Job> = serde_path_to_error::deserialize(de).map_err(|e| {
+        ApiError::bad_param(
+            "file",
+            format!("not a JSON array of jobs: {}: {}", e.path(), e.inner()),
+        )
+    })?;
+    // Parents before children: repeatedly take the jobs whose parent is already placed.
+    let mut pending = jobs;
+    let mut ordered = Vec::new();
+    let mut placed: std::collections::BTreeSet<String> = cx.state.job_names().into_iter().collect();
+    while !pending.is_empty() {
+        let (ready, rest): (Vec<Job>, Vec<Job>) = pending
+            .into_iter()
+            .partition(|j| j.parent_job.is_empty() || placed.contains(&j.parent_job));
+        if ready.is_empty() {
+            ordered.extend(rest);
+            break;
+        }
+        placed.extend(ready.iter().map(|j| j.name.clone()));
+        ordered.extend(ready);
+        pending = rest;
+    }
+    let mut results = Vec::new();
+    for job in ordered {
+        let name = job.name.clone();
+        let ok = check_job(&job).is_empty()
+            && write_job(
+                &cx,
+                // A restore is not subject to the pause flag (Dkron's behaviour).
+                Command::SetJob {
+                    job: Box::new(job),
+                    now: cx.clock.now(),
+                    refuse_when_paused: false,
+                },
+            )
+            .await
+            .is_ok();
+        results.push(format!(
+            "{} create {name}",
+            if ok { "success" } else { "fail" }
+        ));
+    }
+    let encoded = serde_json::to_string(&results).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(render(StatusCode::OK, &encoded, false, HeaderMap::new()))
+}

@@ -1,0 +1,233 @@
+//! The command line: Dkron's commands, each defined once here.
+//!
+//! - `agent_args.rs`: `dkron agent`'s flags (Dkron's names), serialized over the config file
+//!   and `DKRON_*` variables.
+//! - `start.rs`: `dkron agent` itself: configuration, logs, runtime, then a server or an
+//!   agent run until a signal (the one signal loop: SIGINT/SIGTERM stop, SIGHUP reloads).
+//! - `client.rs`: the commands that call a server's HTTP API or RPC port.
+//! - `doc.rs`: `dkron doc`.
+
+mod agent_args;
+mod client;
+mod doc;
+mod start;
+
+use std::process::ExitCode;
+
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use rand::RngCore;
+
+use agent_args::AgentArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "dkron",
+    about = "Distributed cron service: a drop-in replacement for Dkron",
+    disable_version_flag = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a dkron agent (a server with --server)
+    Agent(Box<AgentArgs>),
+    /// Generate a new gossip encryption key (base64, on stdout)
+    Keygen,
+    /// Ask a server to leave the cluster gracefully and stop
+    Leave {
+        /// RPC address of the server
+        #[arg(long, default_value = "127.0.0.1:6868")]
+        rpc_addr: String,
+    },
+    /// Inspect or change the Raft configuration
+    Raft {
+        /// RPC address of a server
+        #[arg(long, global = true, default_value = "127.0.0.1:6868")]
+        rpc_addr: String,
+        #[command(subcommand)]
+        command: RaftCommand,
+    },
+    /// Show what became of each scheduled occurrence of a job: ran, skipped (and why),
+    /// pending. Answers "why didn't it run at 03:00?"
+    Occurrences {
+        /// The job's name
+        job: String,
+        /// Start of the range (RFC 3339, e.g. 2026-01-01T02:00:00Z; default: an hour before --to)
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range (RFC 3339; default: now)
+        #[arg(long)]
+        to: Option<String>,
+        /// HTTP address of any server
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        address: String,
+        /// Print the API's JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, show, create or update, run and delete jobs through a server's HTTP API
+    Jobs {
+        /// HTTP address of any server
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        address: String,
+        /// Print the API's JSON instead of a table
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// List a job's executions (newest first)
+    Executions {
+        /// The job's name
+        job: String,
+        /// HTTP address of any server
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        address: String,
+        /// Print the API's JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show version information
+    Version,
+    /// Write Markdown documentation of every command, one file per command
+    Doc {
+        /// Directory to write the files to
+        #[arg(long, default_value = "/tmp/dkrondoc/")]
+        dir: std::path::PathBuf,
+    },
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish
+    Completion {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// List jobs
+    List,
+    /// Show one job (JSON)
+    Get {
+        /// The job's name
+        name: String,
+    },
+    /// Create or update the job (or jobs, given a JSON array) in FILE (`-` for stdin)
+    Apply {
+        /// A JSON file in Dkron's job format
+        file: String,
+    },
+    /// Run a job now
+    Run {
+        /// The job's name
+        name: String,
+    },
+    /// Delete a job
+    Delete {
+        /// The job's name
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RaftCommand {
+    /// List the servers of the Raft configuration
+    ListPeers,
+    /// Remove a server (by node name) from the Raft configuration
+    RemovePeer {
+        /// The node name of the server to remove
+        #[arg(long)]
+        peer_id: String,
+    },
+}
+/// Entry point of the binary: runs the command, prints errors with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Keygen => {
+            let mut key = [0u8; 16];
+            rand::rng().fill_bytes(&mut key);
+            println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            println!("Name: Dkron");
+            println!("Version: {}", crate::VERSION);
+            println!("Codename: dkron-rs");
+            println!("Agent Protocol: 5 (Understands back to: 2)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(args) => start::run(*args),
+        Command::Doc { dir } => {
+            let written = doc::write_docs(&dir)?;
+            println!("Wrote {written} files to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "dkron", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Occurrences {
+            job,
+            from,
+            to,
+            address,
+            json,
+        } => {
+            client::occurrences(&address, &job, from, to, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs {
+            address,
+            json,
+            command,
+        } => {
+            client::jobs(&address, json, command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Executions { job, address, json } => {
+            client::executions(&address, &job, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Leave { rpc_addr } => {
+            client::leave(&rpc_addr)?;
+            println!("Left the cluster successfully");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Raft { rpc_addr, command } => match command {
+            RaftCommand::ListPeers => {
+                let peers = client::list_peers(&rpc_addr)?;
+                println!(
+                    "{:<20} {:<20} {:<24} {:<10} Voter",
+                    "Node", "ID", "Address", "State"
+                );
+                for p in peers {
+                    println!(
+                        "{:<20} {:<20} {:<24} {:<10} {}",
+                        p.node, p.id, p.address, p.state, p.voter
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            RaftCommand::RemovePeer { peer_id } => {
+                client::remove_peer(&rpc_addr, &peer_id)?;
+                println!("Peer removed");
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+    }
+}

@@ -1,0 +1,134 @@
+//! The leader-only scheduler: drives the core's due queue with the clock and claims what is
+//! due. Everything claimable at the same moment goes into one log entry, so a thousand jobs
+//! on `* * * * * *` cost one consensus round per second, not a thousand.
+//!
+//! Each claim goes through the fire ledger in the replicated state, so the queue starts from
+//! the ledger, not from "now": occurrences that fell due while no leader existed (a failover,
+//! a restart) are fired late, once each, in order. Before that, each job's catch-up policy
+//! (`catchup`, `catchup_deadline`) decides which of them not to run, and those are recorded as
+//! skipped (`SkipOccurrences`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dkron_core::command::Command;
+use dkron_core::due::{DueQueue, catch_up_skips};
+use dkron_core::plan::{Trigger, plan_runs};
+use jiff::{SignedDuration, Timestamp};
+use tracing::{info, warn};
+
+use super::Leader;
+use super::claim::Occurrence;
+use crate::raft::LeaderWatch;
+
+/// Occurrences claimed in one pass (one log entry) at most, so a long catch-up cannot starve
+/// the loop nor make one huge entry; the rest follow in the next passes.
+const MAX_PER_PASS: usize = 4_000;
+
+impl Leader {
+    /// Schedules until this server no longer leads.
+    pub(super) async fn lead(self: &Arc<Self>, watch: &mut LeaderWatch) {
+        self.state.take_dirty();
+        let now = self.clock.now();
+        // What fell due while no leader ran the schedule: each job's catch-up policy decides
+        // which of those occurrences not to run, recorded before anything is claimed.
+        let skips = self.state.read(|s| catch_up_skips(s, now));
+        if !skips.is_empty() {
+            info!(
+                jobs = skips.len(),
+                "not running some occurrences that fell due while no leader ran the schedule (catch-up policy or deadline); GET /v1/jobs/<job>/occurrences shows which"
+            );
+            // Proposed here or not at all: a deposed leader's decisions must not reach its
+            // successor.
+            let recorded = self
+                .proposer
+                .write_here(Command::Batch { commands: skips })
+                .await;
+            if let Err(e) = recorded {
+                warn!(error = %e, "could not record the catch-up decisions; stepping back until leadership is settled");
+                return;
+            }
+        }
+        let mut queue = self.state.read(|s| DueQueue::new(s, now));
+        loop {
+            let now = self.clock.now();
+            let fired = self.state.read(|s| {
+                let mut fired = Vec::new();
+                while fired.len() < MAX_PER_PASS
+                    && let Some(due) = queue.pop_claimable(s, now)
+                {
+                    fired.push(due);
+                }
+                fired
+            });
+            if !fired.is_empty() {
+                let occurrences = self.plan_occurrences(fired, now);
+                if !occurrences.is_empty() {
+                    let leader = self.clone();
+                    self.spawn_run(async move { leader.claim_occurrences(occurrences).await });
+                }
+            }
+            let dirty = self.state.take_dirty();
+            let resync = self.take_resync();
+            self.state.read(|s| {
+                for name in &dirty {
+                    queue.refresh(s, name, now);
+                }
+                // A claim that was not written or was refused: search from the ledger again.
+                for name in &resync {
+                    queue.resync(s, name, now);
+                }
+            });
+            let wait = match queue.next_claim_at() {
+                Some(t) => t
+                    .duration_since(self.clock.now())
+                    .try_into()
+                    .unwrap_or(Duration::ZERO),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.state.changed() => {}
+                _ = self.resync_wake.notified() => {}
+                () = watch.lost() => return,
+            }
+        }
+    }
+
+    /// The runs of each due occurrence, on the nodes its job's tags select now.
+    fn plan_occurrences(&self, fired: Vec<(Timestamp, String)>, now: Timestamp) -> Vec<Occurrence> {
+        let members = self.members.candidates();
+        fired
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (nominal, name))| {
+                let Some(job) = self.state.job(&name) else {
+                    warn!(job = %name, "job vanished before it could run");
+                    return None;
+                };
+                // Distinct instants for the ids of several catch-up runs of one job.
+                let at = now
+                    .checked_add(SignedDuration::from_nanos(i as i64))
+                    .unwrap_or(now);
+                let Some(runs) = plan_runs(
+                    &job,
+                    &members,
+                    Trigger::Scheduled { nominal },
+                    at,
+                    super::pick,
+                ) else {
+                    info!(job = %name, %nominal, "skipping run: the job is disabled");
+                    return None;
+                };
+                if runs.is_empty() {
+                    super::claim::no_target(&job);
+                }
+                Some(Occurrence {
+                    job: name,
+                    nominal,
+                    runs,
+                })
+            })
+            .collect()
+    }
+}

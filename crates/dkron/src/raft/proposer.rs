@@ -1,0 +1,194 @@
+//! The write path: the only holder of the way into the Raft log.
+//!
+//! On the leader, a group-commit loop packs every proposal queued while an entry is in flight
+//! into one `Command::Batch` entry (at most [`MAX_IN_FLIGHT`] entries in flight), so thousands
+//! of claims or creates share one fsync. On a follower, [`Proposer::write`] forwards the
+//! command to the leader's RPC port and then waits until this server applied the entry too,
+//! so a client reads its own write from the server it wrote to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dkron_core::command::{Command, Response};
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{Raft, ServerNode};
+use crate::clock;
+use crate::rpc::RpcClient;
+use crate::rpc::wire::{Committed, WriteError};
+
+/// Most commands packed into one log entry.
+const MAX_BATCH: usize = 512;
+/// Log entries proposed at once; more queue up and form the next batch.
+const MAX_IN_FLIGHT: usize = 2;
+/// How long a follower waits for its own state machine to catch up with a write it forwarded.
+const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
+
+struct PendingWrite {
+    command: Command,
+    reply: oneshot::Sender<Result<Committed, WriteError>>,
+}
+
+/// Proposes commands (clones share the one group-commit loop).
+#[derive(Clone)]
+pub struct Proposer {
+    writes: mpsc::UnboundedSender<PendingWrite>,
+    raft: Raft,
+    name: String,
+    rpc: RpcClient,
+}
+
+impl Proposer {
+    pub(super) fn start(raft: Raft, name: String, rpc: RpcClient) -> Proposer {
+        let (writes, pending) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(raft.clone(), pending));
+        Proposer {
+            writes,
+            raft,
+            name,
+            rpc,
+        }
+    }
+
+    /// Proposes a command and waits until it is committed and applied here; forwarded to the
+    /// leader from a follower.
+    #[tracing::instrument(name = "raft.write", skip_all)]
+    pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+        let leader = super::leadership::current_leader(&self.raft);
+        match leader.filter(|l| l.name != self.name) {
+            Some(leader) => self.forward(&leader, command).await,
+            None => match self.write_here(command.clone()).await {
+                Ok((response, _)) => Ok(response),
+                // Leadership moved while the entry was proposed: forward once.
+                Err(WriteError::NotLeader { name, rpc_addr }) => {
+                    self.forward(&ServerNode { name, rpc_addr }, command).await
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Proposes on this server or not at all: the leader's own decisions (claims, catch-up
+    /// skips, moves) must never reach a successor that plans them itself, and a write a
+    /// follower forwarded is not forwarded again.
+    pub async fn write_here(&self, command: Command) -> Result<Committed, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(PendingWrite { command, reply })
+            .map_err(|_| WriteError::Fatal("the node is shutting down".into()))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(WriteError::Fatal("the node is shutting down".into())))
+    }
+
+    async fn forward(&self, leader: &ServerNode, command: Command) -> Result<Response, WriteError> {
+        let (response, index) = self
+            .rpc
+            .write(&leader.name, &leader.rpc_addr, &command)
+            .await?;
+        let caught_up = self
+            .raft
+            .wait(Some(READ_YOUR_WRITE_WAIT))
+            .applied_index_at_least(Some(index), "forwarded write applied")
+            .await;
+        if caught_up.is_err() {
+            tracing::warn!(index, leader = %leader.name, "this server lags the leader; a read right after this write may not see it");
+        }
+        Ok(response)
+    }
+}
+
+/// The group-commit loop: takes the first queued proposal, packs every other one already
+/// waiting into the same log entry, and keeps at most [`MAX_IN_FLIGHT`] entries in flight.
+async fn write_loop(raft: Raft, mut pending: mpsc::UnboundedReceiver<PendingWrite>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = pending.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if batch.len() == 1 {
+                let w = batch.pop().expect("one write");
+                let _ = w.reply.send(propose(&raft, w.command).await);
+                return;
+            }
+            propose_batch(&raft, batch).await;
+        });
+    }
+}
+
+/// Proposes several pending writes as one entry and answers each its own response. A
+/// proposal that is itself a batch (the scheduler's same-instant claims) contributes its
+/// commands and gets its slice of the responses back.
+async fn propose_batch(raft: &Raft, batch: Vec<PendingWrite>) {
+    let mut commands = Vec::new();
+    let mut shapes = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for w in batch {
+        match w.command {
+            Command::Batch { commands: inner } => {
+                shapes.push(Some(inner.len()));
+                commands.extend(inner);
+            }
+            command => {
+                shapes.push(None);
+                commands.push(command);
+            }
+        }
+        replies.push(w.reply);
+    }
+    let total = commands.len();
+    match propose(raft, Command::Batch { commands }).await {
+        Ok((Response::Batch { responses }, index)) if responses.len() == total => {
+            let mut responses = responses.into_iter();
+            for (reply, shape) in replies.into_iter().zip(shapes) {
+                let answer = match shape {
+                    None => responses.next().expect("counted above"),
+                    Some(n) => Response::Batch {
+                        responses: responses.by_ref().take(n).collect(),
+                    },
+                };
+                let _ = reply.send(Ok((answer, index)));
+            }
+        }
+        Ok((other, _)) => {
+            let e = WriteError::Fatal(format!("unexpected batch result {other:?}"));
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+async fn propose(raft: &Raft, command: Command) -> Result<Committed, WriteError> {
+    let proposed = clock::monotonic();
+    let written = raft.client_write(command).await;
+    crate::telemetry::metrics::committed(clock::since(proposed));
+    match written {
+        Ok(r) => Ok((r.data, r.log_id.index)),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
+            Some(n) => Err(WriteError::NotLeader {
+                name: n.name,
+                rpc_addr: n.rpc_addr,
+            }),
+            None => Err(WriteError::NoLeader),
+        },
+        Err(RaftError::APIError(e)) => Err(WriteError::Fatal(e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
+    }
+}

@@ -1,0 +1,259 @@
+//! Order executor tests: real shell runs through [`OrderExecutor`], and the decisions of its
+//! [`Table`](super::table) on hand-made orders.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::rpc::wire::RunOrder;
+
+pub(super) fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// An order for a shell `command` (run through the shell).
+pub(super) fn shell_order(id: &str, resumed: bool, started_at: &str, command: &str) -> RunOrder {
+    RunOrder {
+        config: [
+            ("command".to_string(), command.to_string()),
+            ("shell".to_string(), "true".to_string()),
+        ]
+        .into(),
+        ..order(id, resumed, started_at)
+    }
+}
+
+pub(super) fn order(id: &str, resumed: bool, started_at: &str) -> RunOrder {
+    RunOrder {
+        job_name: "j".into(),
+        executor: "shell".into(),
+        config: BTreeMap::new(),
+        execution_id: id.into(),
+        scheduled_time: started_at.into(),
+        fencing_token: 1,
+        resumed,
+        started_at: Some(ts(started_at)),
+    }
+}
+
+pub(super) fn result(output: &str) -> RunResult {
+    RunResult {
+        success: true,
+        output: output.into(),
+    }
+}
+
+/// A node restarts: a resumed order for a run that started in the previous process is
+/// refused as lost; one for a run that never started runs now, although it was due before
+/// this process came up (the start journal says so).
+#[tokio::test]
+async fn after_a_restart_the_journal_tells_started_runs_from_never_started_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("started.redb");
+    let marker = dir.path().join("runs");
+    let t0 = ts("2026-01-01T00:00:00Z");
+    let clock = crate::clock::ManualClock::starting_at(t0);
+    let shared: SharedClock = clock.clone();
+    let run = |id: &str, resumed: bool, due: Timestamp| {
+        shell_order(
+            id,
+            resumed,
+            &due.to_string(),
+            &format!("echo {id} >> {}", marker.display()),
+        )
+    };
+    let before = OrderExecutor::new(shared.clone())
+        .with_journal(StartJournal::open(&path, shared.clone()).unwrap());
+    let a_due = t0 + SignedDuration::from_secs(100);
+    assert!(
+        before
+            .execute(run("a", false, a_due))
+            .await
+            .unwrap()
+            .success
+    );
+    before.abort_all();
+    before.close().await;
+    drop(before);
+
+    clock.set(t0 + SignedDuration::from_secs(200));
+    let after = OrderExecutor::new(shared.clone())
+        .with_journal(StartJournal::open(&path, shared.clone()).unwrap());
+    let lost = after.execute(run("a", true, a_due)).await.unwrap_err();
+    assert!(lost.reason.contains("started on this node"), "{lost:?}");
+    let b_due = t0 + SignedDuration::from_secs(130);
+    assert!(after.execute(run("b", true, b_due)).await.unwrap().success);
+    // Due before the journal existed, or within its margin after: it cannot vouch, so lost.
+    let c_due = t0 + SignedDuration::from_millis(500);
+    let lost = after.execute(run("c", true, c_due)).await.unwrap_err();
+    assert!(
+        lost.reason.contains("restarted after the run was due"),
+        "{lost:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "a\nb\n");
+}
+
+#[tokio::test]
+async fn the_same_order_twice_runs_once_and_both_get_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("runs");
+    let orders = OrderExecutor::new(crate::clock::system());
+    let o = shell_order(
+        "twice",
+        false,
+        "2026-01-01T00:00:00Z",
+        &format!("echo ran >> {}; sleep 0.3; echo done", marker.display()),
+    );
+    let (a, b) = tokio::join!(orders.execute(o.clone()), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        orders.execute(o.clone()).await
+    });
+    assert_eq!(a, b);
+    assert_eq!(a.unwrap().output, "done\n");
+    // And once more after it finished.
+    assert_eq!(orders.execute(o).await.unwrap().output, "done\n");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+}
+
+#[tokio::test]
+async fn a_stopped_run_ends_failed_with_the_reason() {
+    let orders = OrderExecutor::new(crate::clock::system());
+    let o = shell_order("stopped", false, "2026-01-01T00:00:00Z", "sleep 30");
+    assert_eq!(
+        orders.answer(o.clone(), Duration::from_millis(50)).await,
+        OrderAnswer::Running
+    );
+    assert!(orders.stop("j", "stopped", "stopped: replaced".into()));
+    let result = tokio::time::timeout(Duration::from_secs(5), orders.execute(o))
+        .await
+        .expect("the run ends at once")
+        .unwrap();
+    assert!(!result.success);
+    assert_eq!(result.output, "dkron: stopped: replaced\n");
+    assert!(
+        !orders.stop("j", "stopped", "again".into()),
+        "nothing left to stop"
+    );
+}
+
+/// Shutting down, a node declines orders for runs it does not know (the leader may place
+/// them elsewhere) but still answers for the ones it has.
+#[tokio::test]
+async fn a_closing_node_declines_new_orders_and_answers_known_ones() {
+    let orders = OrderExecutor::new(crate::clock::system());
+    let known = order("known", false, "2026-01-01T00:00:00Z");
+    assert!(orders.execute(known.clone()).await.is_ok());
+    orders.abort_all();
+    let answer = orders
+        .answer(
+            order("new", false, "2026-01-01T00:00:00Z"),
+            crate::rpc::wire::EXECUTE_HOLD,
+        )
+        .await;
+    assert!(
+        matches!(answer, OrderAnswer::NotStarted { ref reason } if reason.contains("shutting down")),
+        "{answer:?}"
+    );
+    assert!(matches!(
+        orders.answer(known, crate::rpc::wire::EXECUTE_HOLD).await,
+        OrderAnswer::Done { .. }
+    ));
+}
+
+#[tokio::test]
+async fn draining_lets_runs_in_progress_finish_and_declines_new_ones() {
+    let orders = OrderExecutor::new(crate::clock::system());
+    let o = shell_order(
+        "going",
+        false,
+        "2026-01-01T00:00:00Z",
+        "sleep 0.3; echo finished",
+    );
+    assert_eq!(
+        orders.answer(o.clone(), Duration::from_millis(10)).await,
+        OrderAnswer::Running
+    );
+    assert_eq!(orders.drain(Duration::from_secs(10)).await, 0);
+    assert!(matches!(
+        orders
+            .answer(
+                order("new", false, "2026-01-01T00:00:00Z"),
+                crate::rpc::wire::EXECUTE_HOLD
+            )
+            .await,
+        OrderAnswer::NotStarted { .. }
+    ));
+    assert_eq!(orders.execute(o).await.unwrap().output, "finished\n");
+}
+
+/// A run longer than the grace is still going when drain gives up, after the whole grace and
+/// no longer (timer-driven: paused time).
+#[tokio::test(start_paused = true)]
+async fn draining_gives_up_after_the_grace() {
+    let long = shell_order("long", false, "2026-01-01T00:00:00Z", "sleep 3600");
+    let orders = OrderExecutor::new(crate::clock::system());
+    assert_eq!(
+        orders.answer(long, Duration::from_millis(10)).await,
+        OrderAnswer::Running
+    );
+    let started = crate::clock::monotonic();
+    assert_eq!(orders.drain(SHUTDOWN_GRACE).await, 1, "one run still going");
+    let waited = crate::clock::since(started);
+    assert!(
+        waited >= SHUTDOWN_GRACE && waited < SHUTDOWN_GRACE + Duration::from_millis(100),
+        "{waited:?}"
+    );
+    orders.abort_all();
+}
+
+#[tokio::test]
+async fn a_held_order_answers_running_then_the_result() {
+    let orders = OrderExecutor::new(crate::clock::system());
+    let o = shell_order(
+        "held",
+        false,
+        "2026-01-01T00:00:00Z",
+        "sleep 0.4; echo late",
+    );
+    let hold = Duration::from_millis(50);
+    assert_eq!(orders.answer(o.clone(), hold).await, OrderAnswer::Running);
+    let done = loop {
+        match orders.answer(o.clone(), hold).await {
+            OrderAnswer::Running => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(
+        done,
+        OrderAnswer::Done {
+            result: RunResult {
+                success: true,
+                output: "late\n".into()
+            }
+        }
+    );
+}
+
+#[tokio::test]
+async fn output_is_readable_while_the_run_goes_and_not_after() {
+    let orders = OrderExecutor::new(crate::clock::system());
+    let o = shell_order(
+        "live",
+        false,
+        "2026-01-01T00:00:00Z",
+        "echo early; sleep 0.4; echo late",
+    );
+    let hold = Duration::from_millis(50);
+    assert_eq!(orders.answer(o.clone(), hold).await, OrderAnswer::Running);
+    let deadline = crate::clock::monotonic() + Duration::from_secs(5);
+    while orders.output("j", "live").as_deref() != Some("early\n") {
+        assert!(crate::clock::monotonic() < deadline, "no live output");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while orders.answer(o.clone(), hold).await == OrderAnswer::Running {}
+    // Ended: the output is the leader's to publish, after the job's processors.
+    assert_eq!(orders.output("j", "live"), None);
+    assert_eq!(orders.output("j", "unknown"), None);
+}

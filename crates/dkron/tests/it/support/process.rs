@@ -1,0 +1,142 @@
+//! The real binary: free ports, a clean `dkron` command, a spawned agent killed on drop, and
+//! short commands run to their exit with a bound.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::Api;
+
+/// A port that was free a moment ago (bind 127.0.0.1:0, read it, drop the listener).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("finding a free port")
+        .port()
+}
+
+pub fn dkron_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dkron")
+}
+
+/// `dkron` with a clean environment for configuration: no `DKRON_*` variables, and a
+/// working directory and `HOME` without config files, so only what the test passes counts.
+pub fn dkron_command(home: &Path) -> Command {
+    let mut cmd = Command::new(dkron_bin());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("DKRON_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("HOME", home).current_dir(home);
+    cmd
+}
+
+/// A spawned `dkron agent`, killed (SIGKILL) and reaped when dropped. Its stdout and stderr go
+/// to a log file so a failing test can print them.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub api: Api,
+}
+
+impl Agent {
+    /// Spawns `dkron agent <args>` whose HTTP API will listen on `http`.
+    pub fn spawn(mut cmd: Command, http: SocketAddr, log: PathBuf) -> Agent {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("opening the agent log");
+        let err = out.try_clone().expect("cloning the log handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawning dkron");
+        Agent {
+            child: Some(child),
+            log,
+            api: Api::new(http),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the agent answers `/v1/isleader` with 200; fails with its log otherwise.
+    pub async fn wait_leader(&mut self, timeout: Duration) {
+        let deadline = dkron::clock::monotonic() + timeout;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "dkron exited early with {status}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(r) = self
+                .api
+                .client
+                .get(self.api.url("/v1/isleader"))
+                .send()
+                .await
+                && r.status().as_u16() == 200
+            {
+                return;
+            }
+            assert!(
+                dkron::clock::monotonic() < deadline,
+                "dkron did not become leader within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a short-lived `dkron` command (one that should exit by itself) with a time bound.
+pub fn run_to_exit(mut cmd: Command, timeout: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning dkron");
+    let deadline = dkron::clock::monotonic() + timeout;
+    loop {
+        if child.try_wait().expect("polling dkron").is_some() {
+            return child.wait_with_output().expect("collecting dkron output");
+        }
+        if dkron::clock::monotonic() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collecting dkron output");
+            panic!(
+                "dkron did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
