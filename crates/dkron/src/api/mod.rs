@@ -52,7 +52,9 @@ pub struct Context {
 
 type Cx = axum::extract::State<Arc<Context>>;
 
-pub fn router(cx: Context) -> Router {
+/// The API's routes, with `extra` routes of the node's own (`/metrics`) served alongside them
+/// under the same layers (`X-Whom`, CORS, the request span).
+pub fn router(cx: Context, extra: Router) -> Router {
     let whom =
         HeaderValue::from_str(cx.members.name()).unwrap_or(HeaderValue::from_static("dkron"));
     let v1 = Router::new()
@@ -96,6 +98,8 @@ pub fn router(cx: Context) -> Router {
         .route("/health", get(node::health))
         .route("/v1/", get(node::status))
         .nest("/v1", v1)
+        .with_state(Arc::new(cx))
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
@@ -113,7 +117,6 @@ pub fn router(cx: Context) -> Router {
             .instrument(span)
         }))
         .layer(cors)
-        .with_state(Arc::new(cx))
 }
 
 /// Proposes a command whose success answer is a job (create, delete, toggle, delete

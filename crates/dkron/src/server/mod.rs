@@ -102,21 +102,26 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
         leadership: consensus.leadership.clone(),
     };
 
-    let mut http = crate::api::router(crate::api::Context {
-        proposer: consensus.proposer.clone(),
-        state: consensus.state.clone(),
-        leadership: consensus.leadership.clone(),
-        voters: consensus.voters.clone(),
-        members: members.clone(),
-        dispatch: leader.dispatch(),
-        outputs: outputs.clone(),
-        clock: clock.clone(),
-        shutdown: shutdown.clone(),
-        encrypted: !config.encrypt.is_empty(),
-    });
-    if config.enable_prometheus {
-        http = http.merge(gauges::route(gauges.clone()));
-    }
+    let metrics = if config.enable_prometheus {
+        gauges::route(gauges.clone())
+    } else {
+        axum::Router::new()
+    };
+    let mut http = crate::api::router(
+        crate::api::Context {
+            proposer: consensus.proposer.clone(),
+            state: consensus.state.clone(),
+            leadership: consensus.leadership.clone(),
+            voters: consensus.voters.clone(),
+            members: members.clone(),
+            dispatch: leader.dispatch(),
+            outputs: outputs.clone(),
+            clock: clock.clone(),
+            shutdown: shutdown.clone(),
+            encrypted: !config.encrypt.is_empty(),
+        },
+        metrics,
+    );
     if config.ui {
         http = http.merge(crate::ui::router());
     }

@@ -39,6 +39,8 @@ async fn prometheus_metrics_count_executions_jobs_and_raft() {
         "{:?}",
         r.headers()
     );
+    // Served with the API's layers, as every route of the HTTP port.
+    assert_eq!(r.headers()["x-whom"], "metrics-node");
     let expected = [
         "# TYPE dkron_job_executions_succeeded_total counter",
         "dkron_job_executions_succeeded_total{job_name=\"ok-job\"} 1",
