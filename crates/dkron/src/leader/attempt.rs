@@ -45,8 +45,7 @@ impl Leader {
         // compare with).
         let previous_status = self
             .state
-            .job(&execution.job_name)
-            .map(|j| j.status)
+            .read(|s| s.entry(&execution.job_name).map(|e| e.job.status.clone()))
             .unwrap_or_default();
         // Moves of this attempt to another node (its order could not be delivered).
         let mut moves = 0;

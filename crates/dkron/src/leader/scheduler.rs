@@ -49,18 +49,20 @@ impl Leader {
                 return;
             }
         }
-        let mut queue = self.state.read(|s| DueQueue::new(s, now));
+        let mut queue = DueQueue::default();
+        for name in self.state.job_names() {
+            self.state.read(|s| queue.refresh(s, &name, now));
+        }
         loop {
             let now = self.clock.now();
-            let fired = self.state.read(|s| {
-                let mut fired = Vec::new();
-                while fired.len() < MAX_PER_PASS
-                    && let Some(due) = queue.pop_claimable(s, now)
-                {
-                    fired.push(due);
-                }
-                fired
-            });
+            // One read of the state per job, not one for the whole pass: `apply` waits for
+            // the state's write lock, and a pass may parse thousands of schedules.
+            let mut fired = Vec::new();
+            while fired.len() < MAX_PER_PASS
+                && let Some(due) = self.state.read(|s| queue.pop_claimable(s, now))
+            {
+                fired.push(due);
+            }
             if !fired.is_empty() {
                 let occurrences = self.plan_occurrences(fired, now);
                 if !occurrences.is_empty() {
@@ -70,15 +72,13 @@ impl Leader {
             }
             let dirty = self.state.take_dirty();
             let resync = self.take_resync();
-            self.state.read(|s| {
-                for name in &dirty {
-                    queue.refresh(s, name, now);
-                }
-                // A claim that was not written or was refused: search from the ledger again.
-                for name in &resync {
-                    queue.resync(s, name, now);
-                }
-            });
+            for name in &dirty {
+                self.state.read(|s| queue.refresh(s, name, now));
+            }
+            // A claim that was not written or was refused: search from the ledger again.
+            for name in &resync {
+                self.state.read(|s| queue.resync(s, name, now));
+            }
             let wait = match queue.next_claim_at() {
                 Some(t) => t
                     .duration_since(self.clock.now())
