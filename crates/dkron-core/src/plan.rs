@@ -94,6 +94,20 @@ pub fn retry_target(
     Some(eligible[chosen].name.clone())
 }
 
+/// `concurrency: replace`: the runs a new trigger (`group`) of the job replaces — every run
+/// in progress of another trigger. Runs of the same trigger on other nodes are one run of the
+/// job, never replaced by each other. Empty unless the job's concurrency is `replace`.
+pub fn replaced_runs(entry: &JobEntry, group: i64) -> Vec<&Execution> {
+    if !entry.job.replaces_running() {
+        return Vec::new();
+    }
+    entry
+        .running
+        .values()
+        .filter(|r| r.group != group)
+        .collect()
+}
+
 /// The next attempt of a failed run: same group and trigger, on `node`, started at `now`.
 pub fn next_attempt(previous: &Execution, node: String, attempt: u32, now: Timestamp) -> Execution {
     Execution {
@@ -239,6 +253,55 @@ mod tests {
             retry_target(entry, on_b, &with_e, |_| 0).as_deref(),
             Some("e")
         );
+    }
+
+    #[test]
+    fn a_new_trigger_replaces_older_triggers_not_its_own_runs_on_other_nodes() {
+        let now = ts("2026-01-01T00:00:00Z");
+        let mut replace = job("x", false);
+        replace.concurrency = "replace".into();
+        let mut state = State::default();
+        state.apply(Command::SetJob {
+            job: Box::new(replace.clone()),
+            now,
+            refuse_when_paused: false,
+        });
+        let members = [member("a", true, "x"), member("b", true, "x")];
+        let start = |state: &mut State, at: &str| {
+            let runs = plan_runs(&replace, &members, Trigger::Manual, ts(at), |_| 0).unwrap();
+            for run in &runs {
+                state.apply(Command::StartExecution {
+                    execution: run.clone(),
+                    enforce_forbid: true,
+                    moved_from: None,
+                });
+            }
+            runs
+        };
+        let older = start(&mut state, "2026-01-01T00:00:01Z");
+        let newer = start(&mut state, "2026-01-01T00:00:02Z");
+        let entry = state.entry("j").unwrap();
+        let mut replaced: Vec<&str> = replaced_runs(entry, newer[0].group)
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect();
+        replaced.sort();
+        let mut expected: Vec<&str> = older.iter().map(|r| r.id.as_str()).collect();
+        expected.sort();
+        assert_eq!(
+            replaced, expected,
+            "both older runs, neither of the new trigger's"
+        );
+        // `allow` and `forbid` replace nothing.
+        let mut allow = state.clone();
+        let mut job_allow = replace.clone();
+        job_allow.concurrency = "allow".into();
+        allow.apply(Command::SetJob {
+            job: Box::new(job_allow),
+            now,
+            refuse_when_paused: false,
+        });
+        assert!(replaced_runs(allow.entry("j").unwrap(), newer[0].group).is_empty());
     }
 
     #[test]

@@ -53,28 +53,35 @@ pub fn wall() -> Timestamp {
     SystemClock.now()
 }
 
-/// A clock moved by hand, for tests: wall time is what the test sets, and monotonic time
-/// moves forward with it (never back).
+/// A clock moved by hand, for tests: wall time is what the test sets; monotonic time runs on
+/// (as tokio's does, paused or not) plus however far the test moved the wall clock forward,
+/// and never goes back when the test sets the wall clock back.
 pub struct ManualClock {
     wall: Mutex<Timestamp>,
-    origin: (Timestamp, Instant),
+    origin: Timestamp,
+    /// The furthest the wall clock was moved past `origin`.
+    ahead: Mutex<Duration>,
 }
 
 impl ManualClock {
     pub fn starting_at(t: Timestamp) -> Arc<ManualClock> {
         Arc::new(ManualClock {
             wall: Mutex::new(t),
-            origin: (t, monotonic()),
+            origin: t,
+            ahead: Mutex::new(Duration::ZERO),
         })
     }
 
     pub fn set(&self, t: Timestamp) {
         *self.wall.lock().expect("clock lock") = t;
+        let moved = Duration::try_from(t.duration_since(self.origin)).unwrap_or_default();
+        let mut ahead = self.ahead.lock().expect("clock lock");
+        *ahead = (*ahead).max(moved);
     }
 
     pub fn advance(&self, by: Duration) {
-        let mut wall = self.wall.lock().expect("clock lock");
-        *wall += SignedDuration::try_from(by).unwrap_or(SignedDuration::MAX);
+        let now = self.now() + SignedDuration::try_from(by).unwrap_or(SignedDuration::MAX);
+        self.set(now);
     }
 }
 
@@ -84,8 +91,7 @@ impl Clock for ManualClock {
     }
 
     fn instant(&self) -> Instant {
-        let moved = self.now().duration_since(self.origin.0);
-        self.origin.1 + Duration::try_from(moved).unwrap_or_default()
+        monotonic() + *self.ahead.lock().expect("clock lock")
     }
 }
 
@@ -93,15 +99,26 @@ impl Clock for ManualClock {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_manual_clock_moves_wall_and_monotonic_time_together_and_never_back() {
+    #[tokio::test(start_paused = true)]
+    async fn a_manual_clock_moves_wall_and_monotonic_time_together_and_never_back() {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let clock = ManualClock::starting_at(t0);
         let start = clock.instant();
         clock.advance(Duration::from_secs(10));
         assert_eq!(clock.now(), "2026-01-01T00:00:10Z".parse().unwrap());
         assert_eq!(clock.instant() - start, Duration::from_secs(10));
+        let moved = clock.instant();
         clock.set("2025-12-31T23:00:00Z".parse().unwrap());
-        assert_eq!(clock.instant(), start, "monotonic time does not go back");
+        assert_eq!(clock.instant(), moved, "monotonic time does not go back");
+        clock.set("2026-01-01T00:00:05Z".parse().unwrap());
+        assert_eq!(
+            clock.instant(),
+            moved,
+            "nor when set back to less than its furthest"
+        );
+        // Time that passes on its own passes for it too (a test that never moves the clock
+        // still sees graces and leases run out).
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(clock.instant() - moved, Duration::from_secs(3));
     }
 }

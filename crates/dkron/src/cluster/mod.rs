@@ -262,8 +262,9 @@ mod tests {
         members.shutdown().await;
     }
 
-    /// A node that refused a connection is skipped for ten seconds, then placed on again.
-    #[tokio::test]
+    /// A node that refused a connection is skipped for ten seconds, then placed on again
+    /// (paused time: only the test moves the clock).
+    #[tokio::test(start_paused = true)]
     async fn placement_skips_an_unreachable_node_for_a_while() {
         let clock = crate::clock::ManualClock::starting_at("2026-01-01T00:00:00Z".parse().unwrap());
         let config = AgentConfig {

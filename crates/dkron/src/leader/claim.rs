@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use dkron_core::command::{ApplyError, Command, Response, Verdict};
 use dkron_core::job::{Execution, Job};
-use dkron_core::plan::{Trigger, plan_runs};
+use dkron_core::plan::{Trigger, plan_runs, replaced_runs};
 use jiff::Timestamp;
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::Leader;
@@ -66,9 +67,9 @@ impl Leader {
         }
         for occurrence in occurrences {
             let started = self.granted(&occurrence, answers.next());
-            if started {
+            if let (true, Some(first)) = (started, occurrence.runs.first()) {
                 let ids: Vec<String> = occurrence.runs.iter().map(|r| r.id.clone()).collect();
-                self.replace_running(&occurrence.job, &ids);
+                self.replace_running(&occurrence.job, first.group, &ids);
             }
             for run in occurrence.runs {
                 if started {
@@ -133,7 +134,18 @@ impl Leader {
             }));
         };
         let runs = self.plan(&stored, Trigger::Manual);
-        self.claim_and_start(runs).await
+        // Claimed in a task of its own: a request that goes away (the client hung up, a
+        // follower's call timed out) must not leave a committed claim without its runs.
+        let (answer, answered) = oneshot::channel();
+        let leader = self.clone();
+        let spawned = self.spawn_run(async move {
+            let _ = answer.send(leader.claim_and_start(runs).await);
+        });
+        let stopping = || RunRefused::Write(WriteError::Fatal("the node is shutting down".into()));
+        if !spawned {
+            return Err(stopping());
+        }
+        answered.await.unwrap_or_else(|_| Err(stopping()))
     }
 
     /// A parent's group succeeded: its child runs, in the background.
@@ -202,11 +214,7 @@ impl Leader {
         let mut refused = None;
         for (run, answer) in runs.into_iter().zip(answers) {
             match answer {
-                Response::Started { .. } => {
-                    self.replace_running(&run.job_name, std::slice::from_ref(&run.id));
-                    started.push(run.id.clone());
-                    self.spawn_run(self.clone().execute_claimed(run, false));
-                }
+                Response::Started { .. } => started.push(run),
                 other => {
                     self.track(&run, false);
                     match other {
@@ -225,9 +233,16 @@ impl Leader {
                 }
             }
         }
+        let ids: Vec<String> = started.iter().map(|r| r.id.clone()).collect();
+        if let Some(first) = started.first() {
+            self.replace_running(&first.job_name, first.group, &ids);
+        }
+        for run in started {
+            self.spawn_run(self.clone().execute_claimed(run, false));
+        }
         match refused {
-            Some(refusal) if started.is_empty() => Err(refusal),
-            _ => Ok(started),
+            Some(refusal) if ids.is_empty() => Err(refusal),
+            _ => Ok(ids),
         }
     }
 
@@ -271,19 +286,12 @@ impl Leader {
         Ok(answers)
     }
 
-    /// `concurrency: replace`: once new runs of `job` are claimed, stops the others still
-    /// going; each ends as a failure saying it was replaced.
-    fn replace_running(self: &Arc<Self>, job: &str, new_ids: &[String]) {
+    /// `concurrency: replace`: once the runs of a new trigger of `job` are claimed, stops the
+    /// runs of older triggers still going; each ends as a failure saying it was replaced.
+    fn replace_running(self: &Arc<Self>, job: &str, group: i64, new_ids: &[String]) {
         let older: Vec<Execution> = self.state.read(|s| {
             s.entry(job)
-                .filter(|e| e.job.replaces_running())
-                .map(|e| {
-                    e.running
-                        .values()
-                        .filter(|r| !new_ids.contains(&r.id))
-                        .cloned()
-                        .collect()
-                })
+                .map(|e| replaced_runs(e, group).into_iter().cloned().collect())
                 .unwrap_or_default()
         });
         for run in older {

@@ -72,8 +72,9 @@ pub struct Leader {
     /// Email, webhook and Cronitor notifications (sent while this node leads); replaced when
     /// SIGHUP reloads the configuration.
     notifier: RwLock<Arc<notify::Notifier>>,
-    /// Runs this process carries, so shutdown can stop them.
-    runs: Mutex<JoinSet<()>>,
+    /// Runs this process carries, so shutdown can stop them (`None` once it did: nothing
+    /// starts after that).
+    runs: Mutex<Option<JoinSet<()>>>,
     /// Runs executing under this process, so a new leader can tell its own live runs from
     /// runs orphaned by a restart. Keyed by job and id: ids (`<start ns>-<node>`) repeat
     /// across jobs started at the same instant.
@@ -98,7 +99,7 @@ impl Leader {
             clock: parts.clock,
             processors: config.processors.clone(),
             notifier: RwLock::new(Arc::new(notifier)),
-            runs: Mutex::new(JoinSet::new()),
+            runs: Mutex::new(Some(JoinSet::new())),
             in_flight: Mutex::new(HashSet::new()),
             resync: Mutex::new(BTreeSet::new()),
             resync_wake: Notify::new(),
@@ -150,21 +151,30 @@ impl Leader {
     /// resumed them and collects each result; this one collecting them too would report each
     /// twice).
     pub fn abandon_runs(&self) {
-        self.runs.lock().expect("runs lock").abort_all();
+        if let Some(runs) = self.runs.lock().expect("runs lock").as_mut() {
+            runs.abort_all();
+        }
     }
 
-    /// Stops every run task of this process and waits until they are gone.
+    /// Stops every run task of this process and waits until they are gone; none starts
+    /// after this.
     pub async fn stop_runs(&self) {
-        let mut runs = std::mem::take(&mut *self.runs.lock().expect("runs lock"));
-        runs.abort_all();
-        while runs.join_next().await.is_some() {}
+        let runs = self.runs.lock().expect("runs lock").take();
+        if let Some(mut runs) = runs {
+            runs.abort_all();
+            while runs.join_next().await.is_some() {}
+        }
     }
 
-    /// Runs a run task that shutdown can stop.
-    fn spawn_run(&self, run: impl Future<Output = ()> + Send + 'static) {
+    /// Runs a run task that shutdown can stop; `false` (and nothing runs) once it did.
+    fn spawn_run(&self, run: impl Future<Output = ()> + Send + 'static) -> bool {
         let mut runs = self.runs.lock().expect("runs lock");
+        let Some(runs) = runs.as_mut() else {
+            return false;
+        };
         while runs.try_join_next().is_some() {}
         runs.spawn(run);
+        true
     }
 
     /// Marks a run as carried by this process (`true`) or done (`false`).

@@ -238,6 +238,11 @@ impl ServerHandle {
         &self.members
     }
 
+    /// How this server starts manual runs (claimed on the leader).
+    pub fn dispatch(&self) -> crate::leader::Dispatch {
+        self.leader.dispatch()
+    }
+
     /// The worker executing the run orders placed on this node.
     pub fn worker(&self) -> &OrderExecutor {
         &self.worker

@@ -244,3 +244,30 @@ async fn claimed_ahead_runs_never_start_before_their_nominal_time() {
         );
     }
 }
+
+/// A manual run whose caller goes away (a client that hung up, a follower whose call timed
+/// out) after its claim was queued still runs: the claim and the run belong to the leader,
+/// not to the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_run_whose_caller_goes_away_still_runs() {
+    let node = TestNode::start().await;
+    node.create(&shell_job("abandoned", "@manually", "echo ran"))
+        .await;
+    let dispatch = node.handle.as_ref().expect("running").dispatch();
+    let mut run = Box::pin(dispatch.run_now("abandoned"));
+    // One poll takes the request as far as its first wait (the claim is queued by then),
+    // then the caller drops it.
+    std::future::poll_fn(|cx| {
+        assert!(
+            run.as_mut().poll(cx).is_pending(),
+            "the claim cannot commit without a poll"
+        );
+        std::task::Poll::Ready(())
+    })
+    .await;
+    drop(run);
+    let runs = node.wait_finished("abandoned", 1, SOON).await;
+    assert_eq!(runs[0]["success"], json!(true), "{runs:#?}");
+    assert_eq!(runs[0]["output"], json!("ran\n"));
+    assert_eq!(node.get("/v1/busy").await.total_count(), Some(0));
+}
