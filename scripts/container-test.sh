@@ -38,7 +38,10 @@ wait_for() {
 
 [ "${SKIP_IMAGE_BUILD:-}" = 1 ] || scripts/build-image.sh dkron-rs:dev
 
-log "starting: 1 bootstrap server, 4 joining servers, 1 agent"
+# Encrypted gossip and mutual TLS on every RPC connection, with a fresh key.
+DKRON_ENCRYPT=$(docker run --rm dkron-rs:dev keygen)
+export DKRON_ENCRYPT
+log "starting: 1 bootstrap server, 4 joining servers, 1 agent (gossip key set: mutual TLS)"
 "${compose[@]}" up -d --scale dkron-server=4 --scale dkron-agent=1
 
 # host:port of each server's API, by container id

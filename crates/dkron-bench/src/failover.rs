@@ -32,7 +32,13 @@ impl Server {
             .arg(format!("--data-dir={}", self.dir.display()))
             .arg(format!("--http-addr=127.0.0.1:{}", self.http))
             .arg(format!("--bind-addr=127.0.0.1:{}", self.gossip))
-            .arg(format!("--rpc-port={}", self.rpc));
+            .arg(format!("--rpc-port={}", self.rpc))
+            // Extra agent flags, e.g. `--encrypt=KEY` to measure mutual TLS.
+            .args(
+                std::env::var("BENCH_AGENT_FLAGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            );
         match join {
             Some(port) => cmd.arg(format!("--join=127.0.0.1:{port}")),
             None => cmd.arg("--bootstrap-expect=1"),

@@ -24,6 +24,9 @@ use crate::{percentile, scheduled_second};
 
 const IMAGE: &str = "dkron-rs:dev";
 
+/// The cluster's gossip key (`dkron keygen` output): the servers talk mutual TLS.
+const CLUSTER_KEY: &str = "kPpdjphiipNSsjd4QHWbkA==";
+
 /// Runs `docker` with `args`; its trimmed stdout, or an error with its stderr.
 fn docker(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("docker")
@@ -90,6 +93,8 @@ impl Cluster {
                 "--data-dir=/dkron.data".into(),
                 "--retry-interval=1s".into(),
                 "--log-level=info".into(),
+                // Encrypted gossip and mutual TLS between the servers, as in production.
+                format!("--encrypt={CLUSTER_KEY}"),
             ];
             args.extend(joins.iter().cloned());
             let args: Vec<&str> = args.iter().map(String::as_str).collect();

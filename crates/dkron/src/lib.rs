@@ -22,6 +22,7 @@ pub mod server;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod ui;
 pub mod worker;
 

@@ -15,6 +15,7 @@ use crate::clock::SharedClock;
 use crate::cluster::{Members, RetryJoin};
 use crate::config::AgentConfig;
 use crate::shutdown::Shutdown;
+use crate::tls::ClusterTls;
 use crate::worker::{OrderExecutor, SHUTDOWN_GRACE, StartJournal};
 
 /// A running agent.
@@ -36,6 +37,8 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Ag
         .with_context(|| format!("cannot listen on rpc port {rpc_bind}: is the port in use?"))?;
     let rpc_addr = listener.local_addr()?;
     let members = Members::start(&config, rpc_addr.port(), clock.clone()).await?;
+    let tls = ClusterTls::from_encrypt_key(&config.encrypt, &config.node_name, clock.clone())?;
+    let rpc_tls = tls.as_ref().map(|t| t.server_config()).transpose()?;
     let shutdown = Shutdown::default();
     let worker = Arc::new(with_start_journal(
         OrderExecutor::new(clock.clone()),
@@ -43,8 +46,17 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Ag
         clock,
     ));
     let router = crate::worker::routes::router(worker.clone()).layer(crate::rpc::body_limit());
-    let server = tokio::spawn(crate::rpc::serve(listener, router, shutdown.clone(), "rpc"));
+    let server = tokio::spawn(crate::rpc::serve_rpc(
+        listener,
+        router,
+        shutdown.clone(),
+        rpc_tls,
+    ));
+    crate::rpc::warn_if_open(tls.is_some(), rpc_addr.port());
     let mut tasks = Vec::new();
+    if let Some(tls) = tls {
+        tasks.push(tokio::spawn(tls.run(shutdown.clone())));
+    }
     if let Some(join) = RetryJoin::from_config(members.clone(), &config) {
         tasks.push(tokio::spawn(join.run(shutdown.clone())));
     }

@@ -10,6 +10,7 @@ mod error;
 mod executions;
 mod jobs;
 mod node;
+mod origin;
 mod query;
 mod restore;
 mod schedule;
@@ -48,6 +49,8 @@ pub struct Context {
     pub shutdown: Shutdown,
     /// Whether gossip is encrypted (`/v1` says so).
     pub encrypted: bool,
+    /// Browser origins besides the server's own that may change things.
+    pub allowed_origins: Vec<String>,
 }
 
 type Cx = axum::extract::State<Arc<Context>>;
@@ -57,6 +60,7 @@ type Cx = axum::extract::State<Arc<Context>>;
 pub fn router(cx: Context, extra: Router) -> Router {
     let whom =
         HeaderValue::from_str(cx.members.name()).unwrap_or(HeaderValue::from_static("dkron"));
+    let origins = Arc::new(cx.allowed_origins.clone());
     let v1 = Router::new()
         .route("/", get(node::status))
         .route("/members", get(node::members))
@@ -102,6 +106,9 @@ pub fn router(cx: Context, extra: Router) -> Router {
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            origin::guard(origins.clone(), req, next)
+        }))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let whom = whom.clone();
             let span = tracing::info_span!(

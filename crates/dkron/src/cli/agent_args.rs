@@ -200,4 +200,9 @@ pub struct AgentArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     otel_endpoint: Option<String>,
+    /// Browser origin allowed to change things through the HTTP API besides the server's own
+    /// (repeatable, e.g. https://ops.example.com)
+    #[arg(long, value_name = "ORIGIN")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    http_allowed_origins: Vec<String>,
 }

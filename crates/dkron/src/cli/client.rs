@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::JobsCommand;
 use crate::rpc::RpcClient;
 use crate::rpc::wire::Peer;
+use crate::tls::ClusterTls;
 
 /// Runs `f` on a one-off runtime: each CLI command makes one call.
 fn block_on<T>(f: impl AsyncFnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
@@ -27,13 +28,22 @@ fn with_client<T>(f: impl AsyncFnOnce(reqwest::Client) -> anyhow::Result<T>) -> 
 }
 
 fn unreachable(rpc_addr: &str) -> String {
-    format!("cannot reach the server at {rpc_addr}: is it running? pass --rpc-addr host:port")
+    format!(
+        "cannot reach the server at {rpc_addr}: is it running? pass --rpc-addr host:port, and the cluster's gossip key with --encrypt (or DKRON_ENCRYPT) if it has one"
+    )
+}
+
+/// The client a CLI command calls a server's RPC port with: mutual TLS with a certificate of
+/// the cluster when given its key, plain HTTP otherwise.
+fn rpc_client(encrypt: &str) -> anyhow::Result<RpcClient> {
+    let tls = ClusterTls::from_encrypt_key(encrypt, "dkron-cli", crate::clock::system())?;
+    RpcClient::new(tls.as_deref())
 }
 
 /// `dkron leave`: asks the server at `rpc_addr` to leave the cluster and stop.
-pub fn leave(rpc_addr: &str) -> anyhow::Result<()> {
+pub fn leave(rpc_addr: &str, encrypt: &str) -> anyhow::Result<()> {
     block_on(async || {
-        RpcClient::new()?
+        rpc_client(encrypt)?
             .leave(rpc_addr)
             .await
             .with_context(|| unreachable(rpc_addr))?
@@ -42,9 +52,9 @@ pub fn leave(rpc_addr: &str) -> anyhow::Result<()> {
 }
 
 /// `dkron raft list-peers`.
-pub fn list_peers(rpc_addr: &str) -> anyhow::Result<Vec<Peer>> {
+pub fn list_peers(rpc_addr: &str, encrypt: &str) -> anyhow::Result<Vec<Peer>> {
     block_on(async || {
-        RpcClient::new()?
+        rpc_client(encrypt)?
             .peers(rpc_addr)
             .await
             .with_context(|| unreachable(rpc_addr))
@@ -52,9 +62,9 @@ pub fn list_peers(rpc_addr: &str) -> anyhow::Result<Vec<Peer>> {
 }
 
 /// `dkron raft remove-peer`.
-pub fn remove_peer(rpc_addr: &str, name: &str) -> anyhow::Result<()> {
+pub fn remove_peer(rpc_addr: &str, encrypt: &str, name: &str) -> anyhow::Result<()> {
     block_on(async || {
-        RpcClient::new()?
+        rpc_client(encrypt)?
             .remove_peer(rpc_addr, name)
             .await
             .map_err(anyhow::Error::msg)

@@ -42,12 +42,29 @@ enum Command {
         /// RPC address of the server
         #[arg(long, default_value = "127.0.0.1:6868")]
         rpc_addr: String,
+        /// The cluster's gossip key, when it has one (its RPC port takes only mutual TLS)
+        #[arg(
+            long,
+            env = "DKRON_ENCRYPT",
+            default_value = "",
+            hide_env_values = true
+        )]
+        encrypt: String,
     },
     /// Inspect or change the Raft configuration
     Raft {
         /// RPC address of a server
         #[arg(long, global = true, default_value = "127.0.0.1:6868")]
         rpc_addr: String,
+        /// The cluster's gossip key, when it has one (its RPC port takes only mutual TLS)
+        #[arg(
+            long,
+            global = true,
+            env = "DKRON_ENCRYPT",
+            default_value = "",
+            hide_env_values = true
+        )]
+        encrypt: String,
         #[command(subcommand)]
         command: RaftCommand,
     },
@@ -203,14 +220,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client::executions(&address, &job, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Leave { rpc_addr } => {
-            client::leave(&rpc_addr)?;
+        Command::Leave { rpc_addr, encrypt } => {
+            client::leave(&rpc_addr, &encrypt)?;
             println!("Left the cluster successfully");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Raft { rpc_addr, command } => match command {
+        Command::Raft {
+            rpc_addr,
+            encrypt,
+            command,
+        } => match command {
             RaftCommand::ListPeers => {
-                let peers = client::list_peers(&rpc_addr)?;
+                let peers = client::list_peers(&rpc_addr, &encrypt)?;
                 println!(
                     "{:<20} {:<20} {:<24} {:<10} Voter",
                     "Node", "ID", "Address", "State"
@@ -224,7 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             RaftCommand::RemovePeer { peer_id } => {
-                client::remove_peer(&rpc_addr, &peer_id)?;
+                client::remove_peer(&rpc_addr, &encrypt, &peer_id)?;
                 println!("Peer removed");
                 Ok(ExitCode::SUCCESS)
             }

@@ -35,6 +35,7 @@ const LIST_KEYS: &[&str] = &[
     "dog-statsd-tags",
     "webhook-headers",
     "pre-webhook-headers",
+    "http-allowed-origins",
 ];
 
 /// Dkron settings dkron-rs accepts and ignores, and why.

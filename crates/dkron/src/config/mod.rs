@@ -79,6 +79,10 @@ pub struct AgentConfig {
     pub cronitor_endpoint: String,
     /// OpenTelemetry collector to export trace spans to (OTLP/HTTP, e.g. http://host:4318).
     pub otel_endpoint: String,
+    /// Browser origins (`https://ops.example.com`) besides the server's own that may change
+    /// anything through the HTTP API; requests without an `Origin` (curl, scripts, Dkron's
+    /// clients) are not affected.
+    pub http_allowed_origins: Vec<String>,
     /// When finished executions notify: `always` (Dkron's behaviour, default), `on_failure`,
     /// or `on_change` (the first failure and the recovery). A job's `notify_on` overrides it.
     pub notify_on: String,
@@ -136,6 +140,7 @@ impl Default for AgentConfig {
             webhook_headers: Vec::new(),
             cronitor_endpoint: String::new(),
             otel_endpoint: String::new(),
+            http_allowed_origins: Vec::new(),
             notify_on: "always".into(),
             processors: BTreeMap::new(),
             other: BTreeMap::new(),
@@ -203,6 +208,18 @@ impl AgentConfig {
                 if !h.contains(':') {
                     bail!("invalid {key} entry {h:?}: write it as \"Name: value\"");
                 }
+            }
+        }
+        for origin in &self.http_allowed_origins {
+            let authority = origin
+                .trim_end_matches('/')
+                .split_once("://")
+                .map(|(_, rest)| rest)
+                .filter(|rest| !rest.is_empty() && !rest.contains('/'));
+            if authority.is_none() {
+                bail!(
+                    "invalid http-allowed-origins entry {origin:?}: write it as scheme://host[:port], e.g. https://ops.example.com"
+                );
             }
         }
         for (name, settings) in &self.processors {

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use super::wire::{
     self, Committed, OrderAnswer, Peer, RunOrder, RunRefused, StopOrder, WriteError,
 };
+use crate::tls::ClusterTls;
 
 /// How long a node waits to connect to another one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -19,7 +20,11 @@ const EXECUTE_TIMEOUT: Duration = Duration::from_secs(wire::EXECUTE_HOLD.as_secs
 /// Clones share one connection pool.
 #[derive(Clone)]
 pub struct RpcClient {
+    /// For RPC: over mutual TLS when the cluster has a key.
+    rpc: reqwest::Client,
+    /// Plain, for the world outside the cluster (webhooks, notifications).
     http: reqwest::Client,
+    scheme: &'static str,
 }
 
 /// The HTTP client every part of the node uses (the http executor keeps its own), with TLS
@@ -36,15 +41,31 @@ pub fn http_client(timeout: Option<Duration>) -> anyhow::Result<reqwest::Client>
 }
 
 impl RpcClient {
-    pub fn new() -> anyhow::Result<RpcClient> {
-        Ok(RpcClient {
-            http: http_client(None)?,
-        })
+    /// A client that calls other nodes with `tls` (this node's cluster identity: mutual TLS,
+    /// `https://`), or in plain HTTP when the cluster has no key.
+    pub fn new(tls: Option<&ClusterTls>) -> anyhow::Result<RpcClient> {
+        let http = http_client(None)?;
+        let (rpc, scheme) = match tls {
+            Some(tls) => {
+                let rpc = reqwest::Client::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .use_preconfigured_tls(tls.client_config()?)
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("building the RPC client: {e}"))?;
+                (rpc, "https")
+            }
+            None => (http.clone(), "http"),
+        };
+        Ok(RpcClient { rpc, http, scheme })
     }
 
-    /// The pooled HTTP client itself (notifications share it).
+    /// The pooled HTTP client for destinations outside the cluster (notifications).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    fn url(&self, addr: &str, path: &str) -> String {
+        format!("{}://{addr}{path}", self.scheme)
     }
 
     async fn post<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
@@ -54,8 +75,8 @@ impl RpcClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, reqwest::Error> {
-        self.http
-            .post(format!("http://{addr}{path}"))
+        self.rpc
+            .post(self.url(addr, path))
             .timeout(timeout)
             .json(body)
             .send()
@@ -139,8 +160,8 @@ impl RpcClient {
     /// Whether the server at `addr` belongs to a Raft group yet (`None`: no answer).
     pub async fn raft_initialized(&self, addr: &str) -> Option<bool> {
         let answer: serde_json::Value = self
-            .http
-            .get(format!("http://{addr}{}", wire::RAFT_STATE))
+            .rpc
+            .get(self.url(addr, wire::RAFT_STATE))
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -172,8 +193,8 @@ impl RpcClient {
 
     /// The servers of the Raft configuration as the server at `addr` sees it.
     pub async fn peers(&self, addr: &str) -> Result<Vec<Peer>, reqwest::Error> {
-        self.http
-            .get(format!("http://{addr}{}", wire::RAFT_PEERS))
+        self.rpc
+            .get(self.url(addr, wire::RAFT_PEERS))
             .timeout(Duration::from_secs(10))
             .send()
             .await?

@@ -1,5 +1,6 @@
 //! The RPC port (6868): how nodes talk to each other. [`wire`] says what crosses it,
-//! [`client`] is the one way to call it, and [`serve`] runs a listener until the node stops.
+//! [`client`] is the one way to call it, and [`serve_rpc`] runs its listener until the node
+//! stops — over mutual TLS (`crate::tls`) when the cluster has a key.
 //! The routes live with the role that answers them: `raft/routes.rs` (consensus, forwarded
 //! writes, Raft membership), `worker/routes.rs` (run orders) and `server/routes.rs` (forwarded
 //! runs, leave), merged by the server; an agent serves only the worker's.
@@ -9,10 +10,13 @@ pub mod wire;
 
 pub use client::{RpcClient, http_client};
 
+use std::sync::Arc;
+
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::shutdown::Shutdown;
+use crate::tls::TlsListener;
 
 /// Serves `router` on `listener` until `shutdown` is asked for; connections in progress are
 /// let finish.
@@ -23,6 +27,44 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown, wh
         .await
     {
         tracing::error!(error = %e, server = what, "server stopped; restart the node");
+    }
+}
+
+/// Serves the RPC port: over TLS with `tls` (mutual: the config requires a client
+/// certificate), else in plain HTTP, which any host may use, and a warning says so.
+pub async fn serve_rpc(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let Some(config) = tls else {
+        return serve(listener, router, shutdown, "rpc").await;
+    };
+    let listener = match TlsListener::new(listener, config) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the RPC port over TLS; restart the node");
+            return;
+        }
+    };
+    let stop = async move { shutdown.requested().await };
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, server = "rpc", "server stopped; restart the node");
+    }
+}
+
+/// The startup warning of a node whose RPC port takes anyone's orders, and its metric.
+pub fn warn_if_open(tls: bool, port: u16) {
+    crate::telemetry::metrics::rpc_open(!tls);
+    if !tls {
+        tracing::warn!(
+            rpc_port = port,
+            "the RPC port accepts run orders, Raft votes and writes from any host that reaches it: start every node with the same --encrypt key (dkron keygen) to require mutual TLS between cluster members"
+        );
     }
 }
 

@@ -23,6 +23,7 @@ use crate::raft::{Consensus, Leadership, Proposer, ServerNode, Settings, StateRe
 use crate::rpc::RpcClient;
 use crate::shutdown::Shutdown;
 use crate::storage::OutputStore;
+use crate::tls::ClusterTls;
 use crate::worker::{OrderExecutor, SHUTDOWN_GRACE, StartJournal};
 
 /// A running server and its tasks.
@@ -68,7 +69,9 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
     let rpc_addr = rpc_listener.local_addr()?;
 
     let members = Members::start(&config, rpc_addr.port(), clock.clone()).await?;
-    let rpc = RpcClient::new()?;
+    let tls = ClusterTls::from_encrypt_key(&config.encrypt, &config.node_name, clock.clone())?;
+    let rpc = RpcClient::new(tls.as_deref())?;
+    let rpc_tls = tls.as_ref().map(|t| t.server_config()).transpose()?;
     let me = ServerNode {
         name: config.node_name.clone(),
         rpc_addr: format!("{}:{}", config.advertise_ip(), rpc_addr.port()),
@@ -119,6 +122,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
             clock: clock.clone(),
             shutdown: shutdown.clone(),
             encrypted: !config.encrypt.is_empty(),
+            allowed_origins: config.http_allowed_origins.clone(),
         },
         metrics,
     );
@@ -138,13 +142,14 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
             shutdown.clone(),
             "http",
         )),
-        tokio::spawn(crate::rpc::serve(
+        tokio::spawn(crate::rpc::serve_rpc(
             rpc_listener,
             rpc_routes,
             shutdown.clone(),
-            "rpc",
+            rpc_tls,
         )),
     ];
+    crate::rpc::warn_if_open(tls.is_some(), rpc_addr.port());
 
     let (bootstrap_status, bootstrap) = watch::channel(BootstrapStatus::Starting);
     let mut tasks = vec![tokio::spawn(leader.clone().run(shutdown.clone()))];
@@ -173,6 +178,9 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
     }
     if let Some(join) = RetryJoin::from_config(members.clone(), &config) {
         tasks.push(tokio::spawn(join.run(shutdown.clone())));
+    }
+    if let Some(tls) = tls {
+        tasks.push(tokio::spawn(tls.run(shutdown.clone())));
     }
     tracing::info!(
         node = %config.node_name,

@@ -46,6 +46,11 @@ pub const RAFT_VOTERS: &str = "dkron_raft_voters";
 pub const NOTIFICATIONS: &str = "dkron_notifications_total";
 /// Processor runs that failed, by `processor`.
 pub const PROCESSOR_ERRORS: &str = "dkron_processor_errors_total";
+/// 1 while this node's RPC port takes orders, votes and writes from any host that reaches it
+/// (started without `--encrypt`), 0 with mutual TLS.
+pub const RPC_OPEN: &str = "dkron_rpc_open";
+/// RPC connections refused at the TLS handshake (no certificate of the cluster, plain HTTP).
+pub const RPC_HANDSHAKES_REFUSED: &str = "dkron_rpc_handshakes_refused_total";
 
 /// Histogram buckets in seconds: from a millisecond to ten minutes.
 const BUCKETS: &[f64] = &[
@@ -251,6 +256,14 @@ fn describe() {
     describe_gauge!(RAFT_VOTERS, "Voters in the Raft configuration");
     describe_counter!(NOTIFICATIONS, "Notifications sent, by kind and outcome");
     describe_counter!(PROCESSOR_ERRORS, "Processor runs that failed, by processor");
+    describe_gauge!(
+        RPC_OPEN,
+        "1 while the RPC port accepts any host (no --encrypt), 0 with mutual TLS"
+    );
+    describe_counter!(
+        RPC_HANDSHAKES_REFUSED,
+        "RPC connections refused at the TLS handshake"
+    );
 }
 
 /// A finished execution: its outcome and how long it ran.
@@ -307,6 +320,16 @@ pub fn set_gauges(snapshot: &Snapshot) {
     gauge!(RUNNING).set(snapshot.running as f64);
     gauge!(RAFT_VOTERS).set(snapshot.voters as f64);
     gauge!(IS_LEADER).set(if snapshot.leader { 1.0 } else { 0.0 });
+}
+
+/// Whether this node's RPC port takes connections from any host.
+pub fn rpc_open(open: bool) {
+    gauge!(RPC_OPEN).set(if open { 1.0 } else { 0.0 });
+}
+
+/// An RPC connection was refused at the TLS handshake.
+pub fn rpc_handshake_refused() {
+    counter!(RPC_HANDSHAKES_REFUSED).increment(1);
 }
 
 /// This node saw the leader change.

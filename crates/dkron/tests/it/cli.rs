@@ -73,7 +73,7 @@ fn unknown_agent_flag_fails_with_an_error() {
 /// Agent invocations that must be refused, with a word the message must contain.
 #[test]
 fn unsupported_or_invalid_agent_settings_are_refused_clearly() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--server"], "bootstrap-expect"),
         (&["--node-name=lonely-agent"], "--retry-join"),
         (
@@ -99,6 +99,14 @@ fn unsupported_or_invalid_agent_settings_are_refused_clearly() {
                 "--config=/nonexistent.yml",
             ],
             "/nonexistent.yml",
+        ),
+        (
+            &[
+                "--server",
+                "--bootstrap-expect=1",
+                "--http-allowed-origins=ops.example.com/x",
+            ],
+            "scheme://host[:port]",
         ),
     ];
     for (args, needle) in cases {

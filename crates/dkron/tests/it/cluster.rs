@@ -233,6 +233,37 @@ async fn a_job_targeted_at_three_servers_runs_on_each_with_output_kept_by_the_le
     assert!(runs.windows(2).all(|w| w[0]["group"] == w[1]["group"]));
 }
 
+/// With a gossip key the whole cluster speaks mutual TLS: Raft, admission, a write through a
+/// follower (forwarded), a manual run through a follower (sent to the leader) and run orders
+/// to every server; a plain connection to a follower's RPC port gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_encrypted_cluster_speaks_mutual_tls_end_to_end() {
+    let servers = three_servers_with(|c| c.encrypt = "kPpdjphiipNSsjd4QHWbkA==".into()).await;
+    let leader = leader_index(&servers).await;
+    let follower = &servers[(leader + 1) % 3];
+    let mut job = shell_job("sealed", "@manually", "echo ran on $DKRON_EXECUTION_ID");
+    job["tags"] = json!({"server": "true:3"});
+    assert_eq!(follower.api.post("/v1/jobs", &job).await.status, 201);
+    assert_eq!(
+        follower.api.post_empty("/v1/jobs/sealed/run").await.status,
+        202
+    );
+    let runs = follower
+        .api
+        .wait_finished("sealed", 3, Duration::from_secs(15))
+        .await;
+    assert!(
+        runs.iter().all(|r| r["success"] == json!(true)),
+        "{runs:#?}"
+    );
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/rpc/raft/peers", follower.h().rpc_addr()))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_run_orders_from_an_older_leader_term() {
     let s = server("fenced", None).await;

@@ -12,6 +12,7 @@ mod ledger;
 mod lifecycle;
 mod node_api;
 mod operations;
+mod security;
 mod seed_jobs;
 mod support;
 mod validation;
