@@ -74,7 +74,8 @@ async fn leader_of(client: &reqwest::Client, servers: &[Server]) -> Option<Strin
     None
 }
 
-async fn voters(client: &reqwest::Client, server: &Server) -> usize {
+/// Servers gossip shows alive, as `server` sees them.
+async fn alive_servers(client: &reqwest::Client, server: &Server) -> usize {
     get_json(client, &format!("{}/v1/members", server.base()))
         .await
         .and_then(|v| {
@@ -83,6 +84,18 @@ async fn voters(client: &reqwest::Client, server: &Server) -> usize {
                     .filter(|m| m["statusText"] == "alive" && m["Tags"]["server"] == "true")
                     .count()
             })
+        })
+        .unwrap_or(0)
+}
+
+/// Voters of the Raft configuration as `server` sees it (gossip lists a server before the
+/// leader admitted it).
+async fn voters(client: &reqwest::Client, server: &Server) -> usize {
+    get_json(client, &format!("{}/v1/raft/peers", server.base()))
+        .await
+        .and_then(|v| {
+            v.as_array()
+                .map(|a| a.iter().filter(|p| p["voter"] == true).count())
         })
         .unwrap_or(0)
 }
@@ -137,6 +150,18 @@ pub async fn bench(client: &reqwest::Client, kills: usize) -> anyhow::Result<()>
         .iter()
         .find(|s| s.name != leader)
         .context("no follower")?;
+    // A server just made a voter learns who leads with its first append from the leader;
+    // until then it answers 503 "no leader yet", which clients retry.
+    wait(
+        Duration::from_secs(10),
+        "the follower to know the leader",
+        async || {
+            get_json(client, &format!("{}/v1/leader", follower.base()))
+                .await
+                .is_some_and(|v| v["Name"].is_string())
+        },
+    )
+    .await?;
     let n = 2000;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -148,7 +173,8 @@ pub async fn bench(client: &reqwest::Client, kills: usize) -> anyhow::Result<()>
                 let job = json!({"name": format!("c{i}"), "schedule": "@every 1h", "executor": "shell",
                                  "executor_config": {"command": "true"}});
                 let r = client.post(&url).json(&job).send().await?;
-                anyhow::ensure!(r.status() == 201, "create answered {}", r.status());
+                let status = r.status();
+                anyhow::ensure!(status == 201, "create answered {status}: {}", r.text().await?);
             }
             Ok(())
         }));
@@ -210,7 +236,7 @@ pub async fn bench(client: &reqwest::Client, kills: usize) -> anyhow::Result<()>
         wait(
             Duration::from_secs(30),
             "the killed server to rejoin",
-            async || voters(client, back).await == 3,
+            async || alive_servers(client, back).await == 3,
         )
         .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
