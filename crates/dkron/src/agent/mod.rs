@@ -15,7 +15,7 @@ use crate::clock::SharedClock;
 use crate::cluster::{Members, RetryJoin};
 use crate::config::AgentConfig;
 use crate::shutdown::Shutdown;
-use crate::tls::ClusterTls;
+use crate::tls::{ClusterTls, TlsSettings};
 use crate::worker::{OrderExecutor, SHUTDOWN_GRACE, StartJournal};
 
 /// A running agent.
@@ -37,7 +37,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Ag
         .with_context(|| format!("cannot listen on rpc port {rpc_bind}: is the port in use?"))?;
     let rpc_addr = listener.local_addr()?;
     let members = Members::start(&config, rpc_addr.port(), clock.clone()).await?;
-    let tls = ClusterTls::from_encrypt_key(&config.encrypt, &config.node_name, clock.clone())?;
+    let tls = ClusterTls::for_node(&TlsSettings::of(&config), &config.node_name, clock.clone())?;
     let rpc_tls = tls.as_ref().map(|t| t.server_config()).transpose()?;
     let shutdown = Shutdown::default();
     let worker = Arc::new(with_start_journal(
@@ -46,11 +46,12 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Ag
         clock,
     ));
     let router = crate::worker::routes::router(worker.clone()).layer(crate::rpc::body_limit());
-    let server = tokio::spawn(crate::rpc::serve_rpc(
+    let server = tokio::spawn(crate::rpc::serve_tls(
         listener,
         router,
         shutdown.clone(),
         rpc_tls,
+        "rpc",
     ));
     crate::rpc::warn_if_open(tls.is_some(), rpc_addr.port());
     let mut tasks = Vec::new();

@@ -91,10 +91,39 @@ pub struct AgentArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_max: Option<u32>,
-    /// Gossip encryption key (from `dkron keygen`)
+    /// Gossip encryption key (from `dkron keygen`); also makes every RPC connection mutual
+    /// TLS between the nodes that hold it
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     encrypt: Option<String>,
+    /// Derive node certificates from the gossip key for mutual TLS on the RPC port
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_tls: Option<bool>,
+    /// This node's TLS certificate (PEM): RPC port, and HTTPS on the HTTP port
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_file: Option<String>,
+    /// The key of --cert-file (PEM)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_file: Option<String>,
+    /// CA certificates (PEM) that other nodes' and API clients' certificates chain to
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trusted_ca_file: Option<String>,
+    /// Require client certificates of --trusted-ca-file on the HTTP API
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cert_auth: Option<bool>,
+    /// Revoked certificates (PEM CRL of the trusted CA), refused on both ports
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_crl_file: Option<String>,
+    /// Serve the HTTP API in plain HTTP even with --cert-file
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disable_http_tls: Option<bool>,
     /// How long a failed server may stay unreachable before it is removed from the Raft
     /// group (Go duration, default 24h)
     #[arg(long)]

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::JobsCommand;
 use crate::rpc::RpcClient;
 use crate::rpc::wire::Peer;
-use crate::tls::ClusterTls;
+use crate::tls::{ClusterTls, TlsSettings};
 
 /// Runs `f` on a one-off runtime: each CLI command makes one call.
 fn block_on<T>(f: impl AsyncFnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
@@ -19,31 +19,50 @@ fn block_on<T>(f: impl AsyncFnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> 
     runtime.block_on(f())
 }
 
-/// Runs `f` with an HTTP client on a one-off runtime.
-fn with_client<T>(f: impl AsyncFnOnce(reqwest::Client) -> anyhow::Result<T>) -> anyhow::Result<T> {
+/// A server's HTTP API as a CLI command reaches it: its address (`https://` with the
+/// certificate flags for a server with HTTPS) and the TLS to speak.
+pub struct Endpoint {
+    pub address: String,
+    pub tls: TlsSettings,
+}
+
+/// Runs `f` with an HTTP client on a one-off runtime: with the trusted CA (and client
+/// certificate) of the flags when given, else the system's roots.
+fn with_client<T>(
+    tls: &TlsSettings,
+    f: impl AsyncFnOnce(reqwest::Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     block_on(async || {
-        let client = crate::rpc::http_client(Some(std::time::Duration::from_secs(30)))?;
+        let timeout = std::time::Duration::from_secs(30);
+        let client = match crate::tls::https_client_config(tls)? {
+            Some(config) => reqwest::Client::builder()
+                .timeout(timeout)
+                .use_preconfigured_tls(config)
+                .build()
+                .map_err(|e| anyhow::anyhow!("building the HTTPS client: {e}"))?,
+            None => crate::rpc::http_client(Some(timeout))?,
+        };
         f(client).await
     })
 }
 
 fn unreachable(rpc_addr: &str) -> String {
     format!(
-        "cannot reach the server at {rpc_addr}: is it running? pass --rpc-addr host:port, and the cluster's gossip key with --encrypt (or DKRON_ENCRYPT) if it has one"
+        "cannot reach the server at {rpc_addr}: is it running? pass --rpc-addr host:port, and the cluster's gossip key with --encrypt (or DKRON_ENCRYPT) if it has one, or its --cert-file, --key-file and --trusted-ca-file"
     )
 }
 
 /// The client a CLI command calls a server's RPC port with: mutual TLS with a certificate of
-/// the cluster when given its key, plain HTTP otherwise.
-fn rpc_client(encrypt: &str) -> anyhow::Result<RpcClient> {
-    let tls = ClusterTls::from_encrypt_key(encrypt, "dkron-cli", crate::clock::system())?;
+/// the cluster (minted from its key, or the flags' files), plain HTTP otherwise.
+fn rpc_client(tls: &TlsSettings) -> anyhow::Result<RpcClient> {
+    let tls = ClusterTls::for_node(tls, "dkron-cli", crate::clock::system())?;
     RpcClient::new(tls.as_deref())
 }
 
 /// `dkron leave`: asks the server at `rpc_addr` to leave the cluster and stop.
-pub fn leave(rpc_addr: &str, encrypt: &str) -> anyhow::Result<()> {
+pub fn leave(rpc_addr: &str, tls: &TlsSettings) -> anyhow::Result<()> {
     block_on(async || {
-        rpc_client(encrypt)?
+        rpc_client(tls)?
             .leave(rpc_addr)
             .await
             .with_context(|| unreachable(rpc_addr))?
@@ -52,9 +71,9 @@ pub fn leave(rpc_addr: &str, encrypt: &str) -> anyhow::Result<()> {
 }
 
 /// `dkron raft list-peers`.
-pub fn list_peers(rpc_addr: &str, encrypt: &str) -> anyhow::Result<Vec<Peer>> {
+pub fn list_peers(rpc_addr: &str, tls: &TlsSettings) -> anyhow::Result<Vec<Peer>> {
     block_on(async || {
-        rpc_client(encrypt)?
+        rpc_client(tls)?
             .peers(rpc_addr)
             .await
             .with_context(|| unreachable(rpc_addr))
@@ -62,24 +81,24 @@ pub fn list_peers(rpc_addr: &str, encrypt: &str) -> anyhow::Result<Vec<Peer>> {
 }
 
 /// `dkron raft remove-peer`.
-pub fn remove_peer(rpc_addr: &str, encrypt: &str, name: &str) -> anyhow::Result<()> {
+pub fn remove_peer(rpc_addr: &str, tls: &TlsSettings, name: &str) -> anyhow::Result<()> {
     block_on(async || {
-        rpc_client(encrypt)?
+        rpc_client(tls)?
             .remove_peer(rpc_addr, name)
             .await
             .map_err(anyhow::Error::msg)
     })
 }
 
-/// One call to the HTTP API at `address`; the JSON answer, or the API's error as an error.
+/// One call to the HTTP API of `server`; the JSON answer, or the API's error as an error.
 fn call(
-    address: &str,
+    server: &Endpoint,
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let address = address.trim_end_matches('/');
-    with_client(async |client| {
+    let address = server.address.trim_end_matches('/');
+    with_client(&server.tls, async |client| {
         let url = format!("{address}{path}");
         let mut request = client.request(method, &url);
         if let Some(body) = body {
@@ -107,8 +126,8 @@ fn call(
     })
 }
 
-fn get(address: &str, path: &str) -> anyhow::Result<Value> {
-    call(address, reqwest::Method::GET, path, None)
+fn get(server: &Endpoint, path: &str) -> anyhow::Result<Value> {
+    call(server, reqwest::Method::GET, path, None)
 }
 
 fn path_part(name: &str) -> String {
@@ -147,7 +166,7 @@ fn execution_state(e: &Value) -> &'static str {
     }
 }
 
-pub fn jobs(address: &str, json: bool, command: JobsCommand) -> anyhow::Result<()> {
+pub fn jobs(address: &Endpoint, json: bool, command: JobsCommand) -> anyhow::Result<()> {
     match command {
         JobsCommand::List => {
             let list = get(address, "/v1/jobs")?;
@@ -239,7 +258,7 @@ pub fn jobs(address: &str, json: bool, command: JobsCommand) -> anyhow::Result<(
     }
 }
 
-pub fn executions(address: &str, job: &str, json: bool) -> anyhow::Result<()> {
+pub fn executions(address: &Endpoint, job: &str, json: bool) -> anyhow::Result<()> {
     let list = get(
         address,
         &format!(
@@ -268,7 +287,7 @@ pub fn executions(address: &str, job: &str, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn occurrences(
-    address: &str,
+    address: &Endpoint,
     job: &str,
     from: Option<String>,
     to: Option<String>,

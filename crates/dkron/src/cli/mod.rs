@@ -15,7 +15,7 @@ mod start;
 use std::process::ExitCode;
 
 use base64::Engine;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use rand::RngCore;
 
 use agent_args::AgentArgs;
@@ -42,29 +42,16 @@ enum Command {
         /// RPC address of the server
         #[arg(long, default_value = "127.0.0.1:6868")]
         rpc_addr: String,
-        /// The cluster's gossip key, when it has one (its RPC port takes only mutual TLS)
-        #[arg(
-            long,
-            env = "DKRON_ENCRYPT",
-            default_value = "",
-            hide_env_values = true
-        )]
-        encrypt: String,
+        #[command(flatten)]
+        tls: CliTls,
     },
     /// Inspect or change the Raft configuration
     Raft {
         /// RPC address of a server
         #[arg(long, global = true, default_value = "127.0.0.1:6868")]
         rpc_addr: String,
-        /// The cluster's gossip key, when it has one (its RPC port takes only mutual TLS)
-        #[arg(
-            long,
-            global = true,
-            env = "DKRON_ENCRYPT",
-            default_value = "",
-            hide_env_values = true
-        )]
-        encrypt: String,
+        #[command(flatten)]
+        tls: CliTls,
         #[command(subcommand)]
         command: RaftCommand,
     },
@@ -85,6 +72,8 @@ enum Command {
         /// Print the API's JSON instead of a table
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tls: CliTls,
     },
     /// List, show, create or update, run and delete jobs through a server's HTTP API
     Jobs {
@@ -94,6 +83,8 @@ enum Command {
         /// Print the API's JSON instead of a table
         #[arg(long, global = true)]
         json: bool,
+        #[command(flatten)]
+        tls: CliTls,
         #[command(subcommand)]
         command: JobsCommand,
     },
@@ -107,6 +98,8 @@ enum Command {
         /// Print the API's JSON instead of a table
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tls: CliTls,
     },
     /// Show version information
     Version,
@@ -121,6 +114,52 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
+}
+
+/// How a CLI command speaks TLS: the cluster's gossip key (the RPC port's mutual TLS), or
+/// certificate files (explicit PKI on the RPC port; `https://` API addresses).
+#[derive(Args, Clone, Default)]
+struct CliTls {
+    /// The cluster's gossip key, when it has one (its RPC port takes only mutual TLS)
+    #[arg(
+        long,
+        global = true,
+        env = "DKRON_ENCRYPT",
+        default_value = "",
+        hide_env_values = true
+    )]
+    encrypt: String,
+    /// Client certificate (PEM) for a cluster with its own certificates, or an API that
+    /// requires one
+    #[arg(long, global = true, env = "DKRON_CERT_FILE", default_value = "")]
+    cert_file: String,
+    /// The key of --cert-file (PEM)
+    #[arg(long, global = true, env = "DKRON_KEY_FILE", default_value = "")]
+    key_file: String,
+    /// CA certificates (PEM) the server's certificate chains to (https:// addresses, explicit
+    /// PKI)
+    #[arg(long, global = true, env = "DKRON_TRUSTED_CA_FILE", default_value = "")]
+    trusted_ca_file: String,
+}
+
+impl CliTls {
+    fn settings(&self) -> crate::tls::TlsSettings {
+        crate::tls::TlsSettings {
+            encrypt: self.encrypt.clone(),
+            auto_tls: true,
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            trusted_ca_file: self.trusted_ca_file.clone(),
+            crl_file: String::new(),
+        }
+    }
+
+    fn endpoint(&self, address: String) -> client::Endpoint {
+        client::Endpoint {
+            address,
+            tls: self.settings(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -204,34 +243,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             address,
             json,
+            tls,
         } => {
-            client::occurrences(&address, &job, from, to, json)?;
+            client::occurrences(&tls.endpoint(address), &job, from, to, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs {
             address,
             json,
+            tls,
             command,
         } => {
-            client::jobs(&address, json, command)?;
+            client::jobs(&tls.endpoint(address), json, command)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Executions { job, address, json } => {
-            client::executions(&address, &job, json)?;
+        Command::Executions {
+            job,
+            address,
+            json,
+            tls,
+        } => {
+            client::executions(&tls.endpoint(address), &job, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Leave { rpc_addr, encrypt } => {
-            client::leave(&rpc_addr, &encrypt)?;
+        Command::Leave { rpc_addr, tls } => {
+            client::leave(&rpc_addr, &tls.settings())?;
             println!("Left the cluster successfully");
             Ok(ExitCode::SUCCESS)
         }
         Command::Raft {
             rpc_addr,
-            encrypt,
+            tls,
             command,
         } => match command {
             RaftCommand::ListPeers => {
-                let peers = client::list_peers(&rpc_addr, &encrypt)?;
+                let peers = client::list_peers(&rpc_addr, &tls.settings())?;
                 println!(
                     "{:<20} {:<20} {:<24} {:<10} Voter",
                     "Node", "ID", "Address", "State"
@@ -245,7 +291,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             RaftCommand::RemovePeer { peer_id } => {
-                client::remove_peer(&rpc_addr, &encrypt, &peer_id)?;
+                client::remove_peer(&rpc_addr, &tls.settings(), &peer_id)?;
                 println!("Peer removed");
                 Ok(ExitCode::SUCCESS)
             }

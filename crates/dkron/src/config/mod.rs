@@ -43,6 +43,22 @@ pub struct AgentConfig {
     /// Retry-join attempts before giving up; 0 = forever.
     pub retry_max: u32,
     pub encrypt: String,
+    /// Derive node certificates from the gossip key (`encrypt`) for mutual TLS on the RPC port
+    /// (Dkron Pro's flag; default true).
+    pub auto_tls: bool,
+    /// This node's certificate (PEM, leaf first) and key: used on the RPC port instead of the
+    /// derived ones, and on the HTTP port (HTTPS) unless `disable-http-tls` (Dkron Pro's flags).
+    pub cert_file: String,
+    pub key_file: String,
+    /// CA certificates (PEM) that other nodes' certificates, and API clients' with
+    /// `client-cert-auth`, must chain to.
+    pub trusted_ca_file: String,
+    /// Require a client certificate of `trusted-ca-file` on the HTTP API.
+    pub client_cert_auth: bool,
+    /// Revoked certificates (a PEM CRL of the trusted CA), refused on both ports.
+    pub client_crl_file: String,
+    /// Serve the HTTP API in plain HTTP although `cert-file` is set.
+    pub disable_http_tls: bool,
     /// How long a failed server may stay unreachable before the leader removes it from the
     /// Raft group (Go duration; Dkron's Serf reaping time).
     pub serf_reconnect_timeout: String,
@@ -116,6 +132,13 @@ impl Default for AgentConfig {
             retry_interval: "30s".into(),
             retry_max: 0,
             encrypt: String::new(),
+            auto_tls: true,
+            cert_file: String::new(),
+            key_file: String::new(),
+            trusted_ca_file: String::new(),
+            client_cert_auth: false,
+            client_crl_file: String::new(),
+            disable_http_tls: false,
             serf_reconnect_timeout: "24h".into(),
             raft_multiplier: 1,
             profile: "lan".into(),
@@ -209,6 +232,22 @@ impl AgentConfig {
                     bail!("invalid {key} entry {h:?}: write it as \"Name: value\"");
                 }
             }
+        }
+        if self.cert_file.is_empty() != self.key_file.is_empty() {
+            bail!("cert-file and key-file go together: give both, or neither");
+        }
+        if !self.cert_file.is_empty() && self.trusted_ca_file.is_empty() {
+            bail!(
+                "cert-file needs trusted-ca-file: the CA that the other nodes' certificates chain to"
+            );
+        }
+        if self.client_cert_auth && (self.cert_file.is_empty() || self.disable_http_tls) {
+            bail!(
+                "client-cert-auth needs HTTPS on the HTTP port: set cert-file, key-file and trusted-ca-file, without disable-http-tls"
+            );
+        }
+        if !self.client_crl_file.is_empty() && self.trusted_ca_file.is_empty() {
+            bail!("client-crl-file needs trusted-ca-file: the CA whose revocations it lists");
         }
         for origin in &self.http_allowed_origins {
             let authority = origin

@@ -1,6 +1,6 @@
 //! The RPC port (6868): how nodes talk to each other. [`wire`] says what crosses it,
-//! [`client`] is the one way to call it, and [`serve_rpc`] runs its listener until the node
-//! stops — over mutual TLS (`crate::tls`) when the cluster has a key.
+//! [`client`] is the one way to call it, and [`serve_tls`] runs its listener until the node
+//! stops — over mutual TLS (`crate::tls`) when the cluster has a key or certificates.
 //! The routes live with the role that answers them: `raft/routes.rs` (consensus, forwarded
 //! writes, Raft membership), `worker/routes.rs` (run orders) and `server/routes.rs` (forwarded
 //! runs, leave), merged by the server; an agent serves only the worker's.
@@ -30,21 +30,22 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown, wh
     }
 }
 
-/// Serves the RPC port: over TLS with `tls` (mutual: the config requires a client
-/// certificate), else in plain HTTP, which any host may use, and a warning says so.
-pub async fn serve_rpc(
+/// Serves a port over TLS with `tls` (the RPC port's config requires a client certificate),
+/// else in plain HTTP.
+pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
     shutdown: Shutdown,
     tls: Option<Arc<rustls::ServerConfig>>,
+    what: &'static str,
 ) {
     let Some(config) = tls else {
-        return serve(listener, router, shutdown, "rpc").await;
+        return serve(listener, router, shutdown, what).await;
     };
     let listener = match TlsListener::new(listener, config) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(error = %e, "cannot serve the RPC port over TLS; restart the node");
+            tracing::error!(error = %e, server = what, "cannot serve over TLS; restart the node");
             return;
         }
     };
@@ -53,7 +54,7 @@ pub async fn serve_rpc(
         .with_graceful_shutdown(stop)
         .await
     {
-        tracing::error!(error = %e, server = "rpc", "server stopped; restart the node");
+        tracing::error!(error = %e, server = what, "server stopped; restart the node");
     }
 }
 

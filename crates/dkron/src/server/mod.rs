@@ -23,7 +23,7 @@ use crate::raft::{Consensus, Leadership, Proposer, ServerNode, Settings, StateRe
 use crate::rpc::RpcClient;
 use crate::shutdown::Shutdown;
 use crate::storage::OutputStore;
-use crate::tls::ClusterTls;
+use crate::tls::{ClusterTls, TlsSettings};
 use crate::worker::{OrderExecutor, SHUTDOWN_GRACE, StartJournal};
 
 /// A running server and its tasks.
@@ -69,9 +69,14 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
     let rpc_addr = rpc_listener.local_addr()?;
 
     let members = Members::start(&config, rpc_addr.port(), clock.clone()).await?;
-    let tls = ClusterTls::from_encrypt_key(&config.encrypt, &config.node_name, clock.clone())?;
+    let tls = ClusterTls::for_node(&TlsSettings::of(&config), &config.node_name, clock.clone())?;
     let rpc = RpcClient::new(tls.as_deref())?;
     let rpc_tls = tls.as_ref().map(|t| t.server_config()).transpose()?;
+    // HTTPS with the operator's certificate, unless turned off.
+    let https = match &tls {
+        Some(tls) if !config.disable_http_tls => tls.https_config(config.client_cert_auth)?,
+        _ => None,
+    };
     let me = ServerNode {
         name: config.node_name.clone(),
         rpc_addr: format!("{}:{}", config.advertise_ip(), rpc_addr.port()),
@@ -136,17 +141,19 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
         shutdown.clone(),
     );
     let servers = vec![
-        tokio::spawn(crate::rpc::serve(
+        tokio::spawn(crate::rpc::serve_tls(
             http_listener,
             http,
             shutdown.clone(),
+            https,
             "http",
         )),
-        tokio::spawn(crate::rpc::serve_rpc(
+        tokio::spawn(crate::rpc::serve_tls(
             rpc_listener,
             rpc_routes,
             shutdown.clone(),
             rpc_tls,
+            "rpc",
         )),
     ];
     crate::rpc::warn_if_open(tls.is_some(), rpc_addr.port());

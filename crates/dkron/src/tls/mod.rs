@@ -13,8 +13,16 @@
 //! Certificates are made by `rcgen`, TLS is `rustls` with the ring provider: no crypto of our
 //! own. Leaves name the cluster (`CLUSTER_NAME`) and the node; clients check the chain and that
 //! name (a cluster member may be reached at any address).
+//!
+//! With **explicit PKI** (Dkron Pro's `--cert-file`, `--key-file`, `--trusted-ca-file`,
+//! `--client-crl-file`) the node presents the operator's certificate instead, peers must chain
+//! to the trusted CA (any certificate of it is a member: no name check), revoked ones are
+//! refused, and the files are read again at each renewal, so replacing them on disk rotates
+//! the certificate. The same certificate serves the HTTP API over HTTPS (`https.rs`).
 
 mod ca;
+mod files;
+mod https;
 mod listener;
 mod verify;
 
@@ -26,10 +34,44 @@ use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+pub use https::https_client_config;
 pub use listener::TlsListener;
 
 use crate::clock::SharedClock;
+use crate::config::AgentConfig;
 use ca::ClusterCa;
+
+/// What decides a node's (or the CLI's) TLS: the gossip key and the certificate files.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    pub encrypt: String,
+    pub auto_tls: bool,
+    pub cert_file: String,
+    pub key_file: String,
+    pub trusted_ca_file: String,
+    pub crl_file: String,
+}
+
+impl TlsSettings {
+    pub fn of(config: &AgentConfig) -> TlsSettings {
+        TlsSettings {
+            encrypt: config.encrypt.clone(),
+            auto_tls: config.auto_tls,
+            cert_file: config.cert_file.clone(),
+            key_file: config.key_file.clone(),
+            trusted_ca_file: config.trusted_ca_file.clone(),
+            crl_file: config.client_crl_file.clone(),
+        }
+    }
+}
+
+/// Where a node's certificates come from.
+enum Source {
+    /// Minted from the gossip key's CAs (the first one signs).
+    Derived { cas: Vec<ClusterCa> },
+    /// The operator's files, read again at each renewal.
+    Files { cert: String, key: String },
+}
 
 /// The name every leaf certificate carries and every client checks.
 pub const CLUSTER_NAME: &str = "cluster.dkron-rs.invalid";
@@ -40,9 +82,12 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// How far back a leaf's validity starts, for clocks that disagree between nodes.
 const CLOCK_SKEW: Duration = Duration::from_secs(3600);
 
-/// This node's TLS identity in the cluster: the trusted CAs and its current leaf.
+/// This node's TLS identity in the cluster: the trusted CAs, the revoked certificates and its
+/// current certificate.
 pub struct ClusterTls {
-    cas: Vec<ClusterCa>,
+    source: Source,
+    roots: Arc<rustls::RootCertStore>,
+    crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
     name: String,
     clock: SharedClock,
     current: Arc<Current>,
@@ -52,10 +97,15 @@ pub struct ClusterTls {
 impl std::fmt::Debug for ClusterTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterTls")
-            .field("cas", &self.cas.len())
+            .field("roots", &self.roots.len())
             .field("name", &self.name)
             .finish()
     }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    dkron_executors::install_crypto_provider();
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl ClusterTls {
@@ -66,15 +116,69 @@ impl ClusterTls {
             !keys.is_empty(),
             "mutual TLS needs a gossip key (--encrypt)"
         );
-        dkron_executors::install_crypto_provider();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = provider();
         let cas = keys
             .iter()
             .map(|k| ClusterCa::derive(k))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let leaf = cas[0].mint(name, clock.now(), LEAF_LIFETIME, CLOCK_SKEW, &provider)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in &cas {
+            roots
+                .add(ca.certificate().clone())
+                .context("trusting the cluster CA")?;
+        }
         Ok(ClusterTls {
-            cas,
+            source: Source::Derived { cas },
+            roots: Arc::new(roots),
+            crls: Vec::new(),
+            name: name.to_string(),
+            clock,
+            current: Arc::new(Current(RwLock::new(Arc::new(leaf)))),
+            provider,
+        })
+    }
+
+    /// A node's identity as its settings give it: the operator's files when `cert_file` is
+    /// set, else certificates derived from the gossip key (unless `auto_tls` is off); `None`:
+    /// the RPC port stays plain.
+    pub fn for_node(
+        settings: &TlsSettings,
+        name: &str,
+        clock: SharedClock,
+    ) -> anyhow::Result<Option<Arc<ClusterTls>>> {
+        if !settings.cert_file.is_empty() {
+            return Ok(Some(Arc::new(ClusterTls::from_files(
+                settings, name, clock,
+            )?)));
+        }
+        if !settings.auto_tls {
+            return Ok(None);
+        }
+        ClusterTls::from_encrypt_key(&settings.encrypt, name, clock)
+    }
+
+    /// The identity of the operator's certificate files.
+    fn from_files(
+        settings: &TlsSettings,
+        name: &str,
+        clock: SharedClock,
+    ) -> anyhow::Result<ClusterTls> {
+        anyhow::ensure!(
+            !settings.trusted_ca_file.is_empty(),
+            "a certificate (cert-file) needs trusted-ca-file: the CA the other nodes' certificates chain to"
+        );
+        let provider = provider();
+        let roots = files::roots(&settings.trusted_ca_file)?;
+        let crls = files::crls(&settings.crl_file)?;
+        let leaf = files::certified_key(&settings.cert_file, &settings.key_file, &provider)?;
+        Ok(ClusterTls {
+            source: Source::Files {
+                cert: settings.cert_file.clone(),
+                key: settings.key_file.clone(),
+            },
+            roots: Arc::new(roots),
+            crls,
             name: name.to_string(),
             clock,
             current: Arc::new(Current(RwLock::new(Arc::new(leaf)))),
@@ -98,37 +202,48 @@ impl ClusterTls {
         Ok(Some(Arc::new(ClusterTls::new(&[raw], name, clock)?)))
     }
 
-    /// Mints a new leaf; connections made from now on present it.
+    /// Mints a new leaf (or reads the certificate files again); connections made from now on
+    /// present it.
     pub fn renew(&self) -> anyhow::Result<()> {
-        let leaf = self.cas[0].mint(
-            &self.name,
-            self.clock.now(),
-            LEAF_LIFETIME,
-            CLOCK_SKEW,
-            &self.provider,
-        )?;
+        let leaf = match &self.source {
+            Source::Derived { cas } => cas[0].mint(
+                &self.name,
+                self.clock.now(),
+                LEAF_LIFETIME,
+                CLOCK_SKEW,
+                &self.provider,
+            )?,
+            Source::Files { cert, key } => files::certified_key(cert, key, &self.provider)?,
+        };
         *self.current.0.write().expect("leaf lock") = Arc::new(leaf);
         Ok(())
     }
 
-    fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in &self.cas {
-            // Our own certificates: they parse.
-            let _ = roots.add(ca.certificate().clone());
-        }
-        roots
+    /// A client-certificate verifier: the trusted CAs, the revoked certificates refused;
+    /// `mandatory` or merely offered.
+    fn client_verifier(
+        &self,
+        mandatory: bool,
+    ) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            self.provider.clone(),
+        )
+        .with_crls(self.crls.clone());
+        let builder = if mandatory {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
+        builder
+            .build()
+            .context("building the client-certificate verifier")
     }
 
     /// What the RPC port serves with: TLS 1.3, a client certificate from a cluster CA
     /// required.
     pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(self.roots()),
-            self.provider.clone(),
-        )
-        .build()
-        .context("building the RPC client-certificate verifier")?;
+        let verifier = self.client_verifier(true)?;
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .context("TLS 1.3")?
@@ -141,7 +256,12 @@ impl ClusterTls {
     /// What RPC clients connect with: TLS 1.3, this node's leaf as client certificate, and
     /// only servers with a leaf of a cluster CA accepted.
     pub fn client_config(&self) -> anyhow::Result<rustls::ClientConfig> {
-        let verifier = verify::ClusterServerVerifier::new(self.roots(), self.provider.clone())?;
+        let name = match self.source {
+            Source::Derived { .. } => Some(CLUSTER_NAME),
+            Source::Files { .. } => None,
+        };
+        let verifier =
+            verify::ClusterServerVerifier::new(self.roots.clone(), self.provider.clone(), name)?;
         let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .context("TLS 1.3")?

@@ -50,8 +50,12 @@ fn every_holder_of_a_key_derives_the_same_ca_and_other_keys_another() {
     let a1 = node(&[KEY_A], "dkron1");
     let a2 = node(&[KEY_A], "dkron2");
     let b = node(&[KEY_B], "dkron3");
-    assert_eq!(a1.cas[0].certificate(), a2.cas[0].certificate());
-    assert_ne!(a1.cas[0].certificate(), b.cas[0].certificate());
+    let ca = |t: &ClusterTls| match &t.source {
+        Source::Derived { cas } => cas[0].certificate().clone(),
+        Source::Files { .. } => unreachable!("derived"),
+    };
+    assert_eq!(ca(&a1), ca(&a2));
+    assert_ne!(ca(&a1), ca(&b));
 }
 
 #[tokio::test]
@@ -84,7 +88,12 @@ async fn a_node_of_another_key_is_refused_on_both_ends() {
 #[tokio::test]
 async fn a_client_without_a_certificate_is_refused() {
     let ours = node(&[KEY_A], "dkron1");
-    let verifier = verify::ClusterServerVerifier::new(ours.roots(), ours.provider.clone()).unwrap();
+    let verifier = verify::ClusterServerVerifier::new(
+        ours.roots.clone(),
+        ours.provider.clone(),
+        Some(CLUSTER_NAME),
+    )
+    .unwrap();
     let anonymous = rustls::ClientConfig::builder_with_provider(ours.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()

@@ -1,6 +1,8 @@
-//! How an RPC client checks the server: the whole chain against the cluster CAs, as webpki
-//! does it, and the cluster's name instead of the address dialled (a member is reached by IP,
-//! container name or anything gossip advertises, and every member's leaf names the cluster).
+//! How an RPC client checks the server: the whole chain against the trusted CAs, as webpki
+//! does it, and — with derived certificates — the cluster's name instead of the address
+//! dialled (a member is reached by IP, container name or anything gossip advertises, and every
+//! member's leaf names the cluster). With the operator's certificates any certificate of the
+//! trusted CA is a member, whatever names it carries.
 
 use std::sync::Arc;
 
@@ -13,20 +15,31 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 #[derive(Debug)]
 pub(super) struct ClusterServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
-    name: ServerName<'static>,
+    roots: Arc<rustls::RootCertStore>,
+    provider: Arc<CryptoProvider>,
+    /// The name every member's certificate carries, or `None`: the chain alone decides.
+    name: Option<ServerName<'static>>,
 }
 
 impl ClusterServerVerifier {
     pub(super) fn new(
-        roots: rustls::RootCertStore,
+        roots: Arc<rustls::RootCertStore>,
         provider: Arc<CryptoProvider>,
+        name: Option<&'static str>,
     ) -> anyhow::Result<ClusterServerVerifier> {
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| anyhow::anyhow!("building the RPC server verifier: {e}"))?;
-        let name = ServerName::try_from(super::CLUSTER_NAME)
+        let name = name
+            .map(ServerName::try_from)
+            .transpose()
             .map_err(|e| anyhow::anyhow!("the cluster name: {e}"))?;
-        Ok(ClusterServerVerifier { inner, name })
+        Ok(ClusterServerVerifier {
+            inner,
+            roots,
+            provider,
+            name,
+        })
     }
 }
 
@@ -39,8 +52,23 @@ impl ServerCertVerifier for ClusterServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+        match &self.name {
+            Some(name) => {
+                self.inner
+                    .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+            }
+            None => {
+                let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &cert,
+                    &self.roots,
+                    intermediates,
+                    now,
+                    self.provider.signature_verification_algorithms.all,
+                )?;
+                Ok(ServerCertVerified::assertion())
+            }
+        }
     }
 
     fn verify_tls12_signature(

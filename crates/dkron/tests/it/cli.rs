@@ -73,7 +73,7 @@ fn unknown_agent_flag_fails_with_an_error() {
 /// Agent invocations that must be refused, with a word the message must contain.
 #[test]
 fn unsupported_or_invalid_agent_settings_are_refused_clearly() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--server"], "bootstrap-expect"),
         (&["--node-name=lonely-agent"], "--retry-join"),
         (
@@ -107,6 +107,33 @@ fn unsupported_or_invalid_agent_settings_are_refused_clearly() {
                 "--http-allowed-origins=ops.example.com/x",
             ],
             "scheme://host[:port]",
+        ),
+        (
+            &["--server", "--bootstrap-expect=1", "--cert-file=/x.pem"],
+            "go together",
+        ),
+        (
+            &[
+                "--server",
+                "--bootstrap-expect=1",
+                "--cert-file=/x.pem",
+                "--key-file=/x.key",
+            ],
+            "trusted-ca-file",
+        ),
+        (
+            &["--server", "--bootstrap-expect=1", "--client-cert-auth"],
+            "needs HTTPS",
+        ),
+        (
+            &[
+                "--server",
+                "--bootstrap-expect=1",
+                "--cert-file=/no/node.pem",
+                "--key-file=/no/node.key",
+                "--trusted-ca-file=/no/ca.pem",
+            ],
+            "cannot read trusted-ca-file /no/ca.pem",
         ),
     ];
     for (args, needle) in cases {

@@ -253,7 +253,7 @@ async fn a_manual_run_whose_caller_goes_away_still_runs() {
     let node = TestNode::start().await;
     node.create(&shell_job("abandoned", "@manually", "echo ran"))
         .await;
-    let dispatch = node.handle.as_ref().expect("running").dispatch();
+    let dispatch = node.h().dispatch();
     let mut run = Box::pin(dispatch.run_now("abandoned"));
     // One poll takes the request as far as its first wait (the claim is queued by then),
     // then the caller drops it.

@@ -12,6 +12,33 @@ use crate::support::{SOON, TestNode, dkron_command, run_to_exit, shell_job};
 const KEY: &str = "kPpdjphiipNSsjd4QHWbkA==";
 const OTHER_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAA==";
 
+/// Runs `dkron <args>` (with `env`) to its exit, off the async workers.
+async fn cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let home = tempfile::tempdir().unwrap();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = dkron_command(home.path());
+        cmd.args(&args).envs(env);
+        run_to_exit(cmd, Duration::from_secs(20))
+    })
+    .await
+    .unwrap()
+}
+
+fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The order of the issue that found the hole: a shell command, a fencing token from the
 /// future.
 fn forged_order(marker: &std::path::Path) -> Value {
@@ -28,7 +55,7 @@ fn forged_order(marker: &std::path::Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_key_the_rpc_port_refuses_everyone_without_a_cluster_certificate() {
     let node = TestNode::start_configured("guarded", |c| c.encrypt = KEY.into()).await;
-    let rpc = node.handle.as_ref().expect("running").rpc_addr();
+    let rpc = node.h().rpc_addr();
     let marker_dir = tempfile::tempdir().unwrap();
     let marker = marker_dir.path().join("pwned");
     let order = forged_order(&marker);
@@ -80,56 +107,21 @@ async fn with_a_key_the_rpc_port_refuses_everyone_without_a_cluster_certificate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_needs_the_key_to_reach_a_guarded_rpc_port() {
     let node = TestNode::start_configured("cli-guarded", |c| c.encrypt = KEY.into()).await;
-    let rpc = node
-        .handle
-        .as_ref()
-        .expect("running")
-        .rpc_addr()
-        .to_string();
-    let home = tempfile::tempdir().unwrap();
-    let (dir, addr) = (home.path().to_path_buf(), rpc.clone());
-    let (with, without, wrong) = tokio::task::spawn_blocking(move || {
-        let list = |key: Option<&str>| {
-            let mut cmd = dkron_command(&dir);
-            cmd.args(["raft", "list-peers", "--rpc-addr", &addr]);
-            if let Some(key) = key {
-                cmd.env("DKRON_ENCRYPT", key);
-            }
-            run_to_exit(cmd, Duration::from_secs(20))
-        };
-        (list(Some(KEY)), list(None), list(Some(OTHER_KEY)))
-    })
-    .await
-    .unwrap();
-    let out = String::from_utf8_lossy(&with.stdout);
-    assert!(
-        with.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&with.stderr)
-    );
+    let rpc = node.h().rpc_addr().to_string();
+    let list = ["raft", "list-peers", "--rpc-addr", &rpc];
+    let out = succeeded(&cli(&list, &[("DKRON_ENCRYPT", KEY)]).await);
     assert!(out.contains("cli-guarded"), "{out}");
-    for refused in [without, wrong] {
+    for refused in [
+        cli(&list, &[]).await,
+        cli(&list, &[("DKRON_ENCRYPT", OTHER_KEY)]).await,
+    ] {
         assert!(!refused.status.success());
         let err = String::from_utf8_lossy(&refused.stderr);
         assert!(err.contains("--encrypt"), "{err}");
     }
     // With the key, `dkron leave` stops the node.
-    let stop = node.handle.as_ref().unwrap().stop_signal().clone();
-    let left = tokio::task::spawn_blocking({
-        let home = home.path().to_path_buf();
-        move || {
-            let mut cmd = dkron_command(&home);
-            cmd.args(["leave", "--rpc-addr", &rpc, "--encrypt", KEY]);
-            run_to_exit(cmd, Duration::from_secs(20))
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        left.status.success(),
-        "{}",
-        String::from_utf8_lossy(&left.stderr)
-    );
+    let stop = node.h().stop_signal().clone();
+    succeeded(&cli(&["leave", "--rpc-addr", &rpc, "--encrypt", KEY], &[]).await);
     tokio::time::timeout(Duration::from_secs(5), stop.requested())
         .await
         .expect("the node was asked to stop");
@@ -166,4 +158,126 @@ async fn a_node_without_a_key_warns_that_its_rpc_port_is_open() {
             .contains("start every node with the same --encrypt key");
         assert_eq!(warned, open, "{}", agent.log_text());
     }
+}
+
+/// An HTTPS client of the test PKI, presenting `client` if given (the CLI's own builder).
+fn https(
+    pki: &crate::support::pki::Pki,
+    client: Option<&crate::support::pki::CertFiles>,
+) -> reqwest::Client {
+    let settings = dkron::tls::TlsSettings {
+        trusted_ca_file: pki.ca.clone(),
+        cert_file: client.map(|c| c.cert.clone()).unwrap_or_default(),
+        key_file: client.map(|c| c.key.clone()).unwrap_or_default(),
+        ..Default::default()
+    };
+    let config = dkron::tls::https_client_config(&settings).unwrap().unwrap();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+fn with_pki(c: &mut dkron::config::AgentConfig, pki: &crate::support::pki::Pki) {
+    c.cert_file = pki.node.cert.clone();
+    c.key_file = pki.node.key.clone();
+    c.trusted_ca_file = pki.ca.clone();
+}
+
+/// Dkron Pro's explicit PKI: the operator's certificate serves the HTTP API over HTTPS and
+/// the RPC port over mutual TLS; plain HTTP gets nothing on either; the CLI reaches both
+/// with the certificate flags, and not without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_pki_serves_https_and_mutual_tls_with_the_operators_certificates() {
+    let pki = crate::support::pki::Pki::new();
+    let node = TestNode::start_configured("pki-node", |c| with_pki(c, &pki)).await;
+    let http = node.h().http_addr();
+    let rpc = node.h().rpc_addr().to_string();
+    let over_https = https(&pki, None)
+        .get(format!("https://127.0.0.1:{}/v1", http.port()))
+        .send()
+        .await
+        .expect("HTTPS with the trusted CA");
+    assert_eq!(over_https.status(), 200);
+    let plain = reqwest::Client::new()
+        .get(format!("http://{http}/v1"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP on an HTTPS port: {plain:?}");
+
+    let list = ["raft", "list-peers", "--rpc-addr", &rpc];
+    let certs = [
+        ("DKRON_CERT_FILE", pki.client.cert.as_str()),
+        ("DKRON_KEY_FILE", pki.client.key.as_str()),
+        ("DKRON_TRUSTED_CA_FILE", pki.ca.as_str()),
+    ];
+    assert!(succeeded(&cli(&list, &certs).await).contains("pki-node"));
+    let without = cli(&list, &[]).await;
+    assert!(!without.status.success());
+    assert!(String::from_utf8_lossy(&without.stderr).contains("--cert-file"));
+    // The CLI's API commands take https:// and the same flags.
+    let address = format!("https://127.0.0.1:{}", http.port());
+    succeeded(
+        &cli(
+            &[
+                "jobs",
+                "list",
+                "--address",
+                &address,
+                "--trusted-ca-file",
+                &pki.ca,
+            ],
+            &[],
+        )
+        .await,
+    );
+}
+
+/// `--client-cert-auth`: the API takes only clients with a certificate of the trusted CA that
+/// is neither expired nor revoked (`--client-crl-file`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cert_auth_refuses_missing_expired_revoked_and_foreign_certificates() {
+    let pki = crate::support::pki::Pki::new();
+    let node = TestNode::start_configured("mtls-api", |c| {
+        with_pki(c, &pki);
+        c.client_cert_auth = true;
+        c.client_crl_file = pki.crl.clone();
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}/v1/jobs", node.h().http_addr().port());
+    let status = |client: reqwest::Client| {
+        let url = url.clone();
+        async move { client.get(&url).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(status(https(&pki, Some(&pki.client))).await.ok(), Some(200));
+    for (what, client) in [
+        ("no certificate", https(&pki, None)),
+        ("an expired one", https(&pki, Some(&pki.expired))),
+        ("a revoked one", https(&pki, Some(&pki.revoked))),
+        ("another CA's", https(&pki, Some(&pki.stranger))),
+    ] {
+        let answer = status(client).await;
+        assert!(answer.is_err(), "{what}: {answer:?}");
+    }
+}
+
+/// `--disable-http-tls`: the certificate guards the RPC port only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_http_tls_keeps_the_api_plain() {
+    let pki = crate::support::pki::Pki::new();
+    let node = TestNode::start_configured("plain-api", |c| {
+        with_pki(c, &pki);
+        c.disable_http_tls = true;
+    })
+    .await;
+    assert_eq!(node.get("/v1").await.status, 200);
+    let rpc = node.h().rpc_addr();
+    let plain = reqwest::Client::new()
+        .get(format!("http://{rpc}/rpc/raft/peers"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
 }

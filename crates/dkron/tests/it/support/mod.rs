@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod node;
+pub mod pki;
 pub mod process;
 pub mod receivers;
 

@@ -115,6 +115,11 @@ impl TestNode {
         }
     }
 
+    /// The running server (a test that stopped it must not ask).
+    pub fn h(&self) -> &ServerHandle {
+        self.handle.as_ref().expect("running")
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
