@@ -42,7 +42,7 @@ pub async fn serve_tls(
     let Some(config) = tls else {
         return serve(listener, router, shutdown, what).await;
     };
-    let listener = match TlsListener::new(listener, config) {
+    let listener = match TlsListener::new(listener, config, what) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, server = what, "cannot serve over TLS; restart the node");

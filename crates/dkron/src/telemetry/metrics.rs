@@ -49,8 +49,9 @@ pub const PROCESSOR_ERRORS: &str = "dkron_processor_errors_total";
 /// 1 while this node's RPC port takes orders, votes and writes from any host that reaches it
 /// (started without `--encrypt`), 0 with mutual TLS.
 pub const RPC_OPEN: &str = "dkron_rpc_open";
-/// RPC connections refused at the TLS handshake (no certificate of the cluster, plain HTTP).
-pub const RPC_HANDSHAKES_REFUSED: &str = "dkron_rpc_handshakes_refused_total";
+/// Connections refused at the TLS handshake, by `port` (rpc, http): no certificate of the
+/// cluster, an expired or revoked one, plain HTTP on a TLS port.
+pub const TLS_HANDSHAKES_REFUSED: &str = "dkron_tls_handshakes_refused_total";
 
 /// Histogram buckets in seconds: from a millisecond to ten minutes.
 const BUCKETS: &[f64] = &[
@@ -261,8 +262,8 @@ fn describe() {
         "1 while the RPC port accepts any host (no --encrypt), 0 with mutual TLS"
     );
     describe_counter!(
-        RPC_HANDSHAKES_REFUSED,
-        "RPC connections refused at the TLS handshake"
+        TLS_HANDSHAKES_REFUSED,
+        "Connections refused at the TLS handshake, by port"
     );
 }
 
@@ -327,9 +328,9 @@ pub fn rpc_open(open: bool) {
     gauge!(RPC_OPEN).set(if open { 1.0 } else { 0.0 });
 }
 
-/// An RPC connection was refused at the TLS handshake.
-pub fn rpc_handshake_refused() {
-    counter!(RPC_HANDSHAKES_REFUSED).increment(1);
+/// A connection to `port` (rpc, http) was refused at the TLS handshake.
+pub fn handshake_refused(port: &'static str) {
+    counter!(TLS_HANDSHAKES_REFUSED, "port" => port).increment(1);
 }
 
 /// This node saw the leader change.

@@ -24,7 +24,12 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<TlsListener> {
+    /// `port` names the port in logs and metrics (`rpc`, `http`).
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        port: &'static str,
+    ) -> io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let (ready, incoming) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
@@ -34,7 +39,7 @@ impl TlsListener {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: wait a little, go on.
-                        tracing::warn!(error = %e, "cannot accept an RPC connection");
+                        tracing::warn!(port, error = %e, "cannot accept a connection");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -48,8 +53,8 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             let _ = ready.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => refused(peer, &e.to_string()),
-                        Err(_) => refused(peer, "no handshake in time"),
+                        Ok(Err(e)) => refused(port, peer, &e.to_string()),
+                        Err(_) => refused(port, peer, "no handshake in time"),
                     }
                 });
             }
@@ -62,9 +67,9 @@ impl TlsListener {
     }
 }
 
-fn refused(peer: SocketAddr, why: &str) {
-    crate::telemetry::metrics::rpc_handshake_refused();
-    tracing::debug!(%peer, reason = why, "RPC connection refused at the TLS handshake");
+fn refused(port: &'static str, peer: SocketAddr, why: &str) {
+    crate::telemetry::metrics::handshake_refused(port);
+    tracing::debug!(port, %peer, reason = why, "connection refused at the TLS handshake");
 }
 
 impl axum::serve::Listener for TlsListener {

@@ -128,12 +128,14 @@ async fn the_cli_needs_the_key_to_reach_a_guarded_rpc_port() {
 }
 
 /// A node started without a key says at start that its RPC port takes anyone's orders and
-/// how to fix it, and its metrics say so; with a key, neither.
+/// how to fix it, and its metrics say so; with a key, neither, and the handshakes it refuses
+/// are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_a_key_warns_that_its_rpc_port_is_open() {
     for (key, open) in [(None, true), (Some(KEY), false)] {
         let home = tempfile::tempdir().unwrap();
         let http = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
+        let rpc = crate::support::free_port();
         let mut cmd = dkron_command(home.path());
         cmd.args([
             "agent",
@@ -143,7 +145,7 @@ async fn a_node_without_a_key_warns_that_its_rpc_port_is_open() {
             &format!("--data-dir={}", home.path().join("data").display()),
             &format!("--http-addr={http}"),
             "--bind-addr=127.0.0.1:0",
-            &format!("--rpc-port={}", crate::support::free_port()),
+            &format!("--rpc-port={rpc}"),
         ]);
         if let Some(key) = key {
             cmd.arg(format!("--encrypt={key}"));
@@ -157,6 +159,24 @@ async fn a_node_without_a_key_warns_that_its_rpc_port_is_open() {
             .log_text()
             .contains("start every node with the same --encrypt key");
         assert_eq!(warned, open, "{}", agent.log_text());
+        if !open {
+            let plain = reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{rpc}/rpc/raft/peers"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            assert!(plain.is_err());
+            let counted = r#"dkron_tls_handshakes_refused_total{port="rpc"} 1"#;
+            crate::support::wait_until(SOON, "the refusal to be counted", async || {
+                agent
+                    .api
+                    .get_text("/metrics")
+                    .await
+                    .contains(counted)
+                    .then_some(())
+            })
+            .await;
+        }
     }
 }
 
