@@ -66,25 +66,13 @@ enum Command {
         /// End of the range (RFC 3339; default: now)
         #[arg(long)]
         to: Option<String>,
-        /// HTTP address of any server
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        address: String,
-        /// Print the API's JSON instead of a table
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
-        tls: CliTls,
+        api: ApiArgs,
     },
     /// List, show, create or update, run and delete jobs through a server's HTTP API
     Jobs {
-        /// HTTP address of any server
-        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
-        address: String,
-        /// Print the API's JSON instead of a table
-        #[arg(long, global = true)]
-        json: bool,
         #[command(flatten)]
-        tls: CliTls,
+        api: ApiArgs,
         #[command(subcommand)]
         command: JobsCommand,
     },
@@ -92,14 +80,8 @@ enum Command {
     Executions {
         /// The job's name
         job: String,
-        /// HTTP address of any server
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        address: String,
-        /// Print the API's JSON instead of a table
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
-        tls: CliTls,
+        api: ApiArgs,
     },
     /// Show version information
     Version,
@@ -114,6 +96,28 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
+}
+
+/// Where and how a command that calls a server's HTTP API reaches it.
+#[derive(Args)]
+struct ApiArgs {
+    /// HTTP address of any server
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    address: String,
+    /// Print the API's JSON instead of a table
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    tls: CliTls,
+}
+
+impl ApiArgs {
+    fn endpoint(&self) -> client::Endpoint {
+        client::Endpoint {
+            address: self.address.clone(),
+            tls: self.tls.settings(),
+        }
+    }
 }
 
 /// How a CLI command speaks TLS: the cluster's gossip key (the RPC port's mutual TLS), or
@@ -151,13 +155,6 @@ impl CliTls {
             key_file: self.key_file.clone(),
             trusted_ca_file: self.trusted_ca_file.clone(),
             crl_file: String::new(),
-        }
-    }
-
-    fn endpoint(&self, address: String) -> client::Endpoint {
-        client::Endpoint {
-            address,
-            tls: self.settings(),
         }
     }
 }
@@ -237,33 +234,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut command, "dkron", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Occurrences {
-            job,
-            from,
-            to,
-            address,
-            json,
-            tls,
-        } => {
-            client::occurrences(&tls.endpoint(address), &job, from, to, json)?;
+        Command::Occurrences { job, from, to, api } => {
+            client::occurrences(&api.endpoint(), &job, from, to, api.json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Jobs {
-            address,
-            json,
-            tls,
-            command,
-        } => {
-            client::jobs(&tls.endpoint(address), json, command)?;
+        Command::Jobs { api, command } => {
+            client::jobs(&api.endpoint(), api.json, command)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Executions {
-            job,
-            address,
-            json,
-            tls,
-        } => {
-            client::executions(&tls.endpoint(address), &job, json)?;
+        Command::Executions { job, api } => {
+            client::executions(&api.endpoint(), &job, api.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Leave { rpc_addr, tls } => {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::{ClusterTls, Source, TlsSettings, files, provider};
+use super::{ClusterTls, Current, Source, TlsSettings, files, provider};
 
 impl ClusterTls {
     /// What the HTTP port serves with when the node has the operator's certificate: the same
@@ -36,36 +36,23 @@ impl ClusterTls {
 /// The TLS a CLI command speaks to `https://` addresses with: the trusted CA of the settings
 /// (`None` without one: the system's roots) and, with a certificate, that client certificate.
 pub fn https_client_config(settings: &TlsSettings) -> anyhow::Result<Option<rustls::ClientConfig>> {
-    {
-        if settings.trusted_ca_file.is_empty() && settings.cert_file.is_empty() {
-            return Ok(None);
-        }
-        let provider = provider();
-        let roots = if settings.trusted_ca_file.is_empty() {
-            anyhow::bail!(
-                "--cert-file needs --trusted-ca-file: the CA the server's certificate chains to"
-            );
-        } else {
-            files::roots(&settings.trusted_ca_file)?
-        };
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .context("TLS versions")?
-            .with_root_certificates(roots);
-        let config = if settings.cert_file.is_empty() {
-            builder.with_no_client_auth()
-        } else {
-            let key = files::certified_key(&settings.cert_file, &settings.key_file, &provider)?;
-            builder
-                .with_client_auth_cert(key.cert.clone(), load_key(&settings.key_file)?)
-                .context("the client certificate")?
-        };
-        Ok(Some(config))
+    if settings.trusted_ca_file.is_empty() {
+        anyhow::ensure!(
+            settings.cert_file.is_empty(),
+            "--cert-file needs --trusted-ca-file: the CA the server's certificate chains to"
+        );
+        return Ok(None);
     }
-}
-
-fn load_key(path: &str) -> anyhow::Result<rustls::pki_types::PrivateKeyDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::PrivateKeyDer::from_pem_file(path)
-        .with_context(|| format!("cannot read key-file {path}: it must hold a PEM private key"))
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(files::roots(&settings.trusted_ca_file)?);
+    let config = if settings.cert_file.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let key = files::certified_key(&settings.cert_file, &settings.key_file, &provider)?;
+        builder.with_client_cert_resolver(Arc::new(Current::of(key)))
+    };
+    Ok(Some(config))
 }

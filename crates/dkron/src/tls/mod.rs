@@ -134,7 +134,7 @@ impl ClusterTls {
             crls: Vec::new(),
             name: name.to_string(),
             clock,
-            current: Arc::new(Current(RwLock::new(Arc::new(leaf)))),
+            current: Arc::new(Current::of(leaf)),
             provider,
         })
     }
@@ -181,7 +181,7 @@ impl ClusterTls {
             crls,
             name: name.to_string(),
             clock,
-            current: Arc::new(Current(RwLock::new(Arc::new(leaf)))),
+            current: Arc::new(Current::of(leaf)),
             provider,
         })
     }
@@ -291,6 +291,10 @@ impl ClusterTls {
 struct Current(RwLock<Arc<CertifiedKey>>);
 
 impl Current {
+    fn of(key: CertifiedKey) -> Current {
+        Current(RwLock::new(Arc::new(key)))
+    }
+
     fn get(&self) -> Arc<CertifiedKey> {
         self.0.read().expect("leaf lock").clone()
     }

@@ -256,12 +256,11 @@ async fn an_encrypted_cluster_speaks_mutual_tls_end_to_end() {
         runs.iter().all(|r| r["success"] == json!(true)),
         "{runs:#?}"
     );
-    let plain = reqwest::Client::new()
-        .get(format!("http://{}/rpc/raft/peers", follower.h().rpc_addr()))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    assert!(plain.is_err(), "{plain:?}");
+    crate::support::assert_plain_http_refused(&format!(
+        "http://{}/rpc/raft/peers",
+        follower.h().rpc_addr()
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,12 +160,10 @@ async fn a_node_without_a_key_warns_that_its_rpc_port_is_open() {
             .contains("start every node with the same --encrypt key");
         assert_eq!(warned, open, "{}", agent.log_text());
         if !open {
-            let plain = reqwest::Client::new()
-                .get(format!("http://127.0.0.1:{rpc}/rpc/raft/peers"))
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await;
-            assert!(plain.is_err());
+            crate::support::assert_plain_http_refused(&format!(
+                "http://127.0.0.1:{rpc}/rpc/raft/peers"
+            ))
+            .await;
             let counted = r#"dkron_tls_handshakes_refused_total{port="rpc"} 1"#;
             crate::support::wait_until(SOON, "the refusal to be counted", async || {
                 agent
@@ -220,12 +218,7 @@ async fn explicit_pki_serves_https_and_mutual_tls_with_the_operators_certificate
         .await
         .expect("HTTPS with the trusted CA");
     assert_eq!(over_https.status(), 200);
-    let plain = reqwest::Client::new()
-        .get(format!("http://{http}/v1"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    assert!(plain.is_err(), "plain HTTP on an HTTPS port: {plain:?}");
+    crate::support::assert_plain_http_refused(&format!("http://{http}/v1")).await;
 
     let list = ["raft", "list-peers", "--rpc-addr", &rpc];
     let certs = [
@@ -294,10 +287,5 @@ async fn disable_http_tls_keeps_the_api_plain() {
     .await;
     assert_eq!(node.get("/v1").await.status, 200);
     let rpc = node.h().rpc_addr();
-    let plain = reqwest::Client::new()
-        .get(format!("http://{rpc}/rpc/raft/peers"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    assert!(plain.is_err(), "{plain:?}");
+    crate::support::assert_plain_http_refused(&format!("http://{rpc}/rpc/raft/peers")).await;
 }

@@ -198,3 +198,16 @@ pub fn is_finished(execution: &Value) -> bool {
 }
 
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// A plain-HTTP GET of `url` gets no answer at all: a TLS port refuses it at the handshake.
+pub async fn assert_plain_http_refused(url: &str) {
+    let answer = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        answer.is_err(),
+        "plain HTTP to {url} got an answer: {answer:?}"
+    );
+}
