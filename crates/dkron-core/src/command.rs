@@ -85,6 +85,10 @@ pub enum Command {
     SetPaused {
         paused: bool,
     },
+    /// ACL administration: policies, tokens, the bootstrap.
+    Acl {
+        acl: crate::acl::AclCommand,
+    },
     /// Several commands in one log entry, applied in order (group commit: the proposer packs
     /// whatever queued up while the previous entry was being committed). Never nested.
     Batch {
@@ -116,6 +120,8 @@ pub enum Response {
     },
     /// A [`Command::SkipOccurrences`] was recorded.
     Skipped,
+    /// A [`Command::Acl`] was applied.
+    Acl,
     /// One response per command of a [`Command::Batch`], in order.
     Batch {
         responses: Vec<Response>,
@@ -193,4 +199,16 @@ pub enum ApplyError {
     AlreadyRunning { job: String, running: Vec<String> },
     #[error("New job submissions are currently paused: POST /v1/unpause to resume")]
     Paused,
+    #[error(
+        "ACL bootstrap already done (reset index {reset_index}): to bootstrap again, write {reset_index} to <data-dir>/acl-bootstrap-reset on the server that answers and retry"
+    )]
+    AclBootstrapDone { reset_index: u64 },
+    #[error("ACL policy {name} not found")]
+    PolicyNotFound { name: String },
+    #[error("ACL token {accessor} not found")]
+    TokenNotFound { accessor: String },
+    #[error("ACL policies not found: {}: create them first (dkron acl policy apply)", names.join(", "))]
+    UnknownPolicies { names: Vec<String> },
+    #[error("an ACL token with this secret or accessor already exists")]
+    TokenExists,
 }

@@ -4,6 +4,7 @@
 //! as arguments (`now`, `rng`), stamped by the shell (the `dkron` crate). That is what lets the
 //! state machine be replayed identically on every server and lets the tests be plain functions.
 //!
+//! - [`acl`]: policies, tokens and who may do what.
 //! - [`job`]: Dkron's job and execution records, with their exact JSON shapes.
 //! - [`validate`]: job validation that reports every problem at once, naming the field.
 //! - [`schedule`]: the schedule language (6-field cron, descriptors, `@every`, `@at`, `~`).
@@ -15,6 +16,7 @@
 //! - [`occurrence`]: skip records, the catch-up decision, per-occurrence verdicts.
 //! - [`timefmt`]: Dkron's timestamp JSON conventions.
 
+pub mod acl;
 pub mod command;
 pub mod due;
 pub mod godur;

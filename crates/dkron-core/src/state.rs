@@ -37,6 +37,8 @@ pub enum Effect {
         job: String,
         remove: usize,
     },
+    /// Persist the ACL state (it changed).
+    PutAcl,
 }
 
 /// A job as stored, with the scheduler bookkeeping that is not part of Dkron's JSON.
@@ -136,6 +138,8 @@ impl JobEntry {
 pub struct State {
     pub(crate) jobs: BTreeMap<String, JobEntry>,
     pub(crate) paused: bool,
+    #[serde(default)]
+    pub(crate) acl: crate::acl::AclState,
 }
 
 impl State {
@@ -144,7 +148,18 @@ impl State {
         State {
             jobs: jobs.into_iter().collect(),
             paused,
+            acl: Default::default(),
         }
+    }
+
+    /// The same state with the ACL state loaded back from storage.
+    pub fn with_acl(self, acl: crate::acl::AclState) -> State {
+        State { acl, ..self }
+    }
+
+    /// Policies, tokens and the bootstrap record.
+    pub fn acl(&self) -> &crate::acl::AclState {
+        &self.acl
     }
 
     /// Whether job submissions are paused (`POST /v1/pause`).
@@ -241,6 +256,10 @@ impl State {
                 self.paused = paused;
                 Ok(Response::Paused { paused })
             }
+            Command::Acl { acl } => self
+                .acl
+                .apply(acl)
+                .inspect(|_| effects.push(Effect::PutAcl)),
             Command::Batch { .. } => unreachable!("batches are unpacked above"),
         };
         match result {

@@ -38,7 +38,7 @@ impl Harness {
                         list.pop_first();
                     }
                 }
-                Effect::PutJob(_) | Effect::RemoveJob(_) => {}
+                Effect::PutJob(_) | Effect::RemoveJob(_) | Effect::PutAcl => {}
             }
         }
         response
