@@ -226,6 +226,9 @@ pub struct Execution {
     /// "execution output stays out of consensus").
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub output_size: u64,
+    /// Who started a manual run: the ACL token's name (not in Dkron).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub started_by: String,
 }
 
 fn is_zero_i64(v: &i64) -> bool {

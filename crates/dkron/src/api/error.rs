@@ -85,6 +85,18 @@ impl From<ApplyError> for ApiError {
                 body: json!({ "error": message, "job": job, "running": running }),
             },
             ApplyError::Paused => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+            ApplyError::AclBootstrapDone { reset_index } => ApiError {
+                status: StatusCode::FORBIDDEN,
+                body: json!({ "error": message, "reset_index": reset_index }),
+            },
+            ApplyError::PolicyNotFound { .. } | ApplyError::TokenNotFound { .. } => {
+                ApiError::not_found(message)
+            }
+            ApplyError::UnknownPolicies { names } => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                body: json!({ "error": message, "field": "policies", "policies": names }),
+            },
+            ApplyError::TokenExists => ApiError::new(StatusCode::CONFLICT, message),
             // Only the scheduler and the runner propose these; no API call answers with them.
             ApplyError::AlreadyDecided { job, .. }
             | ApplyError::AlreadySkipped { job, .. }

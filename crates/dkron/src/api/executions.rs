@@ -122,8 +122,13 @@ pub async fn delete_all(
 }
 
 /// Running executions, oldest first.
-pub async fn busy(State(cx): Cx, query: Query) -> Result<Response, ApiError> {
+pub async fn busy(
+    State(cx): Cx,
+    caller: super::acl::Caller,
+    query: Query,
+) -> Result<Response, ApiError> {
     let mut running = cx.state.all_running();
+    running.retain(|e| caller.may_read_job(&e.job_name));
     running.sort_by_key(|a| a.started_at);
     Ok(listed(&running, running.len(), &query))
 }

@@ -10,6 +10,8 @@ use dkron_core::command::Command;
 use dkron_core::job::Job;
 use dkron_core::validate::{FieldError, validate_job};
 
+use super::acl::Caller;
+use super::audit::AuditJob;
 use super::query::{Query, created, listed, located, ok};
 use super::{ApiError, Context, Cx, forget_outputs, write_job};
 
@@ -56,13 +58,33 @@ fn location(name: &str) -> String {
     format!("/v1/jobs/{name}")
 }
 
+/// Refuses a job write the caller's token does not allow (judged on the job's own path, and
+/// its executor); a job written through a token is owned by the token's name.
+pub(super) fn authorize_write(
+    cx: &Context,
+    caller: &Caller,
+    job: &mut Job,
+) -> Result<(), ApiError> {
+    caller.check_job_write(&job.name, cx.state.contains(&job.name), &job.executor)?;
+    if let Some(name) = caller.name() {
+        job.owner = name.to_string();
+    }
+    Ok(())
+}
+
 /// Creates or replaces a job. The pause flag is decided by the state machine, so a create
 /// racing a `POST /v1/pause` is refused or accepted as the log orders them.
-async fn save(cx: &Context, job: Job, query: &Query) -> Result<Response, ApiError> {
+async fn save(
+    cx: &Context,
+    caller: &Caller,
+    mut job: Job,
+    query: &Query,
+) -> Result<Response, ApiError> {
     let errors = check_job(&job);
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
+    authorize_write(cx, caller, &mut job)?;
     let name = job.name.clone();
     let set = Command::SetJob {
         job: Box::new(job),
@@ -72,21 +94,29 @@ async fn save(cx: &Context, job: Job, query: &Query) -> Result<Response, ApiErro
     write_job(cx, set).await?;
     if query.has("runoncreate") {
         // Run on the leader, like every run; the job is saved whatever becomes of the run.
-        if let Err(e) = cx.dispatch.run_now(&name).await {
+        if let Err(e) = cx.dispatch.run_now(&name, caller.name()).await {
             tracing::warn!(job = %name, error = %e, "runoncreate: the job was saved but its run did not start");
         }
     }
     let stored = stored_job(cx, &name)?;
-    Ok(created(&stored, &location(&name), query))
+    let mut res = created(&stored, &location(&name), query);
+    res.extensions_mut().insert(AuditJob(name));
+    Ok(res)
 }
 
-pub async fn create(State(cx): Cx, query: Query, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create(
+    State(cx): Cx,
+    caller: Caller,
+    query: Query,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let job = decode_job(&body)?;
-    save(&cx, job, &query).await
+    save(&cx, &caller, job, &query).await
 }
 
 pub async fn update(
     State(cx): Cx,
+    caller: Caller,
     Path(name): Path<String>,
     query: Query,
     body: Bytes,
@@ -103,7 +133,7 @@ pub async fn update(
             }),
         });
     }
-    save(&cx, job, &query).await
+    save(&cx, &caller, job, &query).await
 }
 
 fn sort_key(field: &str) -> Option<fn(&Job, &Job) -> Ordering> {
@@ -175,7 +205,8 @@ impl Filter {
     }
 }
 
-pub async fn list(State(cx): Cx, query: Query) -> Result<Response, ApiError> {
+/// The jobs the caller may read (all of them with ACLs off), filtered, sorted and paged.
+pub async fn list(State(cx): Cx, caller: Caller, query: Query) -> Result<Response, ApiError> {
     let filter = Filter::parse(&query)?;
     let sort_field = query.get("_sort").unwrap_or("");
     let compare = sort_key(sort_field).ok_or_else(|| {
@@ -188,7 +219,7 @@ pub async fn list(State(cx): Cx, query: Query) -> Result<Response, ApiError> {
     let now = cx.clock.now();
     let mut jobs: Vec<Job> = cx.state.read(|s| {
         s.entries()
-            .filter(|(_, e)| filter.matches(&e.job))
+            .filter(|(name, e)| filter.matches(&e.job) && caller.may_read_job(name))
             .map(|(_, e)| dkron_core::state::view(e, now))
             .collect()
     });
@@ -223,6 +254,7 @@ pub async fn delete(
 /// by the state machine); the run proceeds in the background.
 pub async fn run(
     State(cx): Cx,
+    caller: Caller,
     Path(name): Path<String>,
     query: Query,
 ) -> Result<Response, ApiError> {
@@ -233,7 +265,7 @@ pub async fn run(
             format!("job {name} is disabled: enable it (POST /v1/jobs/{name}/toggle) to run it"),
         ));
     }
-    cx.dispatch.run_now(&name).await?;
+    cx.dispatch.run_now(&name, caller.name()).await?;
     Ok(located(
         StatusCode::ACCEPTED,
         &job,

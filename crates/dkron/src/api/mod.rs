@@ -6,6 +6,9 @@
 //! Errors are JSON (`{"error": "..."}`) with Dkron's wording where Dkron has one; status codes
 //! are decided in one place, [`error::ApiError`].
 
+pub mod acl;
+pub mod acl_admin;
+pub mod audit;
 mod error;
 mod executions;
 mod jobs;
@@ -51,6 +54,9 @@ pub struct Context {
     pub encrypted: bool,
     /// Browser origins besides the server's own that may change things.
     pub allowed_origins: Vec<String>,
+    pub acl: acl::AclSettings,
+    /// Where writes and refusals are recorded (`None`: not at all, in some tests).
+    pub audit: Option<audit::Audit>,
 }
 
 type Cx = axum::extract::State<Arc<Context>>;
@@ -61,6 +67,8 @@ pub fn router(cx: Context, extra: Router) -> Router {
     let whom =
         HeaderValue::from_str(cx.members.name()).unwrap_or(HeaderValue::from_static("dkron"));
     let origins = Arc::new(cx.allowed_origins.clone());
+    let cors = cors(&cx);
+    let audit = cx.audit.clone();
     let v1 = Router::new()
         .route("/", get(node::status))
         .route("/members", get(node::members))
@@ -92,23 +100,48 @@ pub fn router(cx: Context, extra: Router) -> Router {
         .route("/jobs/{job}/executions/{execution}", get(executions::show))
         .route("/jobs/{job}/occurrences", get(executions::occurrences))
         .route("/jobs/{job}/next", get(schedule::next))
-        .route("/schedule", get(schedule::preview));
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods(Any)
-        .allow_headers(Any)
-        .expose_headers(Any);
-    Router::new()
+        .route("/schedule", get(schedule::preview))
+        .route("/acl/bootstrap", post(acl_admin::bootstrap))
+        .route("/acl/policies", get(acl_admin::policies))
+        .route(
+            "/acl/policies/{name}",
+            get(acl_admin::policy)
+                .post(acl_admin::put_policy)
+                .put(acl_admin::put_policy)
+                .delete(acl_admin::delete_policy),
+        )
+        .route(
+            "/acl/tokens",
+            get(acl_admin::tokens).post(acl_admin::create_token),
+        )
+        .route(
+            "/acl/tokens/{accessor}",
+            get(acl_admin::token).delete(acl_admin::delete_token),
+        )
+        .route("/acl/token/self", get(acl_admin::token_self));
+    let cx = Arc::new(cx);
+    let gate_cx = cx.clone();
+    let router = Router::new()
         .route("/health", get(node::health))
         .route("/v1/", get(node::status))
         .nest("/v1", v1)
-        .with_state(Arc::new(cx))
+        .with_state(cx)
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
-            origin::guard(origins.clone(), req, next)
+            acl::gate(gate_cx.clone(), req, next)
         }))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            origin::guard(origins.clone(), req, next)
+        }));
+    let router = match audit {
+        Some(audit) => router.layer(middleware::from_fn(move |req: Request, next: Next| {
+            audit::record(audit.clone(), req, next)
+        })),
+        None => router,
+    };
+    router
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let whom = whom.clone();
             let span = tracing::info_span!(
@@ -124,6 +157,24 @@ pub fn router(cx: Context, extra: Router) -> Router {
             .instrument(span)
         }))
         .layer(cors)
+}
+
+/// CORS: any origin may read while ACLs are off (Dkron's `*`); with ACLs on only the allowed
+/// origins, since a token in a browser must not be usable from any page.
+fn cors(cx: &Context) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers(Any);
+    if !cx.acl.enabled {
+        return base.allow_origin(Any);
+    }
+    let allowed: Vec<HeaderValue> = cx
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    base.allow_origin(allowed)
 }
 
 /// Proposes a command whose success answer is a job (create, delete, toggle, delete

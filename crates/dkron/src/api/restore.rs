@@ -7,14 +7,17 @@ use axum::response::Response;
 use dkron_core::command::Command;
 use dkron_core::job::Job;
 
-use super::jobs::check_job;
+use super::acl::Caller;
+use super::jobs::{authorize_write, check_job};
 use super::query::render;
 use super::{ApiError, Cx, write_job};
 
 /// Restores jobs from a `GET /v1/jobs` dump (multipart field `file`), parents first.
 /// Answers Dkron's shape: a JSON string holding an array of `success|fail create <name>`.
+/// With ACLs on, each job is written only if the token may write it (as `POST /v1/jobs`).
 pub async fn restore(
     State(cx): Cx,
+    caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let mut multipart = multipart.map_err(|e| {
@@ -68,9 +71,10 @@ pub async fn restore(
         pending = rest;
     }
     let mut results = Vec::new();
-    for job in ordered {
+    for mut job in ordered {
         let name = job.name.clone();
         let ok = check_job(&job).is_empty()
+            && authorize_write(&cx, &caller, &mut job).is_ok()
             && write_job(
                 &cx,
                 // A restore is not subject to the pause flag (Dkron's behaviour).

@@ -234,4 +234,19 @@ pub struct AgentArgs {
     #[arg(long, value_name = "ORIGIN")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     http_allowed_origins: Vec<String>,
+    /// Require an ACL token on the HTTP API (Dkron Pro's acl.enabled)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip)]
+    pub acl_enabled: Option<bool>,
+    /// Secret that becomes the management token at the first start (acl.bootstrap_token)
+    #[arg(long, value_name = "SECRET")]
+    #[serde(skip)]
+    pub acl_bootstrap_token: Option<String>,
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub acl: serde_json::Map<String, serde_json::Value>,
+    /// Executors this node runs (repeatable or comma-separated; default: all)
+    #[arg(long, value_delimiter = ',', value_name = "NAME")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    executors: Vec<String>,
 }

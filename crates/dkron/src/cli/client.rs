@@ -24,6 +24,8 @@ fn block_on<T>(f: impl AsyncFnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> 
 pub struct Endpoint {
     pub address: String,
     pub tls: TlsSettings,
+    /// The ACL token's secret, sent as `Authorization: Bearer` (servers with ACLs on).
+    pub token: Option<String>,
 }
 
 /// Runs `f` with an HTTP client on a one-off runtime: with the trusted CA (and client
@@ -91,7 +93,7 @@ pub fn remove_peer(rpc_addr: &str, tls: &TlsSettings, name: &str) -> anyhow::Res
 }
 
 /// One call to the HTTP API of `server`; the JSON answer, or the API's error as an error.
-fn call(
+pub(super) fn call(
     server: &Endpoint,
     method: reqwest::Method,
     path: &str,
@@ -101,6 +103,9 @@ fn call(
     with_client(&server.tls, async |client| {
         let url = format!("{address}{path}");
         let mut request = client.request(method, &url);
+        if let Some(token) = &server.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -126,11 +131,11 @@ fn call(
     })
 }
 
-fn get(server: &Endpoint, path: &str) -> anyhow::Result<Value> {
+pub(super) fn get(server: &Endpoint, path: &str) -> anyhow::Result<Value> {
     call(server, reqwest::Method::GET, path, None)
 }
 
-fn path_part(name: &str) -> String {
+pub(super) fn path_part(name: &str) -> String {
     name.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -141,12 +146,12 @@ fn path_part(name: &str) -> String {
         .collect()
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(super) fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("")
 }
 

@@ -7,6 +7,7 @@
 //! - `client.rs`: the commands that call a server's HTTP API or RPC port.
 //! - `doc.rs`: `dkron doc`.
 
+mod acl;
 mod agent_args;
 mod client;
 mod doc;
@@ -83,6 +84,13 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Manage ACLs: the bootstrap, policies and tokens (Dkron Pro's commands)
+    Acl {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: acl::AclCommand,
+    },
     /// Show version information
     Version,
     /// Write Markdown documentation of every command, one file per command
@@ -107,6 +115,9 @@ struct ApiArgs {
     /// Print the API's JSON instead of a table
     #[arg(long, global = true)]
     json: bool,
+    /// ACL token secret, for servers with ACLs on
+    #[arg(long, global = true, env = "DKRON_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(flatten)]
     tls: CliTls,
 }
@@ -116,6 +127,7 @@ impl ApiArgs {
         client::Endpoint {
             address: self.address.clone(),
             tls: self.tls.settings(),
+            token: self.token.clone().filter(|t| !t.is_empty()),
         }
     }
 }
@@ -240,6 +252,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Jobs { api, command } => {
             client::jobs(&api.endpoint(), api.json, command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Acl { api, command } => {
+            acl::run(&api.endpoint(), api.json, command)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Executions { job, api } => {

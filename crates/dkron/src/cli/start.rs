@@ -29,6 +29,12 @@ pub(super) fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     if !args.tag.is_empty() {
         args.tags = Some(parse_tags(&args.tag)?);
     }
+    if let Some(enabled) = args.acl_enabled {
+        args.acl.insert("enabled".into(), enabled.into());
+    }
+    if let Some(token) = args.acl_bootstrap_token.clone() {
+        args.acl.insert("bootstrap_token".into(), token.into());
+    }
     let flags = serde_json::to_value(&args).context("serialising flags")?;
     let config = config::resolve(args.config.as_deref(), Serialized::defaults(flags.clone()))?;
     // SIGHUP resolves the configuration again, from the same flags, file and environment.

@@ -36,6 +36,13 @@ const LIST_KEYS: &[&str] = &[
     "webhook-headers",
     "pre-webhook-headers",
     "http-allowed-origins",
+    "executors",
+];
+
+/// `DKRON_*` variables of the nested `acl:` section, and their keys there.
+const ACL_VARS: &[(&str, &str)] = &[
+    ("DKRON_ACL_ENABLED", "acl.enabled"),
+    ("DKRON_ACL_BOOTSTRAP_TOKEN", "acl.bootstrap_token"),
 ];
 
 /// Dkron settings dkron-rs accepts and ignores, and why.
@@ -88,7 +95,7 @@ pub fn resolve(
     }
     figment = figment.merge(
         Env::prefixed("DKRON_")
-            .ignore(&["config", "tag"])
+            .ignore(&["config", "tag", "acl_enabled", "acl_bootstrap_token"])
             .filter(|k| !LIST_KEYS.contains(&k.as_str().replace('_', "-").as_str()))
             .map(|k| k.as_str().replace('_', "-").into()),
     );
@@ -104,6 +111,19 @@ pub fn resolve(
                 .map(String::from)
                 .collect();
             figment = figment.merge(Serialized::default(key, items));
+        }
+    }
+    for (var, key) in ACL_VARS {
+        if let Ok(value) = std::env::var(var) {
+            let value = match *key {
+                "acl.enabled" => serde_json::Value::Bool(match value.trim() {
+                    "true" | "1" => true,
+                    "false" | "0" | "" => false,
+                    other => bail!("invalid {var}={other:?}: use true or false"),
+                }),
+                _ => serde_json::Value::String(value),
+            };
+            figment = figment.merge(Serialized::default(key, value));
         }
     }
     if let Ok(value) = std::env::var("DKRON_TAG") {

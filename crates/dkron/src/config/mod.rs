@@ -99,6 +99,10 @@ pub struct AgentConfig {
     /// anything through the HTTP API; requests without an `Origin` (curl, scripts, Dkron's
     /// clients) are not affected.
     pub http_allowed_origins: Vec<String>,
+    /// Access control lists (Dkron Pro's `acl:` section): off by default.
+    pub acl: AclConfig,
+    /// Executors this node runs; empty: every executor it has. Orders for others are refused.
+    pub executors: Vec<String>,
     /// When finished executions notify: `always` (Dkron's behaviour, default), `on_failure`,
     /// or `on_change` (the first failure and the recovery). A job's `notify_on` overrides it.
     pub notify_on: String,
@@ -164,11 +168,24 @@ impl Default for AgentConfig {
             cronitor_endpoint: String::new(),
             otel_endpoint: String::new(),
             http_allowed_origins: Vec::new(),
+            acl: AclConfig::default(),
+            executors: Vec::new(),
             notify_on: "always".into(),
             processors: BTreeMap::new(),
             other: BTreeMap::new(),
         }
     }
+}
+
+/// The `acl:` section: `enabled` (also `--acl-enabled`, `DKRON_ACL_ENABLED`) and
+/// `bootstrap_token`, a secret that becomes the management token at the first start (for
+/// compose files and Kubernetes; also `--acl-bootstrap-token`, `DKRON_ACL_BOOTSTRAP_TOKEN`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AclConfig {
+    pub enabled: bool,
+    #[serde(alias = "bootstrap-token")]
+    pub bootstrap_token: String,
 }
 
 fn default_node_name() -> String {
@@ -260,6 +277,11 @@ impl AgentConfig {
                     "invalid http-allowed-origins entry {origin:?}: write it as scheme://host[:port], e.g. https://ops.example.com"
                 );
             }
+        }
+        if !self.acl.bootstrap_token.is_empty() && self.acl.bootstrap_token.len() < 16 {
+            bail!(
+                "acl.bootstrap_token is too short: use at least 16 random characters (e.g. from `uuidgen`)"
+            );
         }
         for (name, settings) in &self.processors {
             dkron_core::processor::Processor::parse(name, settings)
@@ -372,5 +394,39 @@ mod tests {
             Some("true")
         );
         assert_eq!(config.warnings(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_acl_section_loads_from_the_file_and_the_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dkron.yml");
+        std::fs::write(
+            &file,
+            "server: true\nbootstrap-expect: 1\nacl:\n  enabled: true\n  bootstrap_token: file-secret-0123456789\nexecutors: [http]\n",
+        )
+        .unwrap();
+        let config = resolve(Some(&file), Serialized::defaults(serde_json::json!({}))).unwrap();
+        assert!(config.acl.enabled);
+        assert_eq!(config.acl.bootstrap_token, "file-secret-0123456789");
+        assert_eq!(config.executors, ["http"]);
+        assert_eq!(config.warnings(), Vec::<String>::new());
+        let flags = serde_json::json!({"acl": {"enabled": false}});
+        let config = resolve(Some(&file), Serialized::defaults(flags)).unwrap();
+        assert!(!config.acl.enabled);
+        assert_eq!(config.acl.bootstrap_token, "file-secret-0123456789");
+        // A misspelt key in the section is refused, naming it.
+        std::fs::write(
+            &file,
+            "server: true\nbootstrap-expect: 1\nacl:\n  enable: true\n",
+        )
+        .unwrap();
+        let err = resolve(Some(&file), Serialized::defaults(serde_json::json!({}))).unwrap_err();
+        assert!(format!("{err:#}").contains("enable"), "{err:#}");
+        std::fs::write(
+            &file,
+            "server: true\nbootstrap-expect: 1\nacl:\n  bootstrap_token: short\n",
+        )
+        .unwrap();
+        assert!(resolve(Some(&file), Serialized::defaults(serde_json::json!({}))).is_err());
     }
 }

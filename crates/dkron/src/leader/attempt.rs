@@ -68,7 +68,7 @@ impl Leader {
                 Ok(result) => result,
                 Err(Undelivered(failure)) => match self.move_undelivered(&execution, moves).await {
                     Move::Moved(to) => {
-                        execution = to;
+                        execution = *to;
                         moves += 1;
                         moved = true;
                         continue;

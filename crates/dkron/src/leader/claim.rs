@@ -127,13 +127,22 @@ impl Leader {
     /// A manual run of `job` (`POST /v1/jobs/:job/run`, `?runoncreate`), on this leader:
     /// claims every run of the trigger and starts them; answers their execution ids once
     /// the claim is committed, or why the state machine refused it.
-    pub(super) async fn run_manual(self: &Arc<Self>, job: &str) -> Result<Vec<String>, RunRefused> {
+    pub(super) async fn run_manual(
+        self: &Arc<Self>,
+        request: &crate::rpc::wire::RunRequest,
+    ) -> Result<Vec<String>, RunRefused> {
+        let job = request.job.as_str();
         let Some(stored) = self.state.job(job) else {
             return Err(RunRefused::Rejected(ApplyError::JobNotFound {
                 job: job.to_string(),
             }));
         };
-        let runs = self.plan(&stored, Trigger::Manual);
+        let mut runs = self.plan(&stored, Trigger::Manual);
+        if let Some(by) = &request.started_by {
+            for run in &mut runs {
+                run.started_by = by.clone();
+            }
+        }
         // Claimed in a task of its own: a request that goes away (the client hung up, a
         // follower's call timed out) must not leave a committed claim without its runs.
         let (answer, answered) = oneshot::channel();

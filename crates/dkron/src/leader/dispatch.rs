@@ -150,20 +150,28 @@ impl Dispatch {
     /// Starts a manual run of `job` on the leader (sent there from a follower) and answers
     /// once its claim is committed: the execution ids, or why it was refused (`forbid`
     /// decided by the state machine, no leader, the job gone).
-    pub async fn run_now(&self, job: &str) -> Result<Vec<String>, RunRefused> {
+    /// `by`: who asked (an ACL token's name), recorded on the runs.
+    pub async fn run_now(&self, job: &str, by: Option<&str>) -> Result<Vec<String>, RunRefused> {
         let leadership = &self.leader.leadership;
+        let request = crate::rpc::wire::RunRequest {
+            job: job.to_string(),
+            started_by: by.map(str::to_string),
+        };
         match leadership.leader() {
-            Some(_) if leadership.is_leader() => self.leader.run_manual(job).await,
-            Some(l) => self.leader.rpc.run(&l.name, &l.rpc_addr, job).await,
+            Some(_) if leadership.is_leader() => self.leader.run_manual(&request).await,
+            Some(l) => self.leader.rpc.run(&l.name, &l.rpc_addr, &request).await,
             None => Err(RunRefused::Write(WriteError::NoLeader)),
         }
     }
 
     /// A manual run sent here by a follower: run on this leader, or refused if it no longer
     /// leads (the follower's client retries).
-    pub async fn run_here(&self, job: &str) -> Result<Vec<String>, RunRefused> {
+    pub async fn run_here(
+        &self,
+        request: &crate::rpc::wire::RunRequest,
+    ) -> Result<Vec<String>, RunRefused> {
         if self.leader.leadership.is_leader() {
-            self.leader.run_manual(job).await
+            self.leader.run_manual(request).await
         } else {
             Err(RunRefused::Write(WriteError::NoLeader))
         }

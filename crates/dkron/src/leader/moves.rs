@@ -16,7 +16,7 @@ const MAX_MOVES: u32 = 3;
 /// What became of an attempt to move an undelivered run.
 pub(super) enum Move {
     /// Recorded on another node; send the order there.
-    Moved(Execution),
+    Moved(Box<Execution>),
     /// No other node qualifies (or the moves are used up): record the run as failed.
     Nowhere,
     /// The move was not recorded (this node no longer leads, or the outcome of the write is
@@ -57,7 +57,7 @@ impl Leader {
         match moved {
             Ok((Response::Started { execution: moved }, _)) => {
                 info!(job = %execution.job_name, execution = %execution.id, from = %execution.node_name, to = %to, "the run's order did not reach its node; the run moves to another eligible node");
-                Move::Moved(moved)
+                Move::Moved(Box::new(moved))
             }
             other => {
                 warn!(job = %execution.job_name, execution = %execution.id, result = ?other.map(|(r, _)| r), "could not move an undelivered run; the leader that owns it resumes it");

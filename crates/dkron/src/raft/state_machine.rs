@@ -38,6 +38,7 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 const LAST_APPLIED: &str = "last_applied";
 const MEMBERSHIP: &str = "membership";
 const PAUSED: &str = "paused";
+const ACL: &str = "acl";
 
 pub(super) type Membership = StoredMembership<NodeId, ServerNode>;
 
@@ -110,6 +111,10 @@ fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Membership))> {
         Some(b) => serde_json::from_slice(&b)?,
         None => false,
     };
+    let acl: dkron_core::acl::AclState = match get(ACL)? {
+        Some(b) => serde_json::from_slice(&b)?,
+        None => Default::default(),
+    };
     let jobs = txn.open_table(JOBS)?;
     let mut entries = Vec::new();
     for item in jobs.iter()? {
@@ -118,7 +123,7 @@ fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Membership))> {
         entries.push((k.value().to_string(), entry));
     }
     Ok((
-        State::from_parts(entries, paused),
+        State::from_parts(entries, paused).with_acl(acl),
         (last_applied, membership),
     ))
 }
@@ -180,6 +185,7 @@ fn write_effect(
                 t.remove(key.as_str()).map_err(write_err)?;
             }
         }
+        Effect::PutAcl => put_json(txn, SM_META, ACL, state.acl())?,
     }
     Ok(())
 }
@@ -189,6 +195,7 @@ fn effect_job(effect: &Effect) -> Option<&str> {
         Effect::PutJob(n) | Effect::RemoveJob(n) | Effect::DeleteExecutionsOf(n) => Some(n),
         Effect::PutExecution(e) => Some(&e.job_name),
         Effect::PruneExecutions { job, .. } => Some(job),
+        Effect::PutAcl => None,
     }
 }
 
@@ -289,6 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             put_json(&txn, EXECUTIONS, &execution_key(&e.job_name, &e.id), e)?;
         }
         put_json(&txn, SM_META, PAUSED, &data.state.paused())?;
+        put_json(&txn, SM_META, ACL, data.state.acl())?;
         put_json(&txn, SM_META, LAST_APPLIED, &meta.last_log_id)?;
         put_json(&txn, SM_META, MEMBERSHIP, &meta.last_membership)?;
         txn.commit().map_err(write_err)?;

@@ -114,16 +114,16 @@ impl RpcClient {
         answer
     }
 
-    /// Asks the leader at `addr` to start a manual run of `job`; answers the execution ids
+    /// Asks the leader at `addr` to start a manual run; answers the execution ids
     /// claimed.
     pub async fn run(
         &self,
         leader: &str,
         addr: &str,
-        job: &str,
+        request: &wire::RunRequest,
     ) -> Result<Vec<String>, RunRefused> {
         let answer: Result<Vec<String>, RunRefused> = self
-            .post(addr, wire::RUN, job, Duration::from_secs(30))
+            .post(addr, wire::RUN, request, Duration::from_secs(30))
             .await
             .map_err(|e| {
                 RunRefused::Write(WriteError::LeaderUnreachable {

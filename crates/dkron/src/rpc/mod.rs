@@ -18,11 +18,32 @@ use tokio::net::TcpListener;
 use crate::shutdown::Shutdown;
 use crate::tls::TlsListener;
 
+/// The address of the peer of a connection (what the audit log records as remote).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> PeerAddr {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> PeerAddr {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` is asked for; connections in progress are
 /// let finish.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown, what: &'static str) {
     let stop = async move { shutdown.requested().await };
-    if let Err(e) = axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<PeerAddr>();
+    if let Err(e) = axum::serve(listener, service)
         .with_graceful_shutdown(stop)
         .await
     {
@@ -50,7 +71,8 @@ pub async fn serve_tls(
         }
     };
     let stop = async move { shutdown.requested().await };
-    if let Err(e) = axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<PeerAddr>();
+    if let Err(e) = axum::serve(listener, service)
         .with_graceful_shutdown(stop)
         .await
     {

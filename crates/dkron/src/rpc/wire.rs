@@ -15,6 +15,14 @@ pub const RAFT_SNAPSHOT: &str = "/raft/snapshot";
 pub const WRITE: &str = "/rpc/write";
 /// A manual run forwarded by a follower to the leader.
 pub const RUN: &str = "/rpc/run";
+
+/// A manual run forwarded to the leader: the job, and who asked (an ACL token's name).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunRequest {
+    pub job: String,
+    #[serde(default)]
+    pub started_by: Option<String>,
+}
 /// Whether a server belongs to a Raft group yet (bootstrap-expect asks its peers).
 pub const RAFT_STATE: &str = "/rpc/raft-state";
 pub const RAFT_PEERS: &str = "/rpc/raft/peers";

@@ -89,7 +89,11 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
     };
     let consensus = Consensus::start(settings, rpc.clone()).await?;
     let shutdown = Shutdown::default();
-    let worker = Arc::new(OrderExecutor::new(clock.clone()).with_journal(journal));
+    let worker = Arc::new(
+        OrderExecutor::new(clock.clone())
+            .with_journal(journal)
+            .with_executors(&config.executors),
+    );
     let leader = Leader::new(
         Parts {
             proposer: consensus.proposer.clone(),
@@ -128,11 +132,19 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
             shutdown: shutdown.clone(),
             encrypted: !config.encrypt.is_empty(),
             allowed_origins: config.http_allowed_origins.clone(),
+            acl: crate::api::acl::AclSettings {
+                enabled: config.acl.enabled,
+                data_dir: data_dir.clone(),
+            },
+            audit: Some(
+                crate::api::audit::Audit::start(data_dir, clock.clone())
+                    .context("opening the audit log (audit.log in the data dir)")?,
+            ),
         },
         metrics,
     );
     if config.ui {
-        http = http.merge(crate::ui::router());
+        http = http.merge(crate::ui::router(config.acl.enabled));
     }
     let rpc_routes = routes::rpc_router(
         consensus.routes.clone(),
@@ -188,6 +200,20 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
     }
     if let Some(tls) = tls {
         tasks.push(tokio::spawn(tls.run(shutdown.clone())));
+    }
+    if config.acl.enabled && !config.acl.bootstrap_token.is_empty() {
+        tasks.push(tokio::spawn(crate::api::acl_admin::seed_bootstrap(
+            consensus.proposer.clone(),
+            consensus.state.clone(),
+            clock.clone(),
+            config.acl.bootstrap_token.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if config.acl.enabled {
+        tracing::info!(
+            "ACLs are on: every API request needs a token (dkron acl bootstrap makes the first)"
+        );
     }
     tracing::info!(
         node = %config.node_name,

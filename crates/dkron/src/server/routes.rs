@@ -36,9 +36,9 @@ pub fn rpc_router(
 /// A manual run forwarded by a follower: claimed here if this server still leads.
 async fn run(
     State(s): State<Server>,
-    Json(job): Json<String>,
+    Json(request): Json<wire::RunRequest>,
 ) -> Json<Result<Vec<String>, RunRefused>> {
-    Json(s.dispatch.run_here(&job).await)
+    Json(s.dispatch.run_here(&request).await)
 }
 
 /// `dkron leave`: leave the cluster gracefully and stop.

@@ -52,6 +52,10 @@ pub const RPC_OPEN: &str = "dkron_rpc_open";
 /// Connections refused at the TLS handshake, by `port` (rpc, http): no certificate of the
 /// cluster, an expired or revoked one, plain HTTP on a TLS port.
 pub const TLS_HANDSHAKES_REFUSED: &str = "dkron_tls_handshakes_refused_total";
+/// Audit log lines that could not be written in time (the writer was stuck).
+pub const AUDIT_DROPPED: &str = "dkron_audit_lines_dropped_total";
+/// HTTP requests refused by the ACLs, by `status` (401, 403).
+pub const ACL_REFUSED: &str = "dkron_acl_refused_total";
 
 /// Histogram buckets in seconds: from a millisecond to ten minutes.
 const BUCKETS: &[f64] = &[
@@ -265,6 +269,11 @@ fn describe() {
         TLS_HANDSHAKES_REFUSED,
         "Connections refused at the TLS handshake, by port"
     );
+    describe_counter!(
+        AUDIT_DROPPED,
+        "Audit log lines dropped: the writer was stuck"
+    );
+    describe_counter!(ACL_REFUSED, "HTTP requests refused by the ACLs, by status");
 }
 
 /// A finished execution: its outcome and how long it ran.
@@ -331,6 +340,17 @@ pub fn rpc_open(open: bool) {
 /// A connection to `port` (rpc, http) was refused at the TLS handshake.
 pub fn handshake_refused(port: &'static str) {
     counter!(TLS_HANDSHAKES_REFUSED, "port" => port).increment(1);
+}
+
+/// An audit line could not be queued in time.
+pub fn audit_dropped() {
+    counter!(AUDIT_DROPPED).increment(1);
+}
+
+/// The ACLs refused a request with `status` (401 or 403).
+pub fn acl_refused(status: u16) {
+    let status = if status == 401 { "401" } else { "403" };
+    counter!(ACL_REFUSED, "status" => status).increment(1);
 }
 
 /// This node saw the leader change.

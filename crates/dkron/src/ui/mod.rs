@@ -1,5 +1,7 @@
 //! The web dashboard at `/ui`: static HTML, CSS and a JavaScript module embedded in the
 //! binary (no build step, no CDN), talking only to the public `/v1` API. `/` redirects here.
+//! The page says whether ACLs are on the way Dkron's does (`window.DKRON_ACL_ENABLED`); the
+//! dashboard then asks for a token (`auth.js`). Its files are public: they hold no data.
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -8,7 +10,11 @@ use axum::routing::get;
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP: &str = include_str!("assets/app.js");
+const AUTH: &str = include_str!("assets/auth.js");
 const STYLE: &str = include_str!("assets/style.css");
+
+static INDEX_ACL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static INDEX_OPEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();
@@ -19,18 +25,27 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     response
 }
 
-/// Routes of the dashboard, to merge into the API router.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// Routes of the dashboard, to merge into the API router; `acl` says whether ACLs are on.
+pub fn router<S: Clone + Send + Sync + 'static>(acl: bool) -> Router<S> {
+    let index: &'static str = if acl {
+        INDEX_ACL.get_or_init(|| INDEX.replace("__DKRON_ACL_ENABLED__", "true"))
+    } else {
+        INDEX_OPEN.get_or_init(|| INDEX.replace("__DKRON_ACL_ENABLED__", "false"))
+    };
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/ui/") }))
         .route("/ui", get(|| async { Redirect::temporary("/ui/") }))
         .route(
             "/ui/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+            get(move || async move { asset(index, "text/html; charset=utf-8") }),
         )
         .route(
             "/ui/app.js",
             get(|| async { asset(APP, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/ui/auth.js",
+            get(|| async { asset(AUTH, "text/javascript; charset=utf-8") }),
         )
         .route(
             "/ui/style.css",

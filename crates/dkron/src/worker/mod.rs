@@ -60,6 +60,8 @@ pub struct OrderExecutor {
     tasks: Mutex<JoinSet<()>>,
     /// Runs this node started, recorded before each starts (`None`: no data dir to keep it).
     journal: Option<Arc<StartJournal>>,
+    /// The executors this node runs (`--executors`); empty: all.
+    executors: Vec<String>,
 }
 
 impl OrderExecutor {
@@ -71,7 +73,14 @@ impl OrderExecutor {
             table: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
             journal: None,
+            executors: Vec::new(),
         }
+    }
+
+    /// Runs only orders for these executors (`--executors`; empty: every executor).
+    pub fn with_executors(mut self, executors: &[String]) -> OrderExecutor {
+        self.executors = executors.to_vec();
+        self
     }
 
     /// Records every run in `journal` before it starts, and asks it about resumed orders.
@@ -119,6 +128,13 @@ impl OrderExecutor {
     }
 
     fn begin(&self, order: RunOrder) -> Result<Begun, Refusal> {
+        if !self.executors.is_empty() && !self.executors.contains(&order.executor) {
+            return Err(Refusal::refused(format!(
+                "refused: this node runs only the executors {} (--executors), not {}",
+                self.executors.join(", "),
+                order.executor
+            )));
+        }
         let newest = self
             .highest_fencing_token
             .fetch_max(order.fencing_token, Ordering::SeqCst);

@@ -257,3 +257,29 @@ async fn output_is_readable_while_the_run_goes_and_not_after() {
     assert_eq!(orders.output("j", "live"), None);
     assert_eq!(orders.output("j", "unknown"), None);
 }
+
+#[tokio::test]
+async fn a_node_limited_to_some_executors_refuses_orders_for_others_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let orders = OrderExecutor::new(crate::clock::system()).with_executors(&["http".to_string()]);
+    let o = shell_order(
+        "limited",
+        false,
+        "2026-01-01T00:00:00Z",
+        &format!("touch {}", marker.display()),
+    );
+    let refused = orders.execute(o).await.unwrap_err();
+    assert!(refused.reason.contains("--executors"), "{}", refused.reason);
+    assert!(!marker.exists(), "a refused order ran");
+    // Without the limit the same order runs.
+    let all = OrderExecutor::new(crate::clock::system());
+    let o = shell_order(
+        "limited",
+        false,
+        "2026-01-01T00:00:00Z",
+        &format!("touch {}", marker.display()),
+    );
+    assert!(all.execute(o).await.unwrap().success);
+    assert!(marker.exists());
+}

@@ -1,6 +1,7 @@
 //! The dkron integration tests: one binary, in-process nodes on port 0 (and the real binary
 //! where a process boundary matters: kill -9, the CLI). Helpers live in `support`.
 
+mod acl;
 mod cli;
 mod cluster;
 mod concurrency;

@@ -122,24 +122,11 @@ async fn cors_preflight_is_answered() {
     assert_eq!(simple.header("access-control-allow-origin"), Some("*"));
 }
 
-const BOUNDARY: &str = "dkron-test-boundary-7MA4YWxkTrZu0gW";
-
-fn multipart(field: &str, content: &str) -> Vec<u8> {
-    format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"jobs.json\"\r\n\
-         Content-Type: application/json\r\n\r\n{content}\r\n--{BOUNDARY}--\r\n"
-    )
-    .into_bytes()
-}
-
 async fn restore(node: &TestNode, body: Vec<u8>) -> crate::support::Resp {
     send(
         node.client
             .post(node.url("/v1/restore"))
-            .header(
-                "Content-Type",
-                format!("multipart/form-data; boundary={BOUNDARY}"),
-            )
+            .header("Content-Type", crate::support::MULTIPART_TYPE)
             .body(body),
     )
     .await
@@ -156,7 +143,7 @@ async fn restore_creates_parents_before_children() {
         {"name": "root", "schedule": "@every 1h", "executor": "shell",
          "executor_config": {"command": "true"}, "success_count": 7},
     ]);
-    let r = restore(&node, multipart("file", &jobs.to_string())).await;
+    let r = restore(&node, crate::support::multipart("file", &jobs.to_string())).await;
     assert_eq!(r.status, 200, "{r:#?}");
     let inner = r
         .body
@@ -190,7 +177,7 @@ async fn restore_reports_invalid_jobs_as_fail() {
          "executor_config": {"command": "true"}},
         {"name": "Bad Name", "schedule": "@every 1h"},
     ]);
-    let r = restore(&node, multipart("file", &jobs.to_string())).await;
+    let r = restore(&node, crate::support::multipart("file", &jobs.to_string())).await;
     assert_eq!(r.status, 200, "{r:#?}");
     let results: Vec<String> = serde_json::from_str(r.body.as_str().unwrap()).unwrap();
     assert!(
@@ -206,11 +193,15 @@ async fn restore_reports_invalid_jobs_as_fail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_without_the_file_part_is_400() {
     let node = TestNode::start().await;
-    let r = restore(&node, multipart("other", "[]")).await;
+    let r = restore(&node, crate::support::multipart("other", "[]")).await;
     assert_eq!(r.status, 400, "{r:#?}");
     assert!(r.error().contains("file"), "{r:#?}");
 
-    let r = restore(&node, multipart("file", "{\"not\": \"an array\"}")).await;
+    let r = restore(
+        &node,
+        crate::support::multipart("file", "{\"not\": \"an array\"}"),
+    )
+    .await;
     assert_eq!(r.status, 400, "{r:#?}");
     assert!(r.error().contains("file"), "{r:#?}");
     assert_eq!(node.get("/v1/jobs").await.body, Value::Array(vec![]));

@@ -1,6 +1,8 @@
 // The dkron dashboard: plain JavaScript on the public /v1 API, hash routes, no build step.
 // Everything the dashboard does, a script can do with the same calls.
 
+import { aclEnabled, authHeaders, loginPage, showWho, signOut, signedIn } from "./auth.js";
+
 const main = document.getElementById("main");
 
 // ---- helpers ---------------------------------------------------------------------------
@@ -12,9 +14,10 @@ function esc(v) {
 
 async function api(path, options = {}) {
   const res = await fetch("/v1" + path, {
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...authHeaders() },
     ...options,
   });
+  if (aclEnabled && (res.status === 401 || res.status === 403)) signOut();
   let body = null;
   const text = await res.text();
   try { body = text ? JSON.parse(text) : null; } catch { body = text; }
@@ -429,6 +432,11 @@ async function route() {
   const [path] = hash.slice(1).split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   try {
+    if (parts[0] === "login" || !signedIn()) {
+      if (parts[0] !== "login") { location.hash = "#/login"; return; }
+      loginPage(main, esc);
+      return;
+    }
     if (parts.length === 0) await dashboard();
     else if (parts[0] === "jobs") await jobs();
     else if (parts[0] === "job" && parts[1]) await job(parts[1]);
@@ -443,7 +451,11 @@ async function route() {
 }
 
 window.addEventListener("hashchange", () => { route(); main.focus(); });
-api("/").then((r) => {
-  document.getElementById("whom").textContent = r.headers.get("X-Whom") ?? "";
-}).catch(() => {});
+const whom = document.getElementById("whom");
+if (signedIn()) {
+  api("/").then((r) => {
+    whom.textContent = r.headers.get("X-Whom") ?? "";
+    showWho(whom, esc);
+  }).catch(() => {});
+}
 route();

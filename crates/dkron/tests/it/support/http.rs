@@ -211,3 +211,15 @@ pub async fn assert_plain_http_refused(url: &str) {
         "plain HTTP to {url} got an answer: {answer:?}"
     );
 }
+
+/// The Content-Type of a [`multipart`] body.
+pub const MULTIPART_TYPE: &str = "multipart/form-data; boundary=dkron-test-boundary";
+
+/// A multipart/form-data body with one file field (what `curl --form field=@jobs.json` sends).
+pub fn multipart(field: &str, content: &str) -> Vec<u8> {
+    format!(
+        "--dkron-test-boundary\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"jobs.json\"\r\n\
+         Content-Type: application/json\r\n\r\n{content}\r\n--dkron-test-boundary--\r\n"
+    )
+    .into_bytes()
+}

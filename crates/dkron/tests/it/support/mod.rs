@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-pub use http::{Api, Resp, ZERO_TIME, assert_plain_http_refused, client, is_finished, send};
+pub use http::{
+    Api, MULTIPART_TYPE, Resp, ZERO_TIME, assert_plain_http_refused, client, is_finished,
+    multipart, send,
+};
 pub use node::{TestNode, node_config};
 pub use process::{Agent, dkron_command, free_port, run_to_exit};
 pub use receivers::Sink;

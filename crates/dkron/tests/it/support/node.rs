@@ -12,13 +12,14 @@ use super::{Api, client, init_process};
 
 /// A node running inside the test process, on port 0, with its own data dir.
 pub struct TestNode {
-    pub name: String,
     pub dir: TempDir,
     pub handle: Option<ServerHandle>,
     pub api: Api,
     /// The node's clock (the system clock plus an offset the test can move), kept across
     /// restarts.
     pub clock: Arc<OffsetClock>,
+    /// The configuration it was started with, used again by [`TestNode::restart`].
+    pub config: AgentConfig,
 }
 
 /// The system clock shifted by an offset a test moves forward, to let hours "pass" while a
@@ -69,10 +70,6 @@ pub fn node_config(name: &str, data_dir: &Path) -> AgentConfig {
     }
 }
 
-async fn start_handle(name: &str, data_dir: &Path, clock: Arc<OffsetClock>) -> ServerHandle {
-    start_handle_with(node_config(name, data_dir), clock).await
-}
-
 async fn start_handle_with(config: AgentConfig, clock: Arc<OffsetClock>) -> ServerHandle {
     init_process();
     let name = config.node_name.clone();
@@ -104,14 +101,14 @@ impl TestNode {
         let clock = Arc::new(OffsetClock::default());
         let mut config = node_config(name, &dir.path().join("data"));
         configure(&mut config);
-        let handle = start_handle_with(config, clock.clone()).await;
+        let handle = start_handle_with(config.clone(), clock.clone()).await;
         let api = Api::new(handle.http_addr());
         TestNode {
-            name: name.into(),
             dir,
             handle: Some(handle),
             api,
             clock,
+            config,
         }
     }
 
@@ -136,7 +133,7 @@ impl TestNode {
     /// Stops the node and starts it again on the same data dir (new ports).
     pub async fn restart(&mut self) {
         self.shutdown().await;
-        let handle = start_handle(&self.name, &self.data_dir(), self.clock.clone()).await;
+        let handle = start_handle_with(self.config.clone(), self.clock.clone()).await;
         self.api = Api::new(handle.http_addr());
         self.handle = Some(handle);
     }

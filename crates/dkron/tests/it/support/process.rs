@@ -115,28 +115,61 @@ impl Drop for Agent {
     }
 }
 
-/// Runs a short-lived `dkron` command (one that should exit by itself) with a time bound.
+/// Runs a short-lived `dkron` command (one that should exit by itself) with a time bound. Its
+/// output is read while it runs, so an output larger than a pipe's buffer cannot block it.
 pub fn run_to_exit(mut cmd: Command, timeout: Duration) -> std::process::Output {
+    use std::io::Read;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning dkron");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = dkron::clock::monotonic() + timeout;
-    loop {
-        if child.try_wait().expect("polling dkron").is_some() {
-            return child.wait_with_output().expect("collecting dkron output");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("polling dkron") {
+            break Some(status);
         }
         if dkron::clock::monotonic() >= deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("collecting dkron output");
-            panic!(
-                "dkron did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = stdout.join().expect("reading stdout");
+    let stderr = stderr.join().expect("reading stderr");
+    match status {
+        Some(status) => std::process::Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "dkron did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
     }
 }
