@@ -38,10 +38,14 @@ wait_for() {
 
 [ "${SKIP_IMAGE_BUILD:-}" = 1 ] || scripts/build-image.sh dkron-rs:dev
 
-# Encrypted gossip and mutual TLS on every RPC connection, with a fresh key.
+# Encrypted gossip and mutual TLS on every RPC connection, with a fresh key; ACLs on, with a
+# fresh management token seeded at the first start. Every call below carries the token.
 DKRON_ENCRYPT=$(docker run --rm dkron-rs:dev keygen)
-export DKRON_ENCRYPT
-log "starting: 1 bootstrap server, 4 joining servers, 1 agent (gossip key set: mutual TLS)"
+DKRON_ACL_ENABLED=true
+DKRON_ACL_BOOTSTRAP_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
+export DKRON_ENCRYPT DKRON_ACL_ENABLED DKRON_ACL_BOOTSTRAP_TOKEN
+curl() { command curl -H "Authorization: Bearer $DKRON_ACL_BOOTSTRAP_TOKEN" "$@"; }
+log "starting: 1 bootstrap server, 4 joining servers, 1 agent (gossip key set: mutual TLS; ACLs on)"
 "${compose[@]}" up -d --scale dkron-server=4 --scale dkron-agent=1
 
 # host:port of each server's API, by container id
@@ -59,6 +63,11 @@ wait_for 120 "6 alive members (5 servers + agent) seen by dkron1" members_alive 
 # The dashboard answers on the mapped port of a server, and / leads to it.
 dashboard() { curl -sf "http://$1/ui/" | grep -q '/ui/app.js' && curl -sfL "http://$1/" | grep -q '/ui/app.js'; }
 wait_for 30 "the dashboard at /ui on the mapped port" dashboard "$first"
+# Without the token the API refuses; the dashboard's page is public and says ACLs are on.
+anonymous_refused() { [ "$(command curl -s -o /dev/null -w '%{http_code}' "http://$1/v1/jobs")" = 401 ]; }
+wait_for 30 "a request without a token is refused (401)" anonymous_refused "$first"
+acl_page() { command curl -sf "http://$1/ui/" | grep -q 'DKRON_ACL_ENABLED = true'; }
+wait_for 10 "the dashboard says ACLs are on" acl_page "$first"
 peers5() { [ "$(curl -sf "http://$1/v1/raft/peers" | json 'sum(1 for p in d if p["voter"])')" -ge 5 ]; }
 
 leader_name() { curl -sf "http://$1/v1/leader" | json 'd["Name"]'; }
@@ -80,7 +89,7 @@ if command -v chromedriver >/dev/null && python3 -c 'import selenium' 2>/dev/nul
     [ "$(curl -sf "http://$a/v1/" | json 'd["agent"]["name"]')" != "$(leader_name "$a")" ] && { follower=$a; break; }
   done
   [ -n "$follower" ] || { log "no follower found for the browser test"; exit 1; }
-  python3 scripts/ui_test.py "http://$follower"
+  DKRON_TOKEN=$DKRON_ACL_BOOTSTRAP_TOKEN python3 scripts/ui_test.py "http://$follower"
   log "ok: the dashboard works against a follower of the cluster"
 else
   log "skipped: the browser test against the cluster (no chromedriver or selenium)"

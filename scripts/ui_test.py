@@ -7,6 +7,9 @@ Saves a screenshot of each page (desktop and phone width) to target/ui-screensho
 
     python3 scripts/ui_test.py [path/to/dkron]
     python3 scripts/ui_test.py http://host:port     # against a running server (a cluster's)
+
+With DKRON_TOKEN set (a server with ACLs on), the test first signs in through the dashboard's
+login page (a wrong token is refused there) and sends the token on its own API calls.
 """
 
 import json
@@ -35,11 +38,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+TOKEN = os.environ.get("DKRON_TOKEN", "")
+
+
+def fetch(url_or_request, **kw):
+    """urlopen with the ACL token, when there is one."""
+    req = url_or_request if isinstance(url_or_request, urllib.request.Request) \
+        else urllib.request.Request(url_or_request)
+    if TOKEN:
+        req.add_header("Authorization", f"Bearer {TOKEN}")
+    return urllib.request.urlopen(req, **kw)
+
+
 def wait_http(url, limit=30):
     deadline = time.time() + limit
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with fetch(url, timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -83,10 +98,24 @@ def main():
         def text():
             return driver.find_element(By.TAG_NAME, "main").text
 
+        if TOKEN:
+            # ACLs on: the dashboard asks for a token first; a wrong one is refused there.
+            driver.get(base + "/")
+            wait.until(EC.presence_of_element_located((By.ID, "token")))
+            driver.find_element(By.ID, "token").send_keys("not-the-token")
+            driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+            wait.until(lambda d: "unknown ACL token" in d.find_element(By.ID, "login-msg").text)
+            shot("login-refused")
+            field = driver.find_element(By.ID, "token")
+            field.clear()
+            field.send_keys(TOKEN)
+            driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+            wait.until(EC.text_to_be_present_in_element((By.ID, "whom"), "signed in as"))
+
         # / redirects to the dashboard.
         driver.get(base + "/")
         wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Leader"))
-        with urllib.request.urlopen(f"{base}/v1/leader") as r:
+        with fetch(f"{base}/v1/leader") as r:
             leader = json.load(r)["Name"]
         assert leader in text(), (leader, text())
         shot("dashboard")
@@ -150,18 +179,18 @@ def main():
         # Disable it.
         driver.find_element(By.ID, "toggle").click()
         wait.until(EC.text_to_be_present_in_element((By.ID, "toggle"), "Enable"))
-        with urllib.request.urlopen(f"{base}/v1/jobs/ui-job") as r:
+        with fetch(f"{base}/v1/jobs/ui-job") as r:
             assert b'"disabled":true' in r.read()
 
         # A long run: its page shows what it printed so far, live, then the rest.
         job = json.dumps({"name": "ui-live", "schedule": "@manually", "executor": "shell",
                           "executor_config": {"command": "echo live line; sleep 4; echo all done",
                                               "shell": "true"}}).encode()
-        urllib.request.urlopen(urllib.request.Request(f"{base}/v1/jobs", data=job, method="POST"))
+        fetch(urllib.request.Request(f"{base}/v1/jobs", data=job, method="POST"))
         # The page is open before the run starts: the new run appears without a reload.
         driver.get(base + "/ui/#/job/ui-live")
         wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "No executions yet"))
-        urllib.request.urlopen(urllib.request.Request(f"{base}/v1/jobs/ui-live/run", method="POST"))
+        fetch(urllib.request.Request(f"{base}/v1/jobs/ui-live/run", method="POST"))
 
         def live_line(d):
             pres = d.find_elements(By.ID, "out-0")
@@ -181,7 +210,7 @@ def main():
         wait.until(lambda d: "leader" in d.find_element(By.TAG_NAME, "main").text.split("Raft peers")[-1])
         if cluster:
             # Every voter is listed, with its state.
-            with urllib.request.urlopen(f"{base}/v1/raft/peers") as r:
+            with fetch(f"{base}/v1/raft/peers") as r:
                 peers = json.load(r)
             peer_text = text().split("Raft peers")[-1]
             for p in peers:

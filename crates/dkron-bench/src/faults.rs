@@ -26,6 +26,8 @@ const IMAGE: &str = "dkron-rs:dev";
 
 /// The cluster's gossip key (`dkron keygen` output): the servers talk mutual TLS.
 const CLUSTER_KEY: &str = "kPpdjphiipNSsjd4QHWbkA==";
+/// The management token the servers are started with (`--acl-bootstrap-token`).
+pub const ACL_TOKEN: &str = "fault-suite-management-token-0001";
 
 /// Runs `docker` with `args`; its trimmed stdout, or an error with its stderr.
 fn docker(args: &[&str]) -> anyhow::Result<String> {
@@ -93,8 +95,11 @@ impl Cluster {
                 "--data-dir=/dkron.data".into(),
                 "--retry-interval=1s".into(),
                 "--log-level=info".into(),
-                // Encrypted gossip and mutual TLS between the servers, as in production.
+                // Encrypted gossip and mutual TLS between the servers, and ACLs on, as in
+                // production: every API call of the harness carries the management token.
                 format!("--encrypt={CLUSTER_KEY}"),
+                "--acl-enabled".into(),
+                format!("--acl-bootstrap-token={ACL_TOKEN}"),
             ];
             args.extend(joins.iter().cloned());
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -417,6 +422,15 @@ pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow:
     log(&format!("cluster up, leader {leader}"));
 
     let api = cluster.api(&leader).context("leader api")?;
+    let anonymous = reqwest::Client::new()
+        .get(format!("{api}/v1/jobs"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        anonymous.status() == 401,
+        "ACLs are on but a request without a token got {}",
+        anonymous.status()
+    );
     let names: Vec<String> = (0..jobs).map(|i| format!("tick{i}")).collect();
     for name in &names {
         let job = json!({"name": name, "schedule": "@every 1s", "tags": {"server": "true:1"},

@@ -347,6 +347,19 @@ async fn bench_rss(client: &reqwest::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client that sends `token` as `Authorization: Bearer` on every request.
+fn with_token(
+    builder: reqwest::ClientBuilder,
+    token: &str,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    Ok(builder.default_headers(headers))
+}
+
 /// The floor program: `floor <url> <n> <seconds>`.
 async fn floor(url: String, n: usize, seconds: u64) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
@@ -394,12 +407,15 @@ async fn main() -> anyhow::Result<()> {
     if scenario == "faults" {
         let jobs = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(200);
         let kills = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(3);
-        let client = reqwest::Client::builder().build()?;
+        let client = with_token(reqwest::Client::builder(), faults::ACL_TOKEN)?.build()?;
         return faults::run(&client, jobs, kills).await;
     }
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()?;
+    // BENCH_TOKEN: the ACL token to send, for a node started with ACLs on (BENCH_AGENT_FLAGS).
+    let mut client = reqwest::Client::builder().pool_max_idle_per_host(64);
+    if let Ok(token) = std::env::var("BENCH_TOKEN") {
+        client = with_token(client, &token)?;
+    }
+    let client = client.build()?;
     println!("| what | shape | result | target |");
     println!("|---|---|---|---|");
     if matches!(scenario, "all" | "creates") {
