@@ -61,7 +61,7 @@ members_alive() { [ "$(curl -sf "http://$1/v1/members" | json 'sum(1 for m in d 
 wait_for 120 "6 alive members (5 servers + agent) seen by dkron1" members_alive "$first" 6
 
 # The dashboard answers on the mapped port of a server, and / leads to it.
-dashboard() { curl -sf "http://$1/ui/" | grep -q '/ui/app.js' && curl -sfL "http://$1/" | grep -q '/ui/app.js'; }
+dashboard() { curl -sf "http://$1/ui/" | grep -q '/ui/app.js' && curl -sfL -H 'Accept: text/html' "http://$1/" | grep -q '/ui/app.js'; }
 wait_for 30 "the dashboard at /ui on the mapped port" dashboard "$first"
 # Without the token the API refuses; the dashboard's page is public and says ACLs are on.
 anonymous_refused() { [ "$(command curl -s -o /dev/null -w '%{http_code}' "http://$1/v1/jobs")" = 401 ]; }

@@ -13,6 +13,7 @@
 //! - [`due`]: the leader's due queue and the catch-up decisions it records first.
 //! - [`command`]: the replicated-log commands and their responses.
 //! - [`state`]: the state machine (`apply`), including the fire ledger.
+//! - [`stats`]: daily execution counts (`/v1/stats`).
 //! - [`occurrence`]: skip records, the catch-up decision, per-occurrence verdicts.
 //! - [`timefmt`]: Dkron's timestamp JSON conventions.
 
@@ -28,6 +29,7 @@ pub mod plan;
 pub mod processor;
 pub mod schedule;
 pub mod state;
+pub mod stats;
 pub mod timefmt;
 pub mod validate;
 

@@ -88,7 +88,11 @@ pub fn plan_catch_up(entry: &JobEntry, lead_start: Timestamp) -> Option<(Timesta
     if first >= lead_start {
         return None;
     }
-    let horizon = lead_start.checked_sub(entry.job.catchup_deadline()).ok()?;
+    // `@after`'s grace is its deadline: past it, the occurrence never runs.
+    let deadline = compiled
+        .after_window()
+        .map_or_else(|| entry.job.catchup_deadline(), |(_, grace)| grace);
+    let horizon = lead_start.checked_sub(deadline).ok()?;
     // Everything at or before the horizon is past the deadline, whatever the policy.
     let mut skip = (first <= horizon).then_some((horizon.max(ledger), SkipReason::PastDeadline));
     let policy = entry.job.catchup.as_str();

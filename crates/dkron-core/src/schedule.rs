@@ -2,7 +2,7 @@
 //!
 //! Accepted: 6-field cron with seconds (robfig syntax), `@yearly`/`@annually`, `@monthly`,
 //! `@weekly`, `@daily`/`@midnight`, `@hourly`, `@minutely`, `@every <go duration>`,
-//! `@at <RFC 3339>`, `@manually`, an optional `TZ=<zone> ` / `CRON_TZ=<zone> ` prefix, and the
+//! `@at <RFC 3339>`, `@after <RFC 3339> <<ISO 8601 grace>` (Dkron 4.1), `@manually`, an optional `TZ=<zone> ` / `CRON_TZ=<zone> ` prefix, and the
 //! `~` hash that spreads jobs by name. DST policy (docs/scheduling.md): a wall-clock time skipped
 //! by a spring-forward fires at the first instant after the gap; a time repeated by a fall-back
 //! fires once, on its first pass. Descriptors follow the job's time zone like cron lines do.
@@ -27,6 +27,12 @@ pub enum Schedule {
     Every(Duration),
     /// One shot at an instant.
     At(Timestamp),
+    /// One shot at an instant, or at once when the job is set within `grace` after it (Dkron
+    /// 4.1's `@after`); past the grace, never.
+    After {
+        at: Timestamp,
+        grace: jiff::SignedDuration,
+    },
     /// Never fires on its own.
     Manually,
 }
@@ -114,6 +120,12 @@ impl Schedule {
                         .map_err(|e| format!("failed to parse date @at {arg}: {e}"))?;
                     return Ok(Schedule::At(at));
                 }
+                "after" => {
+                    if tz.is_some() {
+                        return Err(format!("unrecognized descriptor: {body}"));
+                    }
+                    return parse_after(arg, spec);
+                }
                 "manually" => return Ok(Schedule::Manually),
                 _ => return Err(format!("unrecognized descriptor: {body}")),
             };
@@ -149,7 +161,7 @@ impl Schedule {
     ) -> Option<Timestamp> {
         match self {
             Schedule::Manually => None,
-            Schedule::At(at) => (*at > after).then_some(*at),
+            Schedule::At(at) | Schedule::After { at, .. } => (*at > after).then_some(*at),
             Schedule::Every(interval) => {
                 let step = i128::try_from(interval.as_nanos()).ok()?.max(1);
                 let anchor_ns = anchor.as_nanosecond();
@@ -187,12 +199,42 @@ impl Schedule {
                 "Only when run by hand (API, CLI, dashboard) or by its parent job".into()
             }
             Schedule::At(at) => format!("Once, at {at}"),
+            Schedule::After { at, grace } => format!(
+                "Once, at {at} (or at once if set up to {} later)",
+                in_words(grace.unsigned_abs())
+            ),
             Schedule::Every(interval) => format!("Every {}", in_words(*interval)),
             Schedule::Cron { cron, tz } => {
                 format!("{} ({})", cron.describe(), zone_name(tz.as_ref()))
             }
         }
     }
+}
+
+/// `@after <RFC 3339> <<ISO 8601 duration>`, e.g. `@after 2025-01-01T00:00:00Z <PT2H`, with
+/// Dkron's messages.
+fn parse_after(arg: &str, spec: &str) -> Result<Schedule, String> {
+    let parts: Vec<&str> = arg.split_whitespace().collect();
+    let [date, grace] = parts[..] else {
+        return Err(format!(
+            "@after requires format: @after <RFC3339 datetime> <ISO8601 duration>, got: {spec}"
+        ));
+    };
+    let at = date
+        .parse::<Timestamp>()
+        .map_err(|e| format!("failed to parse date in @after: {date}: {e}"))?;
+    let Some(iso) = grace.strip_prefix('<') else {
+        return Err(format!("grace period must start with '<', got: {grace}"));
+    };
+    let bad = |e: String| format!("failed to parse grace period in @after: {iso}: {e}");
+    let span: jiff::Span = iso.parse().map_err(|e: jiff::Error| bad(e.to_string()))?;
+    let grace = span
+        .to_duration(&at.to_zoned(TimeZone::UTC))
+        .map_err(|e| bad(e.to_string()))?;
+    if grace.is_negative() {
+        return Err(bad("a grace period cannot be negative".into()));
+    }
+    Ok(Schedule::After { at, grace })
 }
 
 /// `1h30m` → "1 hour 30 minutes".
@@ -261,6 +303,35 @@ mod tests {
         let zone = load_timezone(tz).unwrap();
         s.next_after(ts(after), &zone, ts("2026-01-01T00:00:00Z"))
             .map(|t| t.to_string())
+    }
+
+    #[test]
+    fn after_takes_a_time_and_an_iso_grace_with_dkrons_messages() {
+        let parsed = Schedule::parse("@after 2025-01-01T00:00:00Z <PT2H", "j").unwrap();
+        let Schedule::After { at, grace } = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(at, "2025-01-01T00:00:00Z".parse::<Timestamp>().unwrap());
+        assert_eq!(grace, jiff::SignedDuration::from_hours(2));
+        let long = Schedule::parse("@after 2025-01-01T00:00:00Z <P30D", "j").unwrap();
+        assert!(
+            matches!(long, Schedule::After { grace, .. } if grace == jiff::SignedDuration::from_hours(720))
+        );
+        for (spec, message) in [
+            ("@after 2025-01-01T00:00:00Z", "@after requires format"),
+            ("@after nope <PT1H", "failed to parse date in @after"),
+            (
+                "@after 2025-01-01T00:00:00Z PT1H",
+                "grace period must start with '<'",
+            ),
+            (
+                "@after 2025-01-01T00:00:00Z <soon",
+                "failed to parse grace period",
+            ),
+        ] {
+            let err = Schedule::parse(spec, "j").unwrap_err();
+            assert!(err.contains(message), "{spec}: {err}");
+        }
     }
 
     #[test]

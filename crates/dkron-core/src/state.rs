@@ -39,6 +39,10 @@ pub enum Effect {
     },
     /// Persist the ACL state (it changed).
     PutAcl,
+    /// Persist the execution counts of this day (it changed).
+    PutStats(jiff::civil::Date),
+    /// Forget the execution counts of this day (too old).
+    RemoveStats(jiff::civil::Date),
 }
 
 /// A job as stored, with the scheduler bookkeeping that is not part of Dkron's JSON.
@@ -91,6 +95,16 @@ pub struct CompiledSchedule {
     tz: TimeZone,
 }
 
+impl CompiledSchedule {
+    /// `@after`'s instant and grace.
+    pub fn after_window(&self) -> Option<(Timestamp, jiff::SignedDuration)> {
+        match self.schedule {
+            Schedule::After { at, grace } => Some((at, grace)),
+            _ => None,
+        }
+    }
+}
+
 impl JobEntry {
     /// Parses the job's schedule and zone; `None` if either is invalid (validation refuses
     /// such jobs, so only entries written by an older version could get here).
@@ -122,9 +136,15 @@ impl JobEntry {
                 .unwrap_or(s),
             _ => after,
         };
-        let next = compiled
-            .schedule
-            .next_after(from, &compiled.tz, self.anchor)?;
+        let next = match (&compiled.schedule, job.starts_at) {
+            // An `@every` job with `starts_at` fires at starts_at, then every interval from
+            // it (Dkron's behaviour); without, its phase is when the schedule was set.
+            (Schedule::Every(_), Some(s)) if s > after => s,
+            (Schedule::Every(_), Some(s)) => compiled.schedule.next_after(from, &compiled.tz, s)?,
+            _ => compiled
+                .schedule
+                .next_after(from, &compiled.tz, self.anchor)?,
+        };
         match job.expires_at {
             Some(e) if next > e => None,
             _ => Some(next),
@@ -140,6 +160,8 @@ pub struct State {
     pub(crate) paused: bool,
     #[serde(default)]
     pub(crate) acl: crate::acl::AclState,
+    #[serde(default)]
+    pub(crate) stats: crate::stats::DailyStats,
 }
 
 impl State {
@@ -149,7 +171,18 @@ impl State {
             jobs: jobs.into_iter().collect(),
             paused,
             acl: Default::default(),
+            stats: Default::default(),
         }
+    }
+
+    /// The same state with the daily execution counts loaded back from storage.
+    pub fn with_stats(self, stats: crate::stats::DailyStats) -> State {
+        State { stats, ..self }
+    }
+
+    /// Daily execution counts.
+    pub fn stats(&self) -> &crate::stats::DailyStats {
+        &self.stats
     }
 
     /// The same state with the ACL state loaded back from storage.
@@ -382,6 +415,8 @@ impl State {
                 )
             }
         };
+        let prev_ledger = previous.as_ref().and_then(|p| p.fired_through);
+        let (fired_through, skipped) = after_owed(&job, now, prev_ledger, fired_through, skipped);
         if old_parent != job.parent_job {
             if let Some(parent) = self.jobs.get_mut(&old_parent) {
                 let deps = parent.job.dependent_jobs.get_or_insert_with(Vec::new);
@@ -663,6 +698,12 @@ impl State {
         }
         entry.running.remove(&execution.id);
         let finished = execution.finished_at;
+        if let Some(at) = finished.or(execution.started_at) {
+            let (day, dropped) = self.stats.record(at, execution.success);
+            effects.push(Effect::PutStats(day));
+            effects.extend(dropped.into_iter().map(Effect::RemoveStats));
+        }
+        let entry = self.entry_mut(&name)?;
         if execution.success {
             entry.job.success_count += 1;
             entry.job.last_success = entry.job.last_success.max(finished);
@@ -744,6 +785,57 @@ impl State {
 }
 
 /// The API view of a stored job at `now`.
+/// `@after` (Dkron 4.1): a job set within the grace after its instant still owes that one
+/// occurrence, so the ledger stays just before it and the leader fires it at once; set past
+/// the grace, the occurrence is recorded as skipped (past its deadline) and never runs. An
+/// occurrence the previous ledger already decided is left alone: the ledger never moves back
+/// over a decision.
+fn after_owed(
+    job: &Job,
+    now: Timestamp,
+    prev_ledger: Option<Timestamp>,
+    fired_through: Option<Timestamp>,
+    mut skipped: VecDeque<Skip>,
+) -> (Option<Timestamp>, VecDeque<Skip>) {
+    let window = Schedule::parse(&job.schedule, &job.name)
+        .ok()
+        .and_then(|s| match s {
+            Schedule::After { at, grace } => Some((at, grace)),
+            _ => None,
+        });
+    let Some((at, grace)) = window else {
+        return (fired_through, skipped);
+    };
+    let Ok(before) = at.checked_sub(jiff::SignedDuration::from_nanos(1)) else {
+        return (fired_through, skipped);
+    };
+    if at > now || job.disabled || prev_ledger.is_some_and(|t| t >= at) {
+        return (fired_through, skipped);
+    }
+    if at.checked_add(grace).is_ok_and(|end| now <= end) {
+        // A "rescheduled" skip just recorded over it stops short of it now.
+        for s in skipped.iter_mut() {
+            if s.after < at && at <= s.through {
+                s.through = before;
+            }
+        }
+        skipped.retain(|s| s.after < s.through);
+        return (Some(before), skipped);
+    }
+    let covered = skipped.iter().any(|s| s.after < at && at <= s.through);
+    if !covered {
+        record_skip(
+            &mut skipped,
+            Skip {
+                after: before,
+                through: at,
+                reason: SkipReason::PastDeadline,
+            },
+        );
+    }
+    (fired_through, skipped)
+}
+
 pub fn view(entry: &JobEntry, now: Timestamp) -> Job {
     let mut job = entry.job.clone();
     job.id = job.name.clone();

@@ -167,6 +167,7 @@ fn default_client() -> Result<Client, String> {
         .get_or_init(|| {
             crate::install_crypto_provider();
             Client::builder()
+                .http1_title_case_headers()
                 .build()
                 .map_err(|e| format!("Error: building HTTP client: {}", error_chain(&e)))
         })
@@ -182,7 +183,9 @@ fn tls_client(key: TlsKey) -> Result<Client, String> {
         return Ok(c.clone());
     }
     crate::install_crypto_provider();
-    let mut builder = Client::builder().tls_danger_accept_invalid_certs(key.no_verify);
+    let mut builder = Client::builder()
+        .http1_title_case_headers()
+        .tls_danger_accept_invalid_certs(key.no_verify);
     if let Some(pem) = &key.identity_pem {
         let id = reqwest::Identity::from_pem(pem)
             .map_err(|e| format!("Error: loading client certificate: {}", error_chain(&e)))?;
@@ -533,6 +536,9 @@ mod tests {
                 if lname.starts_with("x-dkron-") || lname == "x-url" {
                     echoed.push_str(&format!("{lname}={}\n", value.trim()));
                 }
+                if lname.starts_with("x-case-") {
+                    echoed.push_str(&format!("sent-as={}\n", name.trim()));
+                }
             }
         }
         while buf.len() < head_end + content_length {
@@ -707,6 +713,23 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(10));
         assert!(!r.success);
         assert!(r.output.starts_with("Error: "), "{r:?}");
+    }
+
+    /// Header names go out as Go's net/http sends them (canonical Title-Case), not
+    /// lower-cased: some servers match them case-sensitively.
+    #[tokio::test]
+    async fn header_names_are_sent_in_gos_canonical_case() {
+        let base = server().await;
+        let url = format!("{base}/status/200");
+        let r = run(&[
+            ("method", "GET"),
+            ("url", &url),
+            ("headers", r#"["X-Case-Test: a", "x-case-lower: b"]"#),
+        ])
+        .await;
+        assert!(r.success, "{r:?}");
+        assert!(r.output.contains("sent-as=X-Case-Test\n"), "{r:?}");
+        assert!(r.output.contains("sent-as=X-Case-Lower\n"), "{r:?}");
     }
 
     #[tokio::test]

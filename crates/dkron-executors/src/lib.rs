@@ -41,6 +41,9 @@ const UNKNOWN_EXECUTOR: &str = "Specified executor is not present";
 /// Dkron's wording for a job with no executor at all.
 const NO_EXECUTOR: &str = "No executor defined, nothing to do";
 
+/// The executors this build runs, by the names jobs use.
+pub const EXECUTORS: &[&str] = &["shell", "http"];
+
 /// Validate executor_config at job-submit time (no IO). Returns a list of (config key, message) problems.
 ///
 /// An empty executor has no config to check (running it fails, as in Dkron);

@@ -38,7 +38,11 @@ impl Harness {
                         list.pop_first();
                     }
                 }
-                Effect::PutJob(_) | Effect::RemoveJob(_) | Effect::PutAcl => {}
+                Effect::PutJob(_)
+                | Effect::RemoveJob(_)
+                | Effect::PutAcl
+                | Effect::PutStats(_)
+                | Effect::RemoveStats(_) => {}
             }
         }
         response
@@ -432,6 +436,85 @@ fn next_respects_zone_start_expiry_and_disabled() {
     assert_eq!(h.state.job_view("j", now).unwrap().next, None);
     h.set(r#"{"name":"j","schedule":"0 30 8 * * *","disabled":true}"#);
     assert_eq!(h.state.job_view("j", now).unwrap().next, None);
+}
+
+/// Dkron 4.1's `@after`: before the instant it waits for it; set within the grace it is owed
+/// at once (the leader claims it next); set past the grace it never runs and says why.
+#[test]
+fn after_runs_at_its_time_at_once_within_the_grace_and_never_past_it() {
+    use crate::occurrence::SkipReason;
+    let set_at = |now: &str| {
+        let mut state = State::default();
+        let job: Job =
+            serde_json::from_str(r#"{"name":"a","schedule":"@after 2025-01-01T00:00:00Z <PT2H"}"#)
+                .unwrap();
+        let (response, _) = state.apply(Command::SetJob {
+            job: Box::new(job),
+            now: ts(now),
+            refuse_when_paused: false,
+        });
+        assert!(matches!(response, Response::Job { .. }), "{response:?}");
+        state.entry("a").unwrap().clone()
+    };
+    let at = ts("2025-01-01T00:00:00Z");
+    // Before: it fires at the instant.
+    let early = set_at("2024-12-31T23:00:00Z");
+    assert_eq!(
+        early.next_fire_after(early.fired_through.unwrap()),
+        Some(at)
+    );
+    // Within the grace (1 h late, and exactly at it): the occurrence is still owed.
+    for now in [
+        "2025-01-01T01:00:00Z",
+        "2025-01-01T00:00:00Z",
+        "2025-01-01T02:00:00Z",
+    ] {
+        let late = set_at(now);
+        assert!(late.fired_through.unwrap() < at, "{now}");
+        assert_eq!(
+            late.next_fire_after(late.fired_through.unwrap()),
+            Some(at),
+            "{now}"
+        );
+    }
+    // Past the grace: never, with a verdict.
+    let missed = set_at("2025-01-01T02:00:01Z");
+    assert_eq!(missed.next_fire_after(missed.fired_through.unwrap()), None);
+    assert!(
+        missed
+            .skipped
+            .iter()
+            .any(|s| s.reason == SkipReason::PastDeadline && s.after < at && at <= s.through),
+        "{:?}",
+        missed.skipped
+    );
+    // A new leader honours the grace as the deadline, not catchup_deadline.
+    let owed = set_at("2025-01-01T01:00:00Z");
+    assert_eq!(
+        crate::occurrence::plan_catch_up(&owed, ts("2025-01-01T01:30:00Z")),
+        None
+    );
+    assert!(matches!(
+        crate::occurrence::plan_catch_up(&owed, ts("2025-01-01T02:30:00Z")),
+        Some((_, SkipReason::PastDeadline))
+    ));
+}
+
+#[test]
+fn an_every_job_with_starts_at_fires_at_starts_at_then_every_interval() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"s","schedule":"@every 1h","starts_at":"2026-07-01T06:30:00Z"}"#);
+    let entry = h.state.entry("s").unwrap().clone();
+    let now = ts("2026-06-01T00:00:00Z");
+    assert_eq!(entry.next_fire_after(now), Some(ts("2026-07-01T06:30:00Z")));
+    assert_eq!(
+        entry.next_fire_after(ts("2026-07-01T06:30:00Z")),
+        Some(ts("2026-07-01T07:30:00Z"))
+    );
+    assert_eq!(
+        entry.next_fire_after(ts("2026-07-01T08:00:00Z")),
+        Some(ts("2026-07-01T08:30:00Z"))
+    );
 }
 
 #[test]

@@ -181,3 +181,34 @@ pub async fn occurrences(
     headers.insert("X-Truncated", truncated.to_string().parse().expect("ascii"));
     Ok(render(StatusCode::OK, &list, query.pretty(), headers))
 }
+
+/// `GET /v1/stats?days=N` (Dkron 4.1): successes and failures per UTC day over the last `N`
+/// days (default 30, 1 to 365), oldest first, zeros where nothing ran.
+pub async fn stats(State(cx): Cx, query: Query) -> Result<Response, ApiError> {
+    let days = match query.get("days") {
+        None | Some("") => 30,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=365).contains(d))
+            .ok_or_else(|| {
+                ApiError::bad_param(
+                    "days",
+                    format!("{v:?} is not a number of days from 1 to 365"),
+                )
+            })?,
+    };
+    let today = dkron_core::stats::day_of(cx.clock.now());
+    let counts = cx.state.read(|s| s.stats().last(today, days));
+    let stats: Vec<serde_json::Value> = counts
+        .iter()
+        .map(|(day, c)| {
+            serde_json::json!({
+                "date": format!("{day}T00:00:00Z"),
+                "success_count": c.success_count,
+                "failed_count": c.failed_count,
+            })
+        })
+        .collect();
+    Ok(ok(&serde_json::json!({ "stats": stats }), &query))
+}

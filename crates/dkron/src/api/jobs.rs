@@ -15,16 +15,41 @@ use super::audit::AuditJob;
 use super::query::{Query, created, listed, located, ok};
 use super::{ApiError, Context, Cx, forget_outputs, write_job};
 
-/// Decodes a job the way Dkron does (content type ignored), naming the field on error.
+/// Decodes a job the way Dkron does (content type ignored), naming the field on error. As in
+/// Go, `null` leaves a field at its zero value (clients such as django-dkron send
+/// `"parent_job": null`), and only a JSON object is a job.
 fn decode_job(body: &[u8]) -> Result<Job, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize::<_, Job>(de).map_err(|e| {
-        let path = e.path().to_string();
-        let message = format!("Unable to parse payload: {}: {}.", path, e.inner());
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            body: serde_json::json!({ "error": message, "field": path }),
+    let unparsable = |message: String, field: Option<String>| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        body: match field {
+            Some(f) => serde_json::json!({ "error": message, "field": f }),
+            None => serde_json::json!({ "error": message }),
+        },
+    };
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| unparsable(format!("Unable to parse payload: {e}."), None))?;
+    let serde_json::Value::Object(mut fields) = value else {
+        return Err(unparsable(
+            "Unable to parse payload: a job is a JSON object ({\"name\": ..., \"schedule\": ...})."
+                .into(),
+            None,
+        ));
+    };
+    fields.retain(|_, v| !v.is_null());
+    for v in fields.values_mut() {
+        // Inside string maps (tags, metadata, executor_config), null is the empty string.
+        if let serde_json::Value::Object(inner) = v {
+            for x in inner.values_mut().filter(|x| x.is_null()) {
+                *x = serde_json::Value::String(String::new());
+            }
         }
+    }
+    serde_path_to_error::deserialize::<_, Job>(serde_json::Value::Object(fields)).map_err(|e| {
+        let path = e.path().to_string();
+        unparsable(
+            format!("Unable to parse payload: {}: {}.", path, e.inner()),
+            Some(path),
+        )
     })
 }
 
@@ -250,8 +275,9 @@ pub async fn delete(
     Ok(ok(&job, &query))
 }
 
-/// Run now: answered 202 once the run is claimed on the leader (`forbid` is decided there,
-/// by the state machine); the run proceeds in the background.
+/// Run now: answered 200 (Dkron's status) once the run is claimed on the leader (`forbid` is
+/// decided there, by the state machine); the run proceeds in the background. A disabled job
+/// without a parent is not run: 404, as in Dkron (a disabled child can be run by hand).
 pub async fn run(
     State(cx): Cx,
     caller: Caller,
@@ -261,22 +287,19 @@ pub async fn run(
     let job = stored_job(&cx, &name)?;
     if job.disabled && job.parent_job.is_empty() {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
+            StatusCode::NOT_FOUND,
             format!("job {name} is disabled: enable it (POST /v1/jobs/{name}/toggle) to run it"),
         ));
     }
     cx.dispatch.run_now(&name, caller.name()).await?;
-    Ok(located(
-        StatusCode::ACCEPTED,
-        &job,
-        &location(&name),
-        &query,
-    ))
+    Ok(located(StatusCode::OK, &job, &location(&name), &query))
 }
 
+/// Flips `disabled`: 200 with the job and, as Dkron answers, `Location: <request URI>`.
 pub async fn toggle(
     State(cx): Cx,
     Path(name): Path<String>,
+    uri: axum::extract::OriginalUri,
     query: Query,
 ) -> Result<Response, ApiError> {
     let toggle = Command::ToggleJob {
@@ -284,5 +307,11 @@ pub async fn toggle(
         now: Some(cx.clock.now()),
     };
     write_job(&cx, toggle).await?;
-    Ok(ok(&stored_job(&cx, &name)?, &query))
+    let requested = uri.0.path_and_query().map_or(uri.0.path(), |p| p.as_str());
+    Ok(located(
+        StatusCode::OK,
+        &stored_job(&cx, &name)?,
+        requested,
+        &query,
+    ))
 }

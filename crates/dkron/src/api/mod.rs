@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod acl_admin;
 pub mod audit;
+mod debug;
 mod error;
 mod executions;
 mod jobs;
@@ -55,6 +56,8 @@ pub struct Context {
     /// Browser origins besides the server's own that may change things.
     pub allowed_origins: Vec<String>,
     pub acl: acl::AclSettings,
+    /// The executors this node runs (`--executors`; empty: all), as `/health` reports them.
+    pub executors: Vec<String>,
     /// Where writes and refusals are recorded (`None`: not at all, in some tests).
     pub audit: Option<audit::Audit>,
 }
@@ -77,6 +80,7 @@ pub fn router(cx: Context, extra: Router) -> Router {
         .route("/isleader", get(node::is_leader))
         .route("/leave", post(node::leave))
         .route("/busy", get(executions::busy))
+        .route("/stats", get(executions::stats))
         .route("/pause", get(node::pause_status).post(node::pause))
         .route("/unpause", post(node::unpause))
         .route("/restore", post(restore::restore))
@@ -123,6 +127,7 @@ pub fn router(cx: Context, extra: Router) -> Router {
     let gate_cx = cx.clone();
     let router = Router::new()
         .route("/health", get(node::health))
+        .route("/debug/vars", get(debug::vars))
         .route("/v1/", get(node::status))
         .nest("/v1", v1)
         .with_state(cx)
@@ -207,6 +212,27 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such route: see the API reference in docs/api.md")
+/// No route: a path with a trailing slash is redirected to the one without, as Dkron's router
+/// does (301 for reads, 307 otherwise, so a POST keeps its body); pydkron asks for
+/// `/v1/jobs/<job>/executions/`. Anything else is a 404.
+async fn not_found(method: axum::http::Method, uri: axum::extract::OriginalUri) -> Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let path = uri.0.path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let target = match uri.0.query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        let status = if matches!(method, axum::http::Method::GET | axum::http::Method::HEAD) {
+            StatusCode::MOVED_PERMANENTLY
+        } else {
+            StatusCode::TEMPORARY_REDIRECT
+        };
+        if let Ok(location) = HeaderValue::from_str(&target) {
+            return (status, [(header::LOCATION, location)]).into_response();
+        }
+    }
+    ApiError::not_found("no such route: see the API reference in docs/api.md").into_response()
 }

@@ -12,10 +12,20 @@ use serde_json::json;
 use super::query::{Query, listed, ok, render};
 use super::{ApiError, Context, Cx};
 
-pub async fn health() -> Response {
+/// `{"status": "healthy"}`, and each executor with its state (Dkron 4.1 reports its plugins
+/// there): `healthy`, or `disabled` when this node's `--executors` leaves it out.
+pub async fn health(State(cx): Cx) -> Response {
+    let executors: serde_json::Map<String, serde_json::Value> = dkron_executors::EXECUTORS
+        .iter()
+        .map(|name| {
+            let on = cx.executors.is_empty() || cx.executors.iter().any(|e| e == name);
+            let status = if on { "healthy" } else { "disabled" };
+            (name.to_string(), json!({ "status": status }))
+        })
+        .collect();
     render(
         StatusCode::OK,
-        &json!({"status": "healthy"}),
+        &json!({"status": "healthy", "executors": executors}),
         false,
         HeaderMap::new(),
     )

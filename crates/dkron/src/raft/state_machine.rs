@@ -31,6 +31,8 @@ use crate::clock;
 pub(super) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 pub(super) const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("executions");
 pub(super) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+/// Daily execution counts, by UTC day (`2026-01-28`).
+const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
 
 /// The longest `apply` goes without a durable commit.
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
@@ -63,7 +65,7 @@ impl StateMachine {
     pub fn open(path: &Path) -> anyhow::Result<StateMachine> {
         let db = crate::storage::open_db(path, crate::storage::STATE_CACHE_BYTES)?;
         let txn = db.begin_write()?;
-        for table in [JOBS, EXECUTIONS, SM_META] {
+        for table in [JOBS, EXECUTIONS, SM_META, STATS] {
             txn.open_table(table)?;
         }
         txn.commit()?;
@@ -115,6 +117,11 @@ fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Membership))> {
         Some(b) => serde_json::from_slice(&b)?,
         None => Default::default(),
     };
+    let mut days = Vec::new();
+    for item in txn.open_table(STATS)?.iter()? {
+        let (k, v) = item?;
+        days.push((k.value().parse()?, serde_json::from_slice(v.value())?));
+    }
     let jobs = txn.open_table(JOBS)?;
     let mut entries = Vec::new();
     for item in jobs.iter()? {
@@ -123,7 +130,9 @@ fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Membership))> {
         entries.push((k.value().to_string(), entry));
     }
     Ok((
-        State::from_parts(entries, paused).with_acl(acl),
+        State::from_parts(entries, paused)
+            .with_acl(acl)
+            .with_stats(dkron_core::stats::DailyStats::from_days(days)),
         (last_applied, membership),
     ))
 }
@@ -186,6 +195,17 @@ fn write_effect(
             }
         }
         Effect::PutAcl => put_json(txn, SM_META, ACL, state.acl())?,
+        Effect::PutStats(day) => {
+            if let Some(count) = state.stats().day(*day) {
+                put_json(txn, STATS, &day.to_string(), &count)?;
+            }
+        }
+        Effect::RemoveStats(day) => {
+            txn.open_table(STATS)
+                .map_err(write_err)?
+                .remove(day.to_string().as_str())
+                .map_err(write_err)?;
+        }
     }
     Ok(())
 }
@@ -195,7 +215,7 @@ fn effect_job(effect: &Effect) -> Option<&str> {
         Effect::PutJob(n) | Effect::RemoveJob(n) | Effect::DeleteExecutionsOf(n) => Some(n),
         Effect::PutExecution(e) => Some(&e.job_name),
         Effect::PruneExecutions { job, .. } => Some(job),
-        Effect::PutAcl => None,
+        Effect::PutAcl | Effect::PutStats(_) | Effect::RemoveStats(_) => None,
     }
 }
 
@@ -284,7 +304,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let _serial = shared.apply_lock.lock().expect("apply lock");
         let txn = shared.db.begin_write().map_err(write_err)?;
         {
-            for table in [JOBS, EXECUTIONS] {
+            for table in [JOBS, EXECUTIONS, STATS] {
                 let mut t = txn.open_table(table).map_err(write_err)?;
                 t.retain(|_, _| false).map_err(write_err)?;
             }
@@ -297,6 +317,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         put_json(&txn, SM_META, PAUSED, &data.state.paused())?;
         put_json(&txn, SM_META, ACL, data.state.acl())?;
+        for (day, count) in data.state.stats().days() {
+            put_json(&txn, STATS, &day.to_string(), count)?;
+        }
         put_json(&txn, SM_META, LAST_APPLIED, &meta.last_log_id)?;
         put_json(&txn, SM_META, MEMBERSHIP, &meta.last_membership)?;
         txn.commit().map_err(write_err)?;

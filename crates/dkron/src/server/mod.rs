@@ -132,6 +132,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
             shutdown: shutdown.clone(),
             encrypted: !config.encrypt.is_empty(),
             allowed_origins: config.http_allowed_origins.clone(),
+            executors: config.executors.clone(),
             acl: crate::api::acl::AclSettings {
                 enabled: config.acl.enabled,
                 data_dir: data_dir.clone(),

@@ -13,6 +13,24 @@ const APP: &str = include_str!("assets/app.js");
 const AUTH: &str = include_str!("assets/auth.js");
 const STYLE: &str = include_str!("assets/style.css");
 
+/// `/`: a browser (its `Accept` names HTML) is sent to the dashboard with 303, as Dkron does;
+/// anything else gets a 404.
+async fn root(headers: axum::http::HeaderMap) -> Response {
+    let html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if html {
+        Redirect::to("/ui/").into_response()
+    } else {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "nothing here: the dashboard is at /ui/, the API at /v1/"})),
+        )
+            .into_response()
+    }
+}
+
 static INDEX_ACL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 static INDEX_OPEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
@@ -33,8 +51,16 @@ pub fn router<S: Clone + Send + Sync + 'static>(acl: bool) -> Router<S> {
         INDEX_OPEN.get_or_init(|| INDEX.replace("__DKRON_ACL_ENABLED__", "false"))
     };
     Router::new()
-        .route("/", get(|| async { Redirect::temporary("/ui/") }))
-        .route("/ui", get(|| async { Redirect::temporary("/ui/") }))
+        .route("/", get(root))
+        .route(
+            "/ui",
+            get(|| async {
+                (
+                    axum::http::StatusCode::MOVED_PERMANENTLY,
+                    [(header::LOCATION, "/ui/")],
+                )
+            }),
+        )
         .route(
             "/ui/",
             get(move || async move { asset(index, "text/html; charset=utf-8") }),

@@ -264,7 +264,7 @@ async fn a_yaml_file_configures_operations_and_warns_about_what_it_ignores() {
         .api
         .create(&serde_json::json!({"name": "global-proc", "schedule": "@manually", "executor": "shell", "executor_config": {"command": "echo kept"}}))
         .await;
-    assert_eq!(agent.api.run("global-proc").await.status, 202);
+    assert_eq!(agent.api.run("global-proc").await.status, 200);
     let done = agent
         .api
         .wait_finished("global-proc", 1, Duration::from_secs(20))
@@ -325,7 +325,7 @@ async fn otel_endpoint_receives_execution_spans() {
         .api
         .create(&serde_json::json!({"name": "traced-job", "schedule": "@manually", "executor": "shell", "executor_config": {"command": "true"}}))
         .await;
-    assert_eq!(agent.api.run("traced-job").await.status, 202);
+    assert_eq!(agent.api.run("traced-job").await.status, 200);
     agent
         .api
         .wait_finished("traced-job", 1, Duration::from_secs(20))
@@ -366,7 +366,7 @@ async fn secrets_stay_out_of_info_logs() {
                 "expectCode": "200"}}))
         .await;
     for job in ["secret-shell", "secret-http"] {
-        assert_eq!(agent.api.run(job).await.status, 202);
+        assert_eq!(agent.api.run(job).await.status, 200);
         let done = agent
             .api
             .wait_finished(job, 1, Duration::from_secs(20))
@@ -692,7 +692,7 @@ async fn sighup_reloads_tags_and_notification_settings() {
         .api
         .create(&serde_json::json!({"name": "hooked", "schedule": "@manually", "executor": "shell", "executor_config": {"command": "true"}}))
         .await;
-    assert_eq!(agent.api.run("hooked").await.status, 202);
+    assert_eq!(agent.api.run("hooked").await.status, 200);
     let hook = wait_until(
         Duration::from_secs(10),
         "the reloaded webhook",

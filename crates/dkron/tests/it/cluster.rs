@@ -116,7 +116,7 @@ async fn writes_through_a_follower_reach_every_server() {
     }
     // A manual run asked of a follower runs on the leader and is recorded everywhere.
     let run = follower.post_empty("/v1/jobs/replicated/run").await;
-    assert_eq!(run.status, 202, "{}", run.text);
+    assert_eq!(run.status, 200, "{}", run.text);
     for s in &servers {
         s.api
             .wait_finished("replicated", 1, Duration::from_secs(10))
@@ -214,7 +214,7 @@ async fn a_job_targeted_at_three_servers_runs_on_each_with_output_kept_by_the_le
     // several nodes from each other.
     job["concurrency"] = json!("forbid");
     assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
-    assert_eq!(api.post_empty("/v1/jobs/everywhere/run").await.status, 202);
+    assert_eq!(api.post_empty("/v1/jobs/everywhere/run").await.status, 200);
     let runs = api
         .wait_finished("everywhere", 3, Duration::from_secs(15))
         .await;
@@ -246,7 +246,7 @@ async fn an_encrypted_cluster_speaks_mutual_tls_end_to_end() {
     assert_eq!(follower.api.post("/v1/jobs", &job).await.status, 201);
     assert_eq!(
         follower.api.post_empty("/v1/jobs/sealed/run").await.status,
-        202
+        200
     );
     let runs = follower
         .api
@@ -443,7 +443,7 @@ async fn an_agent_joins_and_runs_jobs_targeted_at_it() {
     let mut job = shell_job("on-agent", "@manually", "echo hello from $DKRON_JOB_NAME");
     job["tags"] = json!({"agent": "true:1"});
     assert_eq!(s.api.post("/v1/jobs", &job).await.status, 201);
-    assert_eq!(s.api.post_empty("/v1/jobs/on-agent/run").await.status, 202);
+    assert_eq!(s.api.post_empty("/v1/jobs/on-agent/run").await.status, 200);
     let runs = s
         .api
         .wait_finished("on-agent", 1, Duration::from_secs(15))
@@ -667,7 +667,7 @@ async fn a_retry_moves_off_a_node_that_became_unreachable() {
     job["retries"] = json!(3);
     job["tags"] = json!({"pool": "a:1"});
     assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
-    assert_eq!(api.run("moving").await.status, 202);
+    assert_eq!(api.run("moving").await.status, 200);
     api.wait_finished("moving", 1, Duration::from_secs(10))
         .await;
 
@@ -733,7 +733,7 @@ async fn an_order_that_cannot_be_delivered_moves_to_another_eligible_node() {
             queued.push(c);
         }
     }
-    assert_eq!(api.run("undelivered").await.status, 202);
+    assert_eq!(api.run("undelivered").await.status, 200);
     // While the order hangs, another node becomes eligible.
     add_tag(&servers[spare], "pool", "a", &api).await;
 
@@ -772,7 +772,7 @@ async fn a_new_leader_collects_the_result_of_a_run_its_predecessor_started() {
     job["tags"] = json!({"pool": "b:1"});
     job["concurrency"] = json!("forbid");
     assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
-    assert_eq!(api.run("long").await.status, 202);
+    assert_eq!(api.run("long").await.status, 200);
     wait_until(Duration::from_secs(10), "the run to start", async || {
         std::fs::read_to_string(&marker).ok().map(|_| ())
     })
@@ -803,7 +803,7 @@ async fn a_new_leader_collects_the_result_of_a_run_its_predecessor_started() {
         "ran once"
     );
     // The forbid job is free again.
-    assert_eq!(api.run("long").await.status, 202);
+    assert_eq!(api.run("long").await.status, 200);
 }
 
 /// Group commit packs concurrent writes into one entry, and a catch-up of thousands of
@@ -874,7 +874,7 @@ async fn a_running_execution_shows_its_output_so_far_from_any_server() {
     );
     job["tags"] = json!({"pool": "live:1"});
     assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
-    assert_eq!(api.run("live-output").await.status, 202);
+    assert_eq!(api.run("live-output").await.status, 200);
     let running = wait_until(
         Duration::from_secs(20),
         "the run to show its first line while it runs",
@@ -909,7 +909,7 @@ async fn a_server_stopping_gracefully_finishes_its_run_and_declines_new_ones() {
     let mut job = shell_job("draining", "@manually", "sleep 2; echo finished");
     job["tags"] = json!({"pool": "d:1"});
     assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
-    assert_eq!(api.run("draining").await.status, 202);
+    assert_eq!(api.run("draining").await.status, 200);
     wait_until(Duration::from_secs(10), "the run to start", async || {
         (api.get("/v1/busy").await.total_count() == Some(1)).then_some(())
     })
@@ -919,7 +919,7 @@ async fn a_server_stopping_gracefully_finishes_its_run_and_declines_new_ones() {
     let stopped = tokio::spawn(node.shutdown());
     // While it drains, another run of the job, which the spare can take too.
     add_tag(&servers[spare], "pool", "d", &api).await;
-    assert_eq!(api.run("draining").await.status, 202);
+    assert_eq!(api.run("draining").await.status, 200);
 
     let runs = api
         .wait_finished("draining", 2, Duration::from_secs(20))

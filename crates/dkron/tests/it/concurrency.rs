@@ -109,9 +109,9 @@ async fn replace_job_stops_the_running_one_for_the_new_one() {
     let mut job = shell_job("replaced", "@manually", "echo started; sleep 30");
     job["concurrency"] = json!("replace");
     node.create(&job).await;
-    assert_eq!(node.run("replaced").await.status, 202);
+    assert_eq!(node.run("replaced").await.status, 200);
     let first = wait_busy(&node, "replaced", 1).await;
-    assert_eq!(node.run("replaced").await.status, 202);
+    assert_eq!(node.run("replaced").await.status, 200);
     let runs = wait_until(SOON, "the first run to be stopped", async || {
         let runs = node.executions("replaced").await;
         runs.iter()

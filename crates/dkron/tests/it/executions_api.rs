@@ -181,3 +181,43 @@ async fn executions_of_a_missing_job_are_404() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text, "[]");
 }
+
+/// `GET /v1/stats` (Dkron 4.1): each finished execution counted on its day, durable across a
+/// restart; a bad `days` is a 400 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_each_day_successes_and_failures_durably() {
+    let mut node = TestNode::start().await;
+    node.create(&shell_job("good", "@manually", "true")).await;
+    node.create(&shell_job("bad", "@manually", "false")).await;
+    node.run("good").await;
+    node.run("good").await;
+    node.run("bad").await;
+    node.wait_finished("good", 2, SOON).await;
+    node.wait_finished("bad", 1, SOON).await;
+    let check = async |node: &TestNode| {
+        let r = node.get("/v1/stats?days=3").await;
+        assert_eq!(r.status, 200, "{r:#?}");
+        let days = r.body["stats"].as_array().unwrap().clone();
+        assert_eq!(days.len(), 3, "{r:#?}");
+        let today = days.last().unwrap();
+        assert_eq!(today["success_count"], 2, "{r:#?}");
+        assert_eq!(today["failed_count"], 1, "{r:#?}");
+        assert!(today["date"].as_str().unwrap().ends_with("T00:00:00Z"));
+        assert_eq!(days[0]["success_count"], 0);
+    };
+    check(&node).await;
+    node.restart().await;
+    check(&node).await;
+    assert_eq!(
+        node.get("/v1/stats").await.body["stats"]
+            .as_array()
+            .unwrap()
+            .len(),
+        30
+    );
+    for bad in ["0", "366", "many"] {
+        let r = node.get(&format!("/v1/stats?days={bad}")).await;
+        assert_eq!(r.status, 400, "{bad}: {r:#?}");
+        assert_eq!(r.body["field"], "days");
+    }
+}

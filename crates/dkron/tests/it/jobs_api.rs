@@ -260,7 +260,7 @@ async fn running_a_disabled_job_is_refused() {
     j["disabled"] = json!(true);
     node.create(&j).await;
     let r = node.post_empty("/v1/jobs/off/run").await;
-    assert_eq!(r.status, 409, "{r:#?}");
+    assert_eq!(r.status, 404, "Dkron's status: {r:#?}");
     assert!(r.error().contains("disabled"), "{r:#?}");
     let r = node.post_empty("/v1/jobs/missing/run").await;
     assert_eq!(r.status, 404, "{r:#?}");
@@ -396,9 +396,9 @@ async fn run_aliases_and_locations() {
     let r = node.put("/v1/jobs/aliased", &job("aliased")).await;
     assert_eq!(r.status, 201, "{r:#?}");
     assert_eq!(r.header("location"), Some("/v1/jobs/aliased"));
-    // POST /v1/jobs/:job is "run now" too, answered at once with 202 and the job.
+    // POST /v1/jobs/:job is "run now" too, answered at once with 200 and the job (as Dkron).
     let r = node.post_empty("/v1/jobs/aliased").await;
-    assert_eq!(r.status, 202, "{r:#?}");
+    assert_eq!(r.status, 200, "{r:#?}");
     assert_eq!(r.body["name"], "aliased");
     node.wait_finished("aliased", 1, SOON).await;
 }
@@ -444,4 +444,56 @@ async fn next_fires_and_schedule_preview() {
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.error_fields(), ["schedule", "timezone"]);
+}
+
+/// What Dkron's clients depend on (Dkron 4.1's end-to-end tests, pydkron): the run endpoints
+/// answer 200, a disabled job is not run (404), toggle names the request in `Location`, and a
+/// trailing slash is redirected to the route without it (pydkron asks for
+/// `/v1/jobs/<job>/executions/`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dkron_clients_get_dkrons_statuses_and_redirects() {
+    let node = TestNode::start().await;
+    node.create(&shell_job("parity", "@manually", "true")).await;
+    for path in ["/v1/jobs/parity/run", "/v1/jobs/parity"] {
+        let r = node.post_empty(path).await;
+        assert_eq!(r.status, 200, "{path}: {r:#?}");
+    }
+    let r = node.post_empty("/v1/jobs/parity/toggle").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.header("location"), Some("/v1/jobs/parity/toggle"));
+    assert_eq!(r.body["disabled"], true);
+    let r = node.post_empty("/v1/jobs/parity/run").await;
+    assert_eq!(r.status, 404, "a disabled job is not run: {r:#?}");
+    assert!(r.error().contains("disabled"), "{}", r.error());
+
+    // Followed, the trailing slash answers what the route does; not followed, it redirects.
+    let r = node.get("/v1/jobs/parity/executions/").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.array().len(), 2);
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = raw
+        .get(node.url("/v1/jobs/parity/executions/?_start=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        r.headers()["location"],
+        "/v1/jobs/parity/executions?_start=0"
+    );
+    let r = raw
+        .post(node.url("/v1/jobs/"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307, "a POST keeps its method and body");
+    assert_eq!(r.headers()["location"], "/v1/jobs");
+    let r = node
+        .post("/v1/jobs/", &shell_job("slashed", "@manually", "true"))
+        .await;
+    assert_eq!(r.status, 201, "{r:#?}");
 }

@@ -9,7 +9,17 @@ async fn health_is_healthy() {
     let node = TestNode::start().await;
     let r = node.get("/health").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, json!({"status": "healthy"}));
+    assert_eq!(
+        r.body,
+        json!({"status": "healthy", "executors": {
+            "shell": {"status": "healthy"}, "http": {"status": "healthy"}}})
+    );
+    // A node limited by --executors says which it does not run.
+    let limited =
+        TestNode::start_configured("limited", |c| c.executors = vec!["http".into()]).await;
+    let r = limited.get("/health").await;
+    assert_eq!(r.body["executors"]["shell"]["status"], "disabled");
+    assert_eq!(r.body["executors"]["http"]["status"], "healthy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +226,8 @@ async fn restore_of_a_non_multipart_body_is_a_4xx_json_error() {
     assert!(!r.error().is_empty(), "{r:#?}");
 }
 
-/// The dashboard is embedded: `/` redirects to it and its assets come with their types.
+/// The dashboard is embedded: `/` sends a browser to it (303, as Dkron) and its assets come
+/// with their types.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_is_served_at_ui() {
     let node = crate::support::TestNode::start().await;
@@ -224,9 +235,22 @@ async fn the_dashboard_is_served_at_ui() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let root = client.get(node.url("/")).send().await.unwrap();
-    assert_eq!(root.status(), 307);
+    let browser = |path: &str| {
+        client
+            .get(node.url(path))
+            .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+    };
+    let root = browser("/").send().await.unwrap();
+    assert_eq!(root.status(), 303);
     assert_eq!(root.headers()["location"], "/ui/");
+    // Not a browser: nothing at /.
+    assert_eq!(
+        client.get(node.url("/")).send().await.unwrap().status(),
+        404
+    );
+    let ui = browser("/ui").send().await.unwrap();
+    assert_eq!(ui.status(), 301);
+    assert_eq!(ui.headers()["location"], "/ui/");
     for (path, kind, needle) in [
         ("/ui/", "text/html", "/ui/app.js"),
         ("/ui/app.js", "text/javascript", "/v1"),
@@ -287,4 +311,23 @@ async fn cross_site_writes_are_refused() {
     .await;
     assert_eq!(read.status, 200);
     assert_eq!(read.header("access-control-allow-origin"), Some("*"));
+}
+
+/// `/debug/vars`, which Dkron's end-to-end tests read: Go's expvar shape, secrets redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_vars_answers_gos_expvar_shape() {
+    let node = crate::support::TestNode::start().await;
+    node.create(&crate::support::shell_job("exp", "@every 1h", "true"))
+        .await;
+    let r = node.get("/debug/vars").await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert!(r.body["cmdline"].is_array(), "{r:#?}");
+    assert!(r.body["memstats"]["Alloc"].as_u64().unwrap() > 0, "{r:#?}");
+    assert!(r.body["memstats"]["Sys"].is_u64());
+    assert_eq!(r.body["node"], "test-node");
+    assert_eq!(r.body["scheduler_started"], 1);
+    assert_eq!(
+        r.body["cron_entries"]["exp"],
+        "Job: exp, scheduled at: @every 1h, tags:map[]"
+    );
 }

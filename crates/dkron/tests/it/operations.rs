@@ -16,7 +16,7 @@ async fn run_once(node: &TestNode, job: serde_json::Value) -> serde_json::Value 
     let name = job["name"].as_str().unwrap().to_string();
     node.create(&job).await;
     let before = node.executions(&name).await.len();
-    assert_eq!(node.run(&name).await.status, 202);
+    assert_eq!(node.run(&name).await.status, 200);
     let all = node.wait_finished(&name, before + 1, BOUND).await;
     all.into_iter()
         .filter(is_finished)
@@ -168,7 +168,7 @@ async fn syslog_and_fluent_processors_deliver_to_their_receivers() {
         "fluent": {"host": "127.0.0.1", "port": fluent.local_addr().unwrap().port().to_string(), "tag": "dkron.jobs", "forward": "true"},
     });
     node.create(&job).await;
-    assert_eq!(node.run("shipped").await.status, 202);
+    assert_eq!(node.run("shipped").await.status, 200);
 
     let frame = tokio::time::timeout(BOUND, async {
         let (mut conn, _) = fluent.accept().await.unwrap();
@@ -228,7 +228,7 @@ async fn failing_processors_and_notifications_neither_block_children_nor_lose_th
     let mut child = shell_job("proc-child", "", "echo child ran");
     child["parent_job"] = json!("proc-parent");
     node.create(&child).await;
-    assert_eq!(node.run("proc-parent").await.status, 202);
+    assert_eq!(node.run("proc-parent").await.status, 200);
     let parent_runs = node.wait_finished("proc-parent", 1, BOUND).await;
     assert_eq!(parent_runs[0]["success"], true);
     assert_eq!(
@@ -314,7 +314,7 @@ async fn webhooks_follow_the_notify_policy_with_dkron_templates() {
         if i == 2 {
             std::fs::write(&flag_file, "").unwrap();
         }
-        assert_eq!(node.run("watched").await.status, 202);
+        assert_eq!(node.run("watched").await.status, 200);
         node.wait_finished("watched", i + 1, BOUND).await;
         wait_until(
             BOUND,
@@ -408,7 +408,7 @@ async fn cronitor_hears_run_and_the_real_outcome() {
     let mut job = shell_job("pinged", "@manually", "exit 1");
     job["retries"] = json!(1);
     node.create(&job).await;
-    assert_eq!(node.run("pinged").await.status, 202);
+    assert_eq!(node.run("pinged").await.status, 200);
     let attempts = node.wait_finished("pinged", 2, BOUND).await;
     let pings = wait_until(BOUND, "four cronitor pings", async || {
         let pings: Vec<_> = sink

@@ -114,7 +114,10 @@ async fn seed_job2_calls_its_url_with_dkron_headers_when_run() {
         201
     );
     let r = node.run("job2").await;
-    assert_eq!(r.body["name"], "job2", "202 carries the job: {r:#?}");
+    assert_eq!(
+        r.body["name"], "job2",
+        "the run answer carries the job: {r:#?}"
+    );
 
     let request = wait_until(
         Duration::from_secs(10),

@@ -265,3 +265,36 @@ async fn wrong_method_on_a_known_route_is_a_4xx_json_error() {
     assert!((400..500).contains(&r.status), "{r:#?}");
     assert!(!r.error().is_empty(), "{r:#?}");
 }
+
+/// Go's decoder, which Dkron's clients were written against: `null` leaves a field at its zero
+/// value (django-dkron sends `"parent_job": null`), and a JSON array is no job at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_fields_are_zero_values_and_an_array_is_unparsable() {
+    let node = TestNode::start().await;
+    let mut job = valid("nullish");
+    for key in [
+        "parent_job",
+        "displayname",
+        "owner",
+        "timezone",
+        "tags",
+        "retries",
+        "disabled",
+    ] {
+        job[key] = Value::Null;
+    }
+    job["metadata"] = json!({"team": null});
+    let r = node.post("/v1/jobs", &job).await;
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(r.body["parent_job"], "");
+    assert_eq!(r.body["retries"], 0);
+    assert_eq!(r.body["metadata"]["team"], "");
+    let r = node.post("/v1/jobs", &json!([valid("in-an-array")])).await;
+    assert_eq!(r.status, 400, "{r:#?}");
+    assert!(
+        r.error().starts_with("Unable to parse payload"),
+        "{}",
+        r.error()
+    );
+    assert_eq!(node.get("/v1/jobs/in-an-array").await.status, 404);
+}

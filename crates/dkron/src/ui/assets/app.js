@@ -260,7 +260,7 @@ async function job(name) {
   };
   // While runs go, show what they printed so far (asked of the node running each, through
   // GET .../executions/:id) every second; when the last one ends, show the page again.
-  // Otherwise look for a new run every 2 s (a run is claimed just after `run` answers 202,
+  // Otherwise look for a new run every 2 s (a run is claimed just after `run` answers,
   // and scheduled runs come on their own), and show the page again when one appears.
   // Only the latest rendering of this page keeps polling.
   const here = location.hash;
