@@ -205,6 +205,33 @@ def main():
         driver.get(base + "/ui/#/busy")
         wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Running"))
         shot("busy")
+
+        # Stop a long run from the running page: it ends failed, saying it was stopped.
+        job = json.dumps({"name": "ui-stop", "schedule": "@manually", "executor": "shell",
+                          "tags": {"server": "true:1"},
+                          "executor_config": {"command": "sleep 60"}}).encode()
+        fetch(urllib.request.Request(f"{base}/v1/jobs", data=job, method="POST"))
+        fetch(urllib.request.Request(f"{base}/v1/jobs/ui-stop/run", method="POST"))
+        driver.get(base + "/ui/#/busy")
+
+        def click_stop(d):
+            try:
+                buttons = d.find_elements(By.CSS_SELECTOR, 'button.stop[data-job="ui-stop"]')
+                if buttons and buttons[0].is_enabled():
+                    buttons[0].click()
+                    return True
+            except StaleElementReferenceException:
+                pass
+            return False
+        wait.until(click_stop)
+
+        def stopped(_):
+            with fetch(f"{base}/v1/jobs/ui-stop/executions") as r:
+                runs = json.load(r)
+            return runs and all(not e["success"] and "stopped" in e.get("output", "")
+                                and not e["finished_at"].startswith("0001") for e in runs)
+        WebDriverWait(driver, 15).until(stopped)
+        shot("stopped")
         driver.get(base + "/ui/#/cluster")
         wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Raft peers"))
         wait.until(lambda d: "leader" in d.find_element(By.TAG_NAME, "main").text.split("Raft peers")[-1])

@@ -454,6 +454,10 @@ pub fn route_access(method: &str, path: &str) -> Access {
                 on_job(Create),
             ],
             ("POST", "toggle") => vec![on_job(Update), own(Create)],
+            // Stopping a run is the run right's other half.
+            ("POST", s) if s.starts_with("executions/") && s.ends_with("/stop") => {
+                vec![on_job(Run), on_job(Update), own(Create)]
+            }
             ("PUT" | "PATCH", "") => return Access::Token,
             ("DELETE", "") => vec![on_job(Delete)],
             ("DELETE", _) => vec![own(Delete), on_job(Delete)],

@@ -76,6 +76,9 @@ pub enum Command {
     /// bytes here, whatever the proposer sent: the whole output stays on the node.
     FinishExecution {
         execution: Execution,
+        /// The run was stopped (by a user, or replaced): it is not retried.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stopped: bool,
     },
     /// Delete a job's executions and reset its counters.
     DeleteExecutions {

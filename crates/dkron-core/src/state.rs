@@ -281,8 +281,8 @@ impl State {
                 from,
                 to,
             } => self.move_execution(&job, &execution_id, &from, to, &mut effects),
-            Command::FinishExecution { execution } => {
-                self.finish_execution(execution, &mut effects)
+            Command::FinishExecution { execution, stopped } => {
+                self.finish_execution(execution, stopped, &mut effects)
             }
             Command::DeleteExecutions { job } => self.delete_executions(&job, &mut effects),
             Command::SetPaused { paused } => {
@@ -674,6 +674,7 @@ impl State {
     fn finish_execution(
         &mut self,
         mut execution: Execution,
+        stopped: bool,
         effects: &mut Vec<Effect>,
     ) -> Result<Response, ApplyError> {
         // Output stays out of consensus: whatever the proposer sent, the record keeps a tail.
@@ -711,7 +712,9 @@ impl State {
             entry.job.error_count += 1;
             entry.job.last_error = entry.job.last_error.max(finished);
         }
-        let retry = !execution.success && execution.attempt < entry.job.retries.saturating_add(1);
+        let retry = !execution.success
+            && !stopped
+            && execution.attempt < entry.job.retries.saturating_add(1);
         let progress = if retry {
             NodeProgress::Retrying
         } else if execution.success {

@@ -180,6 +180,11 @@ fn run_is_a_right_of_its_own() {
         assert_eq!(runner.check(&route_access("POST", path)), Ok(()), "{path}");
     }
     assert!(runner.may_write_job("a", true, "shell").is_err());
+    // ... and stops them.
+    assert_eq!(
+        runner.check(&route_access("POST", "/v1/jobs/a/executions/e1/stop")),
+        Ok(())
+    );
     assert!(runner.check(&route_access("DELETE", "/v1/jobs/a")).is_err());
     assert!(
         runner

@@ -85,7 +85,10 @@ impl Harness {
     fn finish(&mut self, mut e: Execution, success: bool) -> FinishOutcome {
         e.success = success;
         e.finished_at = e.started_at;
-        match self.apply(Command::FinishExecution { execution: e }) {
+        match self.apply(Command::FinishExecution {
+            execution: e,
+            stopped: false,
+        }) {
             Response::Finished(outcome) => outcome,
             other => panic!("finish refused: {other:?}"),
         }
@@ -268,7 +271,10 @@ fn an_undelivered_run_moves_to_another_node_and_still_runs_once() {
     let mut stale = run.clone();
     stale.finished_at = stale.started_at;
     assert!(matches!(
-        rejected(h.apply(Command::FinishExecution { execution: stale })),
+        rejected(h.apply(Command::FinishExecution {
+            execution: stale,
+            stopped: false
+        })),
         ApplyError::NotRunningOn { .. }
     ));
     let outcome = h.finish(moved.clone(), true);
@@ -278,7 +284,10 @@ fn an_undelivered_run_moves_to_another_node_and_still_runs_once() {
     again.success = true;
     again.finished_at = again.started_at;
     assert!(matches!(
-        rejected(h.apply(Command::FinishExecution { execution: again })),
+        rejected(h.apply(Command::FinishExecution {
+            execution: again,
+            stopped: false
+        })),
         ApplyError::NotRunningOn { .. }
     ));
     assert_eq!(h.job("m").success_count, 1);
@@ -320,6 +329,27 @@ fn a_retry_that_succeeds_is_a_success_and_triggers_children_once() {
     let job = h.job("p");
     assert_eq!((job.success_count, job.error_count), (1, 1));
     assert_eq!(job.status, "success");
+}
+
+#[test]
+fn a_stopped_run_is_failed_and_not_retried() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"p","schedule":"@daily","retries":3,"concurrency":"forbid"}"#);
+    let mut a1 = h.run("p", "n1", 7, 1, "2026-01-01T00:01:00Z");
+    a1.finished_at = a1.started_at;
+    let out = match h.apply(Command::FinishExecution {
+        execution: a1,
+        stopped: true,
+    }) {
+        Response::Finished(outcome) => outcome,
+        other => panic!("{other:?}"),
+    };
+    assert!(!out.retry && out.group_done, "{out:?}");
+    assert_eq!(out.status, "failed");
+    assert!(
+        h.state.entry("p").unwrap().running.is_empty(),
+        "forbid is free again"
+    );
 }
 
 #[test]
@@ -395,7 +425,10 @@ fn finishing_for_a_deleted_job_is_refused() {
         ..Execution::default()
     };
     assert!(matches!(
-        rejected(h.apply(Command::FinishExecution { execution: e })),
+        rejected(h.apply(Command::FinishExecution {
+            execution: e,
+            stopped: false
+        })),
         ApplyError::JobNotFound { .. }
     ));
 }

@@ -212,3 +212,41 @@ pub async fn stats(State(cx): Cx, query: Query) -> Result<Response, ApiError> {
         .collect();
     Ok(ok(&serde_json::json!({ "stats": stats }), &query))
 }
+
+/// `POST /v1/jobs/:job/executions/:id/stop` (not in Dkron, which users ask for): stops a run in
+/// progress on the node running it, from any server. The run is recorded as failed with
+/// "stopped by <token name>" (or "stopped through the API" without ACLs), is not retried, and
+/// frees a `forbid` job. 404 for an unknown execution, 409 for one that already finished.
+pub async fn stop(
+    State(cx): Cx,
+    caller: super::acl::Caller,
+    Path((job, id)): Path<(String, String)>,
+    query: Query,
+) -> Result<Response, ApiError> {
+    let running = cx.state.running_of(&job).into_iter().find(|e| e.id == id);
+    let Some(execution) = running else {
+        return match cx.state.execution(&job, &id)? {
+            Some(_) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("execution {id} of job {job} already finished"),
+            )),
+            None => Err(ApiError::not_found(format!(
+                "execution {id} of job {job} not found"
+            ))),
+        };
+    };
+    let reason = match caller.name() {
+        Some(name) => format!("stopped by {name}"),
+        None => "stopped through the API".to_string(),
+    };
+    if !cx.dispatch.stop(&execution, reason).await {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "node {} did not stop execution {id}: it is unreachable or the run just ended; retry, or wait for its lease to run out",
+                execution.node_name
+            ),
+        ));
+    }
+    Ok(ok(&execution, &query))
+}

@@ -102,6 +102,10 @@ pub fn router(cx: Context, extra: Router) -> Router {
             get(executions::list).delete(executions::delete_all),
         )
         .route("/jobs/{job}/executions/{execution}", get(executions::show))
+        .route(
+            "/jobs/{job}/executions/{execution}/stop",
+            post(executions::stop),
+        )
         .route("/jobs/{job}/occurrences", get(executions::occurrences))
         .route("/jobs/{job}/next", get(schedule::next))
         .route("/schedule", get(schedule::preview))

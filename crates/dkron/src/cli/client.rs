@@ -260,6 +260,19 @@ pub fn jobs(address: &Endpoint, json: bool, command: JobsCommand) -> anyhow::Res
             println!("job {} deleted", text(&job, "name"));
             Ok(())
         }
+        JobsCommand::Stop { name, execution } => {
+            let path = format!(
+                "/v1/jobs/{}/executions/{}/stop",
+                path_part(&name),
+                path_part(&execution)
+            );
+            let stopped = call(address, reqwest::Method::POST, &path, None)?;
+            if json {
+                return print_json(&stopped);
+            }
+            println!("execution {execution} of job {name} stopped");
+            Ok(())
+        }
     }
 }
 

@@ -195,6 +195,13 @@ pub enum JobsCommand {
         /// The job's name
         name: String,
     },
+    /// Stop a running execution of a job (recorded as failed, not retried)
+    Stop {
+        /// The job's name
+        name: String,
+        /// The execution's id (`dkron executions JOB` lists them)
+        execution: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -76,6 +76,7 @@ impl Leader {
                     Move::Nowhere => RunResult {
                         success: false,
                         output: failure,
+                        stopped: false,
                     },
                     // Whether the move committed is unknown, or another leader owns the run
                     // now: that leader resumes it and records its result; recording one here
@@ -189,6 +190,7 @@ impl Leader {
             .proposer
             .write(Command::FinishExecution {
                 execution: done.clone(),
+                stopped: result.stopped,
             })
             .await;
         self.track(execution, false);

@@ -310,7 +310,9 @@ impl Leader {
             );
             info!(job = %job, execution = %run.id, node = %run.node_name, "stopping a run replaced by a newer one");
             let leader = self.clone();
-            tokio::spawn(async move { leader.stop_run(&run, reason).await });
+            tokio::spawn(async move {
+                leader.stop_run(&run, reason).await;
+            });
         }
     }
 }

@@ -34,6 +34,7 @@ impl Leader {
         let failed = |reason: &str| RunResult {
             success: false,
             output: format!("dkron: {reason}\n"),
+            stopped: false,
         };
         if execution.node_name == self.members.name() {
             return match self.worker.execute(order).await {
@@ -74,6 +75,7 @@ impl Leader {
             output: format!(
                 "dkron: could not run the job on node {node_name} ({rpc_addr}): {reason}\n"
             ),
+            stopped: false,
         };
         let mut last_contact = self.clock.instant();
         let mut first = true;
@@ -115,23 +117,28 @@ impl Leader {
         }
     }
 
-    /// Stops `execution` wherever it runs; its result becomes a failure saying `reason`.
-    pub(super) async fn stop_run(&self, execution: &Execution, reason: String) {
+    /// Stops `execution` wherever it runs; its result becomes a failure saying `reason`, not
+    /// retried. Answers whether the node running it stopped it.
+    pub(super) async fn stop_run(&self, execution: &Execution, reason: String) -> bool {
         let stop = StopOrder {
             job_name: execution.job_name.clone(),
             execution_id: execution.id.clone(),
             reason,
         };
         if execution.node_name == self.members.name() {
-            self.worker
+            return self
+                .worker
                 .stop(&stop.job_name, &stop.execution_id, stop.reason);
-            return;
         }
         let Some(addr) = self.members.rpc_addr(&execution.node_name) else {
-            return;
+            return false;
         };
-        if let Err(e) = self.rpc.stop(&addr, &stop).await {
-            tracing::warn!(job = %stop.job_name, execution = %stop.execution_id, node = %execution.node_name, error = %e, "could not stop a replaced run; it ends on its own or when its lease runs out");
+        match self.rpc.stop(&addr, &stop).await {
+            Ok(stopped) => stopped,
+            Err(e) => {
+                tracing::warn!(job = %stop.job_name, execution = %stop.execution_id, node = %execution.node_name, error = %e, "could not reach the node to stop a run; it ends on its own or when its lease runs out");
+                false
+            }
         }
     }
 }
@@ -175,6 +182,13 @@ impl Dispatch {
         } else {
             Err(RunRefused::Write(WriteError::NoLeader))
         }
+    }
+
+    /// Stops a run in progress on the node executing it, from any server (`POST
+    /// /v1/jobs/:job/executions/:id/stop`): it is recorded as failed with `reason` and not
+    /// retried. Answers whether that node stopped it.
+    pub async fn stop(&self, execution: &Execution, reason: String) -> bool {
+        self.leader.stop_run(execution, reason).await
     }
 
     /// What a run in progress printed so far, asked of the node executing it (`None` if

@@ -111,6 +111,9 @@ pub struct StopOrder {
 pub struct RunResult {
     pub success: bool,
     pub output: String,
+    /// The run was stopped (`POST .../stop`, or replaced): it failed, and is not retried.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 /// What [`EXECUTE`] answers: the result, a refusal, or "still running, ask again" after

@@ -211,6 +211,7 @@ impl OrderExecutor {
                 let result = RunResult {
                     success: false,
                     output: format!("dkron: not run: this node could not record the run's start on its disk ({e:#})\n"),
+                    stopped: false,
                 };
                 slot.finish(result.clone(), clock.now());
                 let _ = tx.send(Some(result));
@@ -221,10 +222,12 @@ impl OrderExecutor {
                 outcome = dkron_executors::execute(&executor, &config, &ctx) => RunResult {
                     success: outcome.success,
                     output: outcome.output,
+                    stopped: false,
                 },
                 Ok(reason) = stop_rx => RunResult {
                     success: false,
                     output: format!("dkron: {reason}\n"),
+                    stopped: true,
                 },
             };
             slot.finish(result.clone(), clock.now());

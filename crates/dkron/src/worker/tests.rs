@@ -42,6 +42,7 @@ pub(super) fn result(output: &str) -> RunResult {
     RunResult {
         success: true,
         output: output.into(),
+        stopped: false,
     }
 }
 
@@ -230,7 +231,8 @@ async fn a_held_order_answers_running_then_the_result() {
         OrderAnswer::Done {
             result: RunResult {
                 success: true,
-                output: "late\n".into()
+                output: "late\n".into(),
+                stopped: false,
             }
         }
     );

@@ -812,7 +812,9 @@ async fn a_new_leader_collects_the_result_of_a_run_its_predecessor_started() {
 /// every write behind it waited forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn entries_of_several_megabytes_replicate() {
-    let servers = three_servers().await;
+    // Raft timeouts x3: openraft 0.9 bounds each AppendEntries by the heartbeat interval, and
+    // this test is about the body limit, not about how fast a loaded debug build ships JSON.
+    let servers = three_servers_with(|c| c.raft_multiplier = 3).await;
     let leader = leader_index(&servers).await;
     let api = servers[leader].api.clone();
     // One log entry of ~2.3 MB (over axum's 2 MB default): 140 jobs of 16 KB each. Not more:

@@ -221,3 +221,46 @@ async fn stats_count_each_day_successes_and_failures_durably() {
         assert_eq!(r.body["field"], "days");
     }
 }
+
+/// Stopping a run (Dkron #989, #1483): the run's process ends at once, the execution is
+/// failed with who stopped it and is not retried, and a `forbid` job can run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_execution_can_be_stopped_and_is_not_retried() {
+    let node = TestNode::start().await;
+    let mut job = shell_job("stoppable", "@manually", "sleep 30");
+    job["concurrency"] = json!("forbid");
+    job["retries"] = json!(2);
+    node.create(&job).await;
+    node.run("stoppable").await;
+    let running = crate::support::wait_until(SOON, "the run to be going", async || {
+        let busy = node.get("/v1/busy").await;
+        busy.array().first().cloned()
+    })
+    .await;
+    let id = running["id"].as_str().unwrap().to_string();
+    // Still going: a second run of the forbid job is refused.
+    assert_eq!(node.post_empty("/v1/jobs/stoppable/run").await.status, 409);
+    let r = node
+        .post_empty(&format!("/v1/jobs/stoppable/executions/{id}/stop"))
+        .await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    let runs = node.wait_finished("stoppable", 1, SOON).await;
+    assert_eq!(runs.len(), 1, "not retried: {runs:#?}");
+    assert_eq!(runs[0]["success"], false);
+    assert!(
+        output(&runs[0]).contains("stopped through the API"),
+        "{runs:#?}"
+    );
+    assert_eq!(node.job("stoppable").await["status"], "failed");
+    // Stopped once is finished: a second stop is a 409, an unknown id a 404.
+    let again = node
+        .post_empty(&format!("/v1/jobs/stoppable/executions/{id}/stop"))
+        .await;
+    assert_eq!(again.status, 409, "{again:#?}");
+    let unknown = node
+        .post_empty("/v1/jobs/stoppable/executions/nope/stop")
+        .await;
+    assert_eq!(unknown.status, 404, "{unknown:#?}");
+    // forbid is free again.
+    assert_eq!(node.post_empty("/v1/jobs/stoppable/run").await.status, 200);
+}

@@ -401,10 +401,20 @@ async function edit(name) {
 async function busy() {
   const r = await api("/busy");
   set(`<h1>Running <span class="muted">(${r.total})</span></h1>
-    ${r.body.length ? `<div class="scroll"><table><thead><tr><th>Job</th><th>Node</th><th>Started</th><th>Attempt</th></tr></thead><tbody>
+    ${r.body.length ? `<div class="scroll"><table><thead><tr><th>Job</th><th>Node</th><th>Started</th><th>Attempt</th><th></th></tr></thead><tbody>
       ${r.body.map((e) => `<tr><td><a href="#/job/${encodeURIComponent(e.job_name)}">${esc(e.job_name)}</a></td>
-        <td>${esc(e.node_name)}</td><td>${when(e.started_at)}</td><td>${e.attempt ?? 1}</td></tr>`).join("")}
-      </tbody></table></div>` : `<p class="muted">Nothing is running.</p>`}`);
+        <td>${esc(e.node_name)}</td><td>${when(e.started_at)}</td><td>${e.attempt ?? 1}</td>
+        <td><button class="stop" data-job="${esc(e.job_name)}" data-id="${esc(e.id)}" aria-label="Stop ${esc(e.job_name)} ${esc(e.id)}">Stop</button></td></tr>`).join("")}
+      </tbody></table></div><p id="stop-msg" role="status"></p>` : `<p class="muted">Nothing is running.</p>`}`);
+  // Stop: the run ends as failed ("stopped by ..."), not retried.
+  for (const b of main.querySelectorAll("button.stop")) {
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      const path = `/jobs/${encodeURIComponent(b.dataset.job)}/executions/${encodeURIComponent(b.dataset.id)}/stop`;
+      try { await api(path, { method: "POST" }); document.getElementById("stop-msg").textContent = `Stopped ${b.dataset.job}.`; }
+      catch (e) { document.getElementById("stop-msg").textContent = e.message; b.disabled = false; }
+    });
+  }
   setTimeout(() => { if (location.hash.startsWith("#/busy")) route(); }, 3000);
 }
 
