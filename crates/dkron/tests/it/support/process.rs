@@ -8,8 +8,30 @@ use std::time::Duration;
 
 use super::Api;
 
-/// A port that was free a moment ago (bind 127.0.0.1:0, read it, drop the listener).
+/// A port that was free a moment ago, for a spawned agent to bind. It is taken below the
+/// kernel's ephemeral range: the in-process nodes bind port 0, which the kernel serves from
+/// that range, so none of them can take the port before the agent binds it (a port from
+/// `bind(0)` once went to another test's node in between). Each port is handed out once.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    // Test binaries running at once start apart.
+    let base = 10_000 + (std::process::id() % 64) * 150;
+    if ephemeral_low > base + 1_000 {
+        for _ in 0..1_000 {
+            let n = NEXT.fetch_add(1, Ordering::SeqCst);
+            let Ok(port) = u16::try_from(base + n % (ephemeral_low - base)) else {
+                continue;
+            };
+            if StdListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("finding a free port")
