@@ -131,6 +131,14 @@ pub(super) fn forbidden(token: &str, why: Forbidden) -> ApiError {
     }
 }
 
+/// The token behind a request, as the audit log records it.
+fn who(principal: &Principal) -> super::audit::Who {
+    super::audit::Who {
+        accessor: principal.accessor.clone(),
+        name: principal.name.clone(),
+    }
+}
+
 /// The middleware: authenticates and authorizes, then hands the [`Caller`] to the handler.
 pub(super) async fn gate(cx: Arc<Context>, mut req: Request, next: Next) -> Response {
     if !cx.acl.enabled {
@@ -157,17 +165,11 @@ pub(super) async fn gate(cx: Arc<Context>, mut req: Request, next: Next) -> Resp
     if let Err(why) = principal.check(&access) {
         crate::telemetry::metrics::acl_refused(403);
         let mut res = forbidden(&principal.name, why).into_response();
-        res.extensions_mut().insert(super::audit::Who {
-            accessor: principal.accessor.clone(),
-            name: principal.name.clone(),
-        });
+        res.extensions_mut().insert(who(&principal));
         return res;
     }
     let principal = Arc::new(principal);
-    let who = super::audit::Who {
-        accessor: principal.accessor.clone(),
-        name: principal.name.clone(),
-    };
+    let who = who(&principal);
     req.extensions_mut().insert(Caller::Token(principal));
     let mut res = next.run(req).await;
     res.extensions_mut().insert(who);
