@@ -66,6 +66,17 @@ pub mod zero_is_none {
     }
 }
 
+/// `ts` as Go renders a `time.Time` in location `tz` (RFC 3339, nanoseconds without trailing
+/// zeros): with the zone's offset at that instant, or `Z` where the offset is zero.
+pub fn in_zone(ts: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    let offset = tz.to_offset(ts);
+    if offset == jiff::tz::Offset::UTC {
+        ts.to_string()
+    } else {
+        ts.display_with_offset(offset).to_string()
+    }
+}
+
 /// Unix nanoseconds of a timestamp, saturating (ids and groups are built from it).
 pub fn unix_nanos(ts: Timestamp) -> i64 {
     i64::try_from(ts.as_nanosecond()).unwrap_or(i64::MAX)
@@ -85,6 +96,21 @@ mod tests {
         assert_eq!(local, utc);
         assert!(parse_timestamp("not-a-date").is_err());
         assert!(parse_timestamp("{invalid}").is_err());
+    }
+
+    #[test]
+    fn renders_in_a_zone_as_go_does() {
+        let ts = parse_timestamp("2025-01-01T10:00:00.5Z").unwrap();
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(in_zone(ts, &berlin), "2025-01-01T11:00:00.5+01:00");
+        let summer = parse_timestamp("2025-07-01T10:00:00Z").unwrap();
+        assert_eq!(in_zone(summer, &berlin), "2025-07-01T12:00:00+02:00");
+        let london = jiff::tz::TimeZone::get("Europe/London").unwrap();
+        assert_eq!(in_zone(ts, &london), "2025-01-01T10:00:00.5Z");
+        let ny = jiff::tz::TimeZone::get("America/New_York").unwrap();
+        assert_eq!(in_zone(ts, &ny), "2025-01-01T05:00:00.5-05:00");
+        // What it renders reads back as the same instant.
+        assert_eq!(parse_timestamp(&in_zone(ts, &ny)).unwrap(), ts);
     }
 
     #[test]
