@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::timefmt;
+use crate::validate::FieldError;
 
 /// A small string map (tags, metadata, executor settings): sorted like a `BTreeMap`, so the
 /// JSON keeps its key order, but held in one `Vec` — with 10,000 jobs the B-tree nodes of these
@@ -22,6 +23,10 @@ pub struct StringMap(litemap::LiteMap<String, String>);
 impl StringMap {
     pub fn new() -> StringMap {
         StringMap::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -229,6 +234,84 @@ pub struct Execution {
     /// Who started a manual run: the ACL token's name (not in Dkron).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub started_by: String,
+    /// The one-off parameters a manual run was started with (not in Dkron).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Box<RunParameters>>,
+}
+
+/// One-off parameters of a manual run (`POST /v1/jobs/:job/run` with a body; Dkron #578):
+/// merged into that run's executor config only, and kept on its execution records, retries
+/// and moves included, so a new leader resuming the run sends the same order.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunParameters {
+    /// Extra environment variables (shell jobs), after the job's own `env` entries.
+    #[serde(skip_serializing_if = "StringMap::is_empty")]
+    pub env: StringMap,
+    /// Executor settings replacing the job's for this run.
+    #[serde(skip_serializing_if = "StringMap::is_empty")]
+    pub executor_config: StringMap,
+}
+
+/// Environment names the shell executor sets for every run.
+const RESERVED_ENV: &[&str] = &["ENV_JOB_NAME"];
+const RESERVED_ENV_PREFIX: &str = "DKRON_";
+
+impl RunParameters {
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty() && self.executor_config.is_empty()
+    }
+
+    /// Problems with these parameters for a job run by `executor`, each naming its field.
+    /// The merged config is the executor's to check (see [`RunParameters::apply`]).
+    pub fn check(&self, executor: &str) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if !self.env.is_empty() && executor != "shell" {
+            errors.push(FieldError::new(
+                "env",
+                format!("the {executor:?} executor has no environment: env parameters are for shell jobs; use executor_config"),
+            ));
+            return errors;
+        }
+        for (name, value) in &self.env {
+            let field = format!("env.{name}");
+            if name.is_empty() || name.contains(['=', ',', '\0']) || name.trim() != name {
+                errors.push(FieldError::new(
+                    field,
+                    "a variable name cannot be empty or contain '=', ',', spaces around it or NUL",
+                ));
+            } else if RESERVED_ENV.contains(&name.as_str()) || name.starts_with(RESERVED_ENV_PREFIX)
+            {
+                errors.push(FieldError::new(
+                    field,
+                    "set by dkron for every run (DKRON_* and ENV_JOB_NAME): choose another name",
+                ));
+            } else if value.contains([',', '\0']) {
+                errors.push(FieldError::new(
+                    field,
+                    "a value cannot contain ',' (the shell executor's env list is comma-separated) or NUL",
+                ));
+            }
+        }
+        errors
+    }
+
+    /// Merges the parameters into a job's executor config: `executor_config` entries replace
+    /// the job's, `env` entries are appended to its `env` list (so they win).
+    pub fn apply(&self, config: &mut BTreeMap<String, String>) {
+        for (k, v) in &self.executor_config {
+            config.insert(k.clone(), v.clone());
+        }
+        if self.env.is_empty() {
+            return;
+        }
+        let extra: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env = config.entry("env".to_string()).or_default();
+        if !env.trim().is_empty() {
+            env.push(',');
+        }
+        env.push_str(&extra.join(","));
+    }
 }
 
 fn is_zero_i64(v: &i64) -> bool {
@@ -323,5 +406,56 @@ mod tests {
         );
         let back: Job = serde_json::from_value(json).unwrap();
         assert_eq!(back, job);
+    }
+
+    fn params(json: &str) -> RunParameters {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn run_parameters_merge_into_this_runs_config() {
+        let p = params(r#"{"env":{"TARGET":"b"},"executor_config":{"timeout":"5s"}}"#);
+        let mut config: BTreeMap<String, String> = [
+            ("command".to_string(), "deploy".to_string()),
+            ("env".to_string(), "TARGET=a,MODE=x".to_string()),
+            ("timeout".to_string(), "1h".to_string()),
+        ]
+        .into();
+        p.apply(&mut config);
+        assert_eq!(config["env"], "TARGET=a,MODE=x,TARGET=b");
+        assert_eq!(config["timeout"], "5s");
+        assert_eq!(config["command"], "deploy");
+        let mut bare = BTreeMap::new();
+        params(r#"{"env":{"A":"1","B":"2"}}"#).apply(&mut bare);
+        assert_eq!(bare["env"], "A=1,B=2");
+        assert!(params("{}").is_empty());
+    }
+
+    #[test]
+    fn run_parameters_name_what_does_not_fit() {
+        let fields = |p: RunParameters, executor: &str| -> Vec<String> {
+            p.check(executor).into_iter().map(|e| e.field).collect()
+        };
+        assert_eq!(fields(params(r#"{"env":{"A":"1"}}"#), "http"), ["env"]);
+        assert!(fields(params(r#"{"env":{"A":"1"}}"#), "shell").is_empty());
+        assert_eq!(
+            fields(
+                params(r#"{"env":{"A":"x,y","B=C":"1","DKRON_FENCING_TOKEN":"9"}}"#),
+                "shell"
+            ),
+            ["env.A", "env.B=C", "env.DKRON_FENCING_TOKEN"]
+        );
+        assert!(serde_json::from_str::<RunParameters>(r#"{"environment":{}}"#).is_err());
+    }
+
+    #[test]
+    fn executions_keep_their_parameters_and_omit_none() {
+        let mut e = Execution::default();
+        assert!(!serde_json::to_string(&e).unwrap().contains("parameters"));
+        e.parameters = Some(Box::new(params(r#"{"env":{"A":"1"}}"#)));
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""parameters":{"env":{"A":"1"}}"#), "{json}");
+        let back: Execution = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
     }
 }

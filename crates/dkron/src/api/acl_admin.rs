@@ -143,10 +143,7 @@ fn parse_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) -
     } else {
         format!("{prefix}.{path}")
     };
-    ApiError {
-        status: StatusCode::BAD_REQUEST,
-        body: json!({ "error": format!("invalid policy: {field}: {}", e.inner()), "field": field }),
-    }
+    ApiError::undecodable("invalid policy", field, e.inner())
 }
 
 fn decode_document(body: &[u8], prefix: &str) -> Result<PolicyDocument, ApiError> {
@@ -233,13 +230,8 @@ struct NewToken {
 
 pub async fn create_token(State(cx): Cx, query: Query, body: Bytes) -> Result<Response, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(&body);
-    let new: NewToken = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            body: json!({ "error": format!("invalid token: {field}: {}", e.inner()), "field": field }),
-        }
-    })?;
+    let new: NewToken = serde_path_to_error::deserialize(de)
+        .map_err(|e| ApiError::undecodable("invalid token", e.path().to_string(), e.inner()))?;
     check_name("token", &new.name)?;
     let now = cx.clock.now();
     let expiration_time = match new.ttl.as_str() {

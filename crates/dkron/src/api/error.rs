@@ -36,6 +36,14 @@ impl ApiError {
         }
     }
 
+    /// A body that does not decode: 400 naming the field (`what`: "invalid token", ...).
+    pub fn undecodable(what: &str, field: String, detail: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({ "error": format!("{what}: {field}: {detail}"), "field": field }),
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }

@@ -8,6 +8,7 @@ use dkron_core::job::{Execution, tail_utf8};
 use serde::Serialize;
 
 use super::query::{Query, listed, ok, render};
+use super::zoned::{self, InZone};
 use super::{ApiError, Context, Cx, forget_outputs, write_job};
 
 #[derive(Serialize)]
@@ -70,7 +71,10 @@ pub async fn list(
     }
     let total = executions.len();
     let page = query.page(total)?;
-    let shown: Vec<ListedExecution> = executions[page]
+    let zone = cx
+        .state
+        .read(|s| s.entry(&job).and_then(|e| zoned::zone_of(&e.job.timezone)));
+    let shown: Vec<_> = executions[page]
         .iter()
         .cloned()
         .map(|e| {
@@ -82,10 +86,13 @@ pub async fn list(
                 }
                 _ => false,
             };
-            ListedExecution {
-                execution: e,
-                output_truncated: truncated,
-            }
+            InZone::with_zone(
+                ListedExecution {
+                    execution: e,
+                    output_truncated: truncated,
+                },
+                zone.clone(),
+            )
         })
         .collect();
     Ok(listed(&shown, total, &query))
@@ -108,7 +115,7 @@ pub async fn show(
     {
         execution.output = output;
     }
-    Ok(ok(&execution, &query))
+    Ok(ok(&zoned::execution(&cx, &execution), &query))
 }
 
 pub async fn delete_all(
@@ -118,7 +125,7 @@ pub async fn delete_all(
 ) -> Result<Response, ApiError> {
     let stored = write_job(&cx, Command::DeleteExecutions { job: job.clone() }).await?;
     forget_outputs(&cx, &job).await;
-    Ok(ok(&stored, &query))
+    Ok(ok(&zoned::job(&stored), &query))
 }
 
 /// Running executions, oldest first.
@@ -130,7 +137,8 @@ pub async fn busy(
     let mut running = cx.state.all_running();
     running.retain(|e| caller.may_read_job(&e.job_name));
     running.sort_by_key(|a| a.started_at);
-    Ok(listed(&running, running.len(), &query))
+    let shown: Vec<_> = running.iter().map(|e| zoned::execution(&cx, e)).collect();
+    Ok(listed(&shown, shown.len(), &query))
 }
 
 /// Occurrences listed at most per request.
@@ -248,5 +256,5 @@ pub async fn stop(
             ),
         ));
     }
-    Ok(ok(&execution, &query))
+    Ok(ok(&zoned::execution(&cx, &execution), &query))
 }

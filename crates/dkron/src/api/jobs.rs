@@ -7,13 +7,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use dkron_core::command::Command;
-use dkron_core::job::Job;
+use dkron_core::job::{Job, RunParameters};
 use dkron_core::validate::{FieldError, validate_job};
 
 use super::acl::Caller;
 use super::audit::AuditJob;
 use super::query::{Query, created, listed, located, ok};
-use super::{ApiError, Context, Cx, forget_outputs, write_job};
+use super::{ApiError, Context, Cx, forget_outputs, write_job, zoned};
 
 /// Decodes a job the way Dkron does (content type ignored), naming the field on error. As in
 /// Go, `null` leaves a field at its zero value (clients such as django-dkron send
@@ -119,12 +119,12 @@ async fn save(
     write_job(cx, set).await?;
     if query.has("runoncreate") {
         // Run on the leader, like every run; the job is saved whatever becomes of the run.
-        if let Err(e) = cx.dispatch.run_now(&name, caller.name()).await {
+        if let Err(e) = cx.dispatch.run_now(&name, caller.name(), None).await {
             tracing::warn!(job = %name, error = %e, "runoncreate: the job was saved but its run did not start");
         }
     }
     let stored = stored_job(cx, &name)?;
-    let mut res = created(&stored, &location(&name), query);
+    let mut res = created(&zoned::job(&stored), &location(&name), query);
     res.extensions_mut().insert(AuditJob(name));
     Ok(res)
 }
@@ -254,7 +254,8 @@ pub async fn list(State(cx): Cx, caller: Caller, query: Query) -> Result<Respons
     });
     let total = jobs.len();
     let page = query.page(total)?;
-    Ok(listed(&jobs[page], total, &query))
+    let shown: Vec<_> = jobs[page].iter().map(zoned::job).collect();
+    Ok(listed(&shown, total, &query))
 }
 
 pub async fn show(
@@ -262,7 +263,7 @@ pub async fn show(
     Path(name): Path<String>,
     query: Query,
 ) -> Result<Response, ApiError> {
-    Ok(ok(&stored_job(&cx, &name)?, &query))
+    Ok(ok(&zoned::job(&stored_job(&cx, &name)?), &query))
 }
 
 pub async fn delete(
@@ -272,27 +273,74 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let job = write_job(&cx, Command::DeleteJob { name: name.clone() }).await?;
     forget_outputs(&cx, &name).await;
-    Ok(ok(&job, &query))
+    Ok(ok(&zoned::job(&job), &query))
+}
+
+/// The optional body of a run: one-off parameters (not in Dkron, which ignores the body).
+/// No body, or an empty object, runs the job as it is.
+fn decode_parameters(body: &[u8]) -> Result<Option<RunParameters>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let parameters: RunParameters = serde_path_to_error::deserialize(de).map_err(|e| {
+        ApiError::undecodable("invalid run parameters", e.path().to_string(), e.inner())
+    })?;
+    Ok(Some(parameters).filter(|p| !p.is_empty()))
+}
+
+/// Whether `parameters` fit `job`: the core's checks, then the executor's on the merged
+/// config (named `executor_config.<key>`, as for a job).
+fn check_parameters(job: &Job, parameters: &RunParameters) -> Result<(), ApiError> {
+    let mut errors = parameters.check(&job.executor);
+    if errors.is_empty() {
+        let mut config = job.executor_config();
+        parameters.apply(&mut config);
+        for (key, message) in dkron_executors::validate_config(&job.executor, &config) {
+            errors.push(FieldError::new(format!("executor_config.{key}"), message));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(errors))
+    }
 }
 
 /// Run now: answered 200 (Dkron's status) once the run is claimed on the leader (`forbid` is
 /// decided there, by the state machine); the run proceeds in the background. A disabled job
 /// without a parent is not run: 404, as in Dkron (a disabled child can be run by hand).
+///
+/// A body with parameters changes what runs, so with ACLs on it needs the right to update
+/// the job (and its executor), not only to run it.
 pub async fn run(
     State(cx): Cx,
     caller: Caller,
     Path(name): Path<String>,
     query: Query,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    let parameters = decode_parameters(&body)?;
     let job = stored_job(&cx, &name)?;
+    if let Some(parameters) = &parameters {
+        caller.check_job_write(&name, true, &job.executor)?;
+        check_parameters(&job, parameters)?;
+    }
     if job.disabled && job.parent_job.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("job {name} is disabled: enable it (POST /v1/jobs/{name}/toggle) to run it"),
         ));
     }
-    cx.dispatch.run_now(&name, caller.name()).await?;
-    Ok(located(StatusCode::OK, &job, &location(&name), &query))
+    cx.dispatch
+        .run_now(&name, caller.name(), parameters)
+        .await?;
+    Ok(located(
+        StatusCode::OK,
+        &zoned::job(&job),
+        &location(&name),
+        &query,
+    ))
 }
 
 /// Flips `disabled`: 200 with the job and, as Dkron answers, `Location: <request URI>`.
@@ -310,7 +358,7 @@ pub async fn toggle(
     let requested = uri.0.path_and_query().map_or(uri.0.path(), |p| p.as_str());
     Ok(located(
         StatusCode::OK,
-        &stored_job(&cx, &name)?,
+        &zoned::job(&stored_job(&cx, &name)?),
         requested,
         &query,
     ))

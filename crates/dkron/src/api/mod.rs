@@ -18,6 +18,7 @@ mod origin;
 mod query;
 mod restore;
 mod schedule;
+mod zoned;
 
 use std::sync::Arc;
 

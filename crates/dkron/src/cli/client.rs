@@ -231,12 +231,21 @@ pub fn jobs(address: &Endpoint, json: bool, command: JobsCommand) -> anyhow::Res
             }
             Ok(())
         }
-        JobsCommand::Run { name } => {
+        JobsCommand::Run { name, env, config } => {
+            let body = (!env.is_empty() || !config.is_empty()).then(|| {
+                let map = |pairs: Vec<(String, String)>| -> serde_json::Map<String, Value> {
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect()
+                };
+                serde_json::json!({ "env": map(env), "executor_config": map(config) })
+            });
             let job = call(
                 address,
                 reqwest::Method::POST,
                 &format!("/v1/jobs/{}/run", path_part(&name)),
-                None,
+                body,
             )?;
             if json {
                 return print_json(&job);

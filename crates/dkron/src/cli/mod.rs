@@ -185,10 +185,16 @@ pub enum JobsCommand {
         /// A JSON file in Dkron's job format
         file: String,
     },
-    /// Run a job now
+    /// Run a job now, optionally with one-off parameters for this run only
     Run {
         /// The job's name
         name: String,
+        /// An environment variable for this run (shell jobs), NAME=VALUE; repeatable
+        #[arg(long = "env", value_name = "NAME=VALUE", value_parser = key_value)]
+        env: Vec<(String, String)>,
+        /// An executor setting replacing the job's for this run, KEY=VALUE; repeatable
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+        config: Vec<(String, String)>,
     },
     /// Delete a job
     Delete {
@@ -299,5 +305,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+    }
+}
+
+/// A `KEY=VALUE` argument.
+fn key_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "{arg:?} is not KEY=VALUE (for example --env TARGET=staging)"
+        )),
     }
 }

@@ -130,10 +130,14 @@ impl Leader {
     }
 
     fn order_for(&self, job: &Job, execution: &Execution, resumed: bool) -> RunOrder {
+        let mut config = job.executor_config();
+        if let Some(parameters) = &execution.parameters {
+            parameters.apply(&mut config);
+        }
         RunOrder {
             job_name: execution.job_name.clone(),
             executor: job.executor.clone(),
-            config: job.executor_config(),
+            config,
             execution_id: execution.id.clone(),
             scheduled_time: execution
                 .scheduled_at

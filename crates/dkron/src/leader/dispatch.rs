@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dkron_core::job::Execution;
+use dkron_core::job::{Execution, RunParameters};
 
 use super::Leader;
 use crate::rpc::wire::{OrderAnswer, RunOrder, RunRefused, RunResult, StopOrder, WriteError};
@@ -158,11 +158,17 @@ impl Dispatch {
     /// once its claim is committed: the execution ids, or why it was refused (`forbid`
     /// decided by the state machine, no leader, the job gone).
     /// `by`: who asked (an ACL token's name), recorded on the runs.
-    pub async fn run_now(&self, job: &str, by: Option<&str>) -> Result<Vec<String>, RunRefused> {
+    pub async fn run_now(
+        &self,
+        job: &str,
+        by: Option<&str>,
+        parameters: Option<RunParameters>,
+    ) -> Result<Vec<String>, RunRefused> {
         let leadership = &self.leader.leadership;
         let request = crate::rpc::wire::RunRequest {
             job: job.to_string(),
             started_by: by.map(str::to_string),
+            parameters,
         };
         match leadership.leader() {
             Some(_) if leadership.is_leader() => self.leader.run_manual(&request).await,

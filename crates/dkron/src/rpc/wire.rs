@@ -22,6 +22,9 @@ pub struct RunRequest {
     pub job: String,
     #[serde(default)]
     pub started_by: Option<String>,
+    /// One-off parameters of this run, checked by the server that took the request.
+    #[serde(default)]
+    pub parameters: Option<dkron_core::job::RunParameters>,
 }
 /// Whether a server belongs to a Raft group yet (bootstrap-expect asks its peers).
 pub const RAFT_STATE: &str = "/rpc/raft-state";

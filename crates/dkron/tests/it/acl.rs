@@ -367,6 +367,12 @@ async fn the_run_right_starts_runs_without_the_right_to_edit_and_runs_say_who() 
         ),
         ("POST", "/v1/jobs/deploy/toggle", None),
         ("DELETE", "/v1/jobs/deploy", None),
+        // Parameters change what runs: the run right alone does not pass them.
+        (
+            "POST",
+            "/v1/jobs/deploy/run",
+            Some(json!({"executor_config": {"command": "rm -rf /tmp/x"}})),
+        ),
     ] {
         let r = call(&node, method, path, Some(&runner), body.as_ref()).await;
         assert_eq!(r.status, 403, "{method} {path}: {r:#?}");
@@ -383,6 +389,31 @@ async fn the_run_right_starts_runs_without_the_right_to_edit_and_runs_say_who() 
     let r = call(&node, "POST", "/v1/jobs/deploy/run", Some(&reader), None).await;
     assert_eq!(r.status, 403, "{r:#?}");
     assert_eq!(r.body["capability"], "run");
+    // The right to update the job does pass them.
+    let params = json!({"env": {"STAGE": "canary"}});
+    let r = call(
+        &node,
+        "POST",
+        "/v1/jobs/deploy/run",
+        Some(&root),
+        Some(&params),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(
+        call(
+            &node,
+            "GET",
+            "/v1/jobs/deploy/executions",
+            Some(&root),
+            None
+        )
+        .await
+        .array()
+        .len(),
+        3,
+        "the refused run with parameters ran nothing"
+    );
 }
 
 #[tokio::test]

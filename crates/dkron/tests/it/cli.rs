@@ -630,6 +630,30 @@ async fn jobs_and_executions_commands_drive_the_api() {
     let job: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(job["success_count"], 1);
 
+    // One-off parameters: this run only, recorded on its execution; a malformed one is a
+    // CLI error saying the form.
+    let out = dkron(&[
+        "jobs",
+        "run",
+        "from-cli",
+        "--env",
+        "WHO=param",
+        "--config",
+        "command=echo $WHO",
+        "--config",
+        "shell=true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let runs = agent
+        .api
+        .wait_finished("from-cli", 2, Duration::from_secs(10))
+        .await;
+    assert_eq!(runs[0]["output"], "param\n", "{runs:#?}");
+    assert_eq!(runs[0]["parameters"]["env"]["WHO"], "param");
+    let out = dkron(&["jobs", "run", "from-cli", "--env", "NOEQUALS"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("KEY=VALUE"), "{}", stderr(&out));
+
     let out = dkron(&["jobs", "delete", "from-cli"]);
     assert_eq!(stdout(&out).trim(), "job from-cli deleted");
     let out = dkron(&["jobs", "get", "from-cli"]);

@@ -264,3 +264,135 @@ async fn a_running_execution_can_be_stopped_and_is_not_retried() {
     // forbid is free again.
     assert_eq!(node.post_empty("/v1/jobs/stoppable/run").await.status, 200);
 }
+
+/// A run with one-off parameters (Dkron #578): merged into that run only, recorded on its
+/// execution; what does not fit the executor is a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_parameters_changes_that_run_only() {
+    let node = TestNode::start().await;
+    let mut job = shell_job("deploy", "@manually", "echo target=$TARGET mode=$MODE");
+    job["executor_config"]["env"] = json!("TARGET=prod,MODE=safe");
+    node.create(&job).await;
+
+    let r = node
+        .post(
+            "/v1/jobs/deploy/run",
+            &json!({"env": {"TARGET": "staging"}, "executor_config": {"timeout": "10s"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    let runs = node.wait_finished("deploy", 1, SOON).await;
+    assert_eq!(
+        output(&runs[0]).trim(),
+        "target=staging mode=safe",
+        "{runs:#?}"
+    );
+    assert_eq!(
+        runs[0]["parameters"],
+        json!({"env": {"TARGET": "staging"}, "executor_config": {"timeout": "10s"}})
+    );
+    // The job itself is unchanged, and the next plain run uses it.
+    assert_eq!(
+        node.job("deploy").await["executor_config"]["env"],
+        "TARGET=prod,MODE=safe"
+    );
+    node.run("deploy").await;
+    let runs = node.wait_finished("deploy", 2, SOON).await;
+    assert_eq!(
+        output(&runs[0]).trim(),
+        "target=prod mode=safe",
+        "{runs:#?}"
+    );
+    assert!(runs[0].get("parameters").is_none(), "{runs:#?}");
+    // An empty body and `{}` are plain runs, as Dkron (which ignores the body) has them.
+    assert_eq!(node.post_raw("/v1/jobs/deploy/run", "").await.status, 200);
+    assert_eq!(
+        node.post("/v1/jobs/deploy/run", &json!({})).await.status,
+        200
+    );
+
+    let bad = [
+        (json!({"environment": {}}), "environment"),
+        (json!({"env": {"A": 1}}), "env.A"),
+        (json!({"env": {"A": "x,y"}}), "env.A"),
+        (
+            json!({"env": {"DKRON_FENCING_TOKEN": "1"}}),
+            "env.DKRON_FENCING_TOKEN",
+        ),
+        (
+            json!({"executor_config": {"timeout": "forever"}}),
+            "executor_config.timeout",
+        ),
+        (
+            json!({"executor_config": {"command": ""}}),
+            "executor_config.command",
+        ),
+    ];
+    for (body, field) in bad {
+        let r = node.post("/v1/jobs/deploy/run", &body).await;
+        assert_eq!(r.status, 400, "{body}: {r:#?}");
+        let fields = r.error_fields();
+        let named = fields.iter().any(|f| f == field) || r.body["field"] == field;
+        assert!(named, "{body} names {field}: {r:#?}");
+    }
+    node.create(
+        &json!({"name": "hook", "schedule": "@manually", "executor": "http",
+        "executor_config": {"url": "http://127.0.0.1:9/", "method": "GET"}}),
+    )
+    .await;
+    let r = node
+        .post("/v1/jobs/hook/run", &json!({"env": {"A": "1"}}))
+        .await;
+    assert_eq!(r.status, 400, "{r:#?}");
+    assert_eq!(r.error_fields(), ["env"], "{r:#?}");
+    // Refused runs ran nothing.
+    assert_eq!(node.executions("deploy").await.len(), 4);
+}
+
+/// Dkron renders a job's times, and its executions', in the job's zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_are_rendered_in_the_jobs_zone() {
+    let node = TestNode::start().await;
+    let mut job = shell_job("berlin", "0 0 9 * * *", "true");
+    job["timezone"] = json!("Europe/Berlin");
+    job["starts_at"] = json!("2025-01-01T10:00:00Z");
+    node.create(&job).await;
+    node.create(&shell_job("utc", "0 0 9 * * *", "true")).await;
+    node.run("berlin").await;
+    node.run("utc").await;
+    let berlin = node.wait_finished("berlin", 1, SOON).await;
+    node.wait_finished("utc", 1, SOON).await;
+
+    let offset_of = |t: &Value| -> String {
+        let t = t.as_str().unwrap();
+        t[t.len() - 6..].to_string()
+    };
+    let is_berlin = |t: &Value| matches!(offset_of(t).as_str(), "+01:00" | "+02:00");
+    let shown = node.job("berlin").await;
+    assert_eq!(shown["starts_at"], "2025-01-01T11:00:00+01:00", "{shown:#}");
+    assert!(is_berlin(&shown["next"]), "{shown:#}");
+    assert!(is_berlin(&shown["last_success"]), "{shown:#}");
+    assert!(is_berlin(&berlin[0]["started_at"]), "{berlin:#?}");
+    assert!(is_berlin(&berlin[0]["finished_at"]), "{berlin:#?}");
+    let id = berlin[0]["id"].as_str().unwrap();
+    let one = node.get(&format!("/v1/jobs/berlin/executions/{id}")).await;
+    assert!(is_berlin(&one.body["started_at"]), "{one:#?}");
+    let listed = node.get("/v1/jobs").await;
+    let in_list = listed
+        .array()
+        .iter()
+        .find(|j| j["name"] == "berlin")
+        .unwrap();
+    assert!(is_berlin(&in_list["next"]), "{listed:#?}");
+    // The same instants: parsing gives what a UTC rendering would.
+    let utc: jiff::Timestamp = "2025-01-01T10:00:00Z".parse().unwrap();
+    let read: jiff::Timestamp = shown["starts_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(read, utc);
+    // Jobs without a zone stay in UTC, and the zero time stays the zero time.
+    let plain = node.job("utc").await;
+    assert!(
+        plain["last_success"].as_str().unwrap().ends_with('Z'),
+        "{plain:#}"
+    );
+    assert_eq!(shown["last_error"], Value::Null);
+}

@@ -254,7 +254,7 @@ async fn a_manual_run_whose_caller_goes_away_still_runs() {
     node.create(&shell_job("abandoned", "@manually", "echo ran"))
         .await;
     let dispatch = node.h().dispatch();
-    let mut run = Box::pin(dispatch.run_now("abandoned", None));
+    let mut run = Box::pin(dispatch.run_now("abandoned", None, None));
     // One poll takes the request as far as its first wait (the claim is queued by then),
     // then the caller drops it.
     std::future::poll_fn(|cx| {
