@@ -174,6 +174,14 @@ def main():
         wait.until(lambda d: d.find_element(By.ID, "out-0").is_displayed())
         out = driver.find_element(By.ID, "out-0").get_attribute("textContent")
         assert "hello from the ui" in out, out
+        # The strip of recent runs has one bar per execution, coloured by its outcome.
+        with fetch(f"{base}/v1/jobs/ui-job/executions") as r:
+            runs = json.load(r)
+        bars = driver.find_elements(By.CSS_SELECTOR, "svg#run-strip g.run")
+        assert len(bars) == len(runs), (len(bars), runs)
+        assert all("success" in b.get_attribute("class") for b in bars), \
+            [b.get_attribute("class") for b in bars]
+        assert {b.get_attribute("data-id") for b in bars} == {e["id"] for e in runs}
         shot("job")
 
         # Disable it.
@@ -245,12 +253,49 @@ def main():
             assert peer_text.count("follower") >= len(peers) - 1, peer_text
         shot("cluster")
 
+        # The parent/children diagram: each box links to its job.
+        for body in ({"name": "ui-parent", "schedule": "@manually", "executor": "shell",
+                      "executor_config": {"command": "true"}},
+                     {"name": "ui-child", "parent_job": "ui-parent", "executor": "shell",
+                      "executor_config": {"command": "true"}}):
+            fetch(urllib.request.Request(f"{base}/v1/jobs", data=json.dumps(body).encode(),
+                                         method="POST"))
+        driver.get(base + "/ui/#/job/ui-parent")
+        child_box = 'svg#family a.node.child[data-job="ui-child"]'
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, child_box)))
+        assert driver.find_elements(By.CSS_SELECTOR, 'svg#family a.node.self[data-job="ui-parent"]')
+        shot("job-children")
+        driver.find_element(By.CSS_SELECTOR, child_box).click()
+        wait.until(EC.url_contains("#/job/ui-child"))
+        wait.until(EC.presence_of_element_located(
+            (By.CSS_SELECTOR, 'svg#family a.node.parent[data-job="ui-parent"]')))
+
+        # The dashboard's chart: one column per day, counted as /v1/stats counts them.
         driver.get(base + "/ui/#/")
-        wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "Members"))
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "svg#stats-chart g.day")))
+        with fetch(f"{base}/v1/stats?days=14") as r:
+            stats = json.load(r)["stats"]
+        days = driver.find_elements(By.CSS_SELECTOR, "svg#stats-chart g.day")
+        assert len(days) == 14, len(days)
+        drawn = [(d.get_attribute("data-date"), int(d.get_attribute("data-success")),
+                  int(d.get_attribute("data-failed"))) for d in days]
+        today = (stats[-1]["date"][:10], stats[-1]["success_count"], stats[-1]["failed_count"])
+        assert drawn[-1] == today, (drawn[-1], today)
+        assert today[1] >= 1 and today[2] >= 1, today  # ui-job succeeded, ui-stop failed
         shot("dashboard-with-a-job")
 
-        # Phone width: the job list still works.
+        # Phone width: the job list still works, the pictures fit the screen.
         driver.set_window_size(390, 844)
+        driver.refresh()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "svg#stats-chart g.day")))
+        shot("dashboard-phone")
+        width = driver.execute_script("return document.documentElement.clientWidth")
+        chart = driver.execute_script(
+            "return document.getElementById('stats-chart').getBoundingClientRect().width")
+        assert 0 < chart <= width, (chart, width)
+        driver.get(base + "/ui/#/job/ui-job")
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "svg#run-strip g.run")))
+        shot("job-phone")
         driver.get(base + "/ui/#/jobs")
         wait.until(EC.presence_of_element_located((By.LINK_TEXT, "ui-job")))
         shot("jobs-phone")

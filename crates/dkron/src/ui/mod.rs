@@ -11,6 +11,7 @@ use axum::routing::get;
 const INDEX: &str = include_str!("assets/index.html");
 const APP: &str = include_str!("assets/app.js");
 const AUTH: &str = include_str!("assets/auth.js");
+const CHARTS: &str = include_str!("assets/charts.js");
 const STYLE: &str = include_str!("assets/style.css");
 
 /// `/`: a browser (its `Accept` names HTML) is sent to the dashboard with 303, as Dkron does;
@@ -72,6 +73,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(acl: bool) -> Router<S> {
         .route(
             "/ui/auth.js",
             get(|| async { asset(AUTH, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/ui/charts.js",
+            get(|| async { asset(CHARTS, "text/javascript; charset=utf-8") }),
         )
         .route(
             "/ui/style.css",

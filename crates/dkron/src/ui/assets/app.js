@@ -2,6 +2,7 @@
 // Everything the dashboard does, a script can do with the same calls.
 
 import { aclEnabled, authHeaders, loginPage, showWho, signOut, signedIn } from "./auth.js";
+import { familyDiagram, runStrip, statsChart } from "./charts.js";
 
 const main = document.getElementById("main");
 
@@ -74,10 +75,11 @@ function params() {
 // ---- pages -----------------------------------------------------------------------------
 
 async function dashboard() {
-  const [leader, members, busy] = await Promise.all([
+  const [leader, members, busy, stats] = await Promise.all([
     api("/leader").catch(() => ({ body: null })),
     api("/members"),
     api("/busy"),
+    api("/stats?days=14").catch(() => ({ body: null })),
   ]);
   const counts = {};
   await Promise.all(["", "success", "failed", "partially_failed", "untriggered"].map(async (s) => {
@@ -98,6 +100,8 @@ async function dashboard() {
       <div class="card"><div class="muted">Failed</div><div class="n failed">${counts.failed + counts.partially_failed}</div></div>
       <div class="card"><div class="muted">Not run yet</div><div class="n">${counts.untriggered}</div></div>
     </div>
+    <h2>Executions per day</h2>
+    ${stats.body ? statsChart(stats.body.stats, main.clientWidth - 32) : `<p class="muted">Statistics are not available.</p>`}
     <h2>Members</h2>${membersTable(members.body)}
     <h2>Recent failures</h2>
     ${failures.body.length ? `<ul>${failures.body.map((j) =>
@@ -209,6 +213,14 @@ async function job(name) {
     api(`${path}/next?count=10`).catch(() => ({ body: [] })),
   ]);
   const job = j.body;
+  // The parent's and children's states, for the diagram (a job this token cannot read is
+  // drawn without one).
+  const relatives = {};
+  await Promise.all([job.name, job.parent_job, ...(job.dependent_jobs ?? []).slice(0, 8)]
+    .filter(Boolean).map(async (n) => {
+      relatives[n] = n === job.name ? job : await api(`/jobs/${encodeURIComponent(n)}`).then((r) => r.body).catch(() => null);
+    }));
+  const diagram = familyDiagram(job, relatives);
   const described = job.schedule
     ? await api(`/schedule?count=1&schedule=${encodeURIComponent(job.schedule)}&timezone=${encodeURIComponent(job.timezone)}&name=${encodeURIComponent(job.name)}`)
         .then((r) => r.body.description).catch(() => "")
@@ -227,12 +239,15 @@ async function job(name) {
     <p>Runs <code>${esc(job.schedule)}</code> in ${esc(job.timezone || "UTC")}; next ${when(job.next)}.
       ${job.parent_job ? `Child of <a href="#/job/${encodeURIComponent(job.parent_job)}">${esc(job.parent_job)}</a>.` : ""}
       ${(job.dependent_jobs ?? []).length ? `Children: ${job.dependent_jobs.map((c) => `<a href="#/job/${encodeURIComponent(c)}">${esc(c)}</a>`).join(", ")}.` : ""}</p>
+    <h2>Recent runs</h2>
+    ${runStrip(ex.body, main.clientWidth - 32) || `<p class="muted">No runs yet.</p>`}
+    ${diagram ? `<h2>Parent and dependent jobs</h2>${diagram}` : ""}
     <h2>Next fires</h2>
     ${upcoming.body.length ? `<ol id="upcoming">${upcoming.body.map((t) => `<li>${when(t)}</li>`).join("")}</ol>`
       : `<p class="muted">It will not fire on its own (manual, chained, disabled or expired).</p>`}
     <h2>Executions</h2>
     ${ex.body.length ? `<div class="scroll"><table><thead><tr><th>Started</th><th>Status</th><th>Node</th><th>Attempt</th><th>Duration</th><th>Output</th></tr></thead><tbody>
-      ${ex.body.map((e, i) => `<tr><td>${when(e.started_at)}</td><td>${badge(execState(e))}</td><td>${esc(e.node_name)}</td>
+      ${ex.body.map((e, i) => `<tr><td>${when(e.started_at)}</td><td>${badge(execState(e))} ${isZero(e.finished_at) ? stopButton(e) : ""}</td><td>${esc(e.node_name)}</td>
         <td>${e.attempt ?? 1}</td><td>${duration(e)}</td>
         <td><details ${isZero(e.finished_at) ? "open" : ""}><summary>${isZero(e.finished_at) ? "live output" : "output"}</summary><pre id="out-${i}">${esc(e.output)}</pre></details></td></tr>`).join("")}
       </tbody></table></div>` : `<p class="muted">No executions yet.</p>`}
@@ -247,6 +262,7 @@ async function job(name) {
       <dt>tags</dt><dd>${tagsText(job.tags) || "none (runs on every node)"}</dd>
       <dt>metadata</dt><dd>${tagsText(job.metadata) || "none"}</dd></dl>`);
   const msg = (t) => (document.getElementById("msg").textContent = t);
+  wireStopButtons(msg);
   document.getElementById("run").onclick = async () => {
     try { await api(`${path}/run`, { method: "POST" }); msg("Started."); setTimeout(route, 1500); }
     catch (e) { msg(e.message); }
@@ -398,23 +414,31 @@ async function edit(name) {
   };
 }
 
+function stopButton(e) {
+  return `<button class="stop" data-job="${esc(e.job_name)}" data-id="${esc(e.id)}" aria-label="Stop ${esc(e.job_name)} ${esc(e.id)}">Stop</button>`;
+}
+
+// Stop: the run ends as failed ("stopped by ..."), not retried.
+function wireStopButtons(say) {
+  for (const b of main.querySelectorAll("button.stop")) {
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      const path = `/jobs/${encodeURIComponent(b.dataset.job)}/executions/${encodeURIComponent(b.dataset.id)}/stop`;
+      try { await api(path, { method: "POST" }); say(`Stopped ${b.dataset.job}.`); }
+      catch (e) { say(e.message); b.disabled = false; }
+    });
+  }
+}
+
 async function busy() {
   const r = await api("/busy");
   set(`<h1>Running <span class="muted">(${r.total})</span></h1>
     ${r.body.length ? `<div class="scroll"><table><thead><tr><th>Job</th><th>Node</th><th>Started</th><th>Attempt</th><th></th></tr></thead><tbody>
       ${r.body.map((e) => `<tr><td><a href="#/job/${encodeURIComponent(e.job_name)}">${esc(e.job_name)}</a></td>
         <td>${esc(e.node_name)}</td><td>${when(e.started_at)}</td><td>${e.attempt ?? 1}</td>
-        <td><button class="stop" data-job="${esc(e.job_name)}" data-id="${esc(e.id)}" aria-label="Stop ${esc(e.job_name)} ${esc(e.id)}">Stop</button></td></tr>`).join("")}
+        <td>${stopButton(e)}</td></tr>`).join("")}
       </tbody></table></div><p id="stop-msg" role="status"></p>` : `<p class="muted">Nothing is running.</p>`}`);
-  // Stop: the run ends as failed ("stopped by ..."), not retried.
-  for (const b of main.querySelectorAll("button.stop")) {
-    b.addEventListener("click", async () => {
-      b.disabled = true;
-      const path = `/jobs/${encodeURIComponent(b.dataset.job)}/executions/${encodeURIComponent(b.dataset.id)}/stop`;
-      try { await api(path, { method: "POST" }); document.getElementById("stop-msg").textContent = `Stopped ${b.dataset.job}.`; }
-      catch (e) { document.getElementById("stop-msg").textContent = e.message; b.disabled = false; }
-    });
-  }
+  wireStopButtons((t) => (document.getElementById("stop-msg").textContent = t));
   setTimeout(() => { if (location.hash.startsWith("#/busy")) route(); }, 3000);
 }
 
