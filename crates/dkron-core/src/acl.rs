@@ -442,6 +442,13 @@ pub fn route_access(method: &str, path: &str) -> Access {
     if path == "/v1/jobs" || (path == "/v1/busy" && reading) {
         return Access::Token;
     }
+    // Dkron 0.x's path for a job's executions: a read of the job.
+    if let Some(job) = path
+        .strip_prefix("/v1/executions/")
+        .filter(|j| reading && !j.is_empty() && !j.contains('/'))
+    {
+        return Access::AnyOf(vec![own(Read), own(List), (Read, job_path(job))]);
+    }
     if let Some((job, sub)) = job_of(path) {
         let on_job = |c: Capability| (c, job_path(job));
         return Access::AnyOf(match (method, sub) {

@@ -170,6 +170,15 @@ fn job_writes_are_judged_on_the_jobs_own_path() {
         p.check(&route_access("GET", "/v1/jobs/team-b-x/executions"))
             .is_err()
     );
+    // ... also through Dkron 0.x's path for them.
+    assert_eq!(
+        p.check(&route_access("GET", "/v1/executions/team-a-x")),
+        Ok(())
+    );
+    assert!(
+        p.check(&route_access("GET", "/v1/executions/team-b-x"))
+            .is_err()
+    );
 }
 
 #[test]

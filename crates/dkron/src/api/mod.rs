@@ -108,6 +108,8 @@ pub fn router(cx: Context, extra: Router) -> Router {
             post(executions::stop),
         )
         .route("/jobs/{job}/occurrences", get(executions::occurrences))
+        // Dkron 0.x's path for a job's executions; the `dkron` PyPI client still reads it.
+        .route("/executions/{job}", get(executions::list))
         .route("/jobs/{job}/next", get(schedule::next))
         .route("/schedule", get(schedule::preview))
         .route("/acl/bootstrap", post(acl_admin::bootstrap))

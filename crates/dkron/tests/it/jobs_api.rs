@@ -497,3 +497,117 @@ async fn dkron_clients_get_dkrons_statuses_and_redirects() {
         .await;
     assert_eq!(r.status, 201, "{r:#?}");
 }
+
+/// Dkron's own web UI (react-admin with ra-data-json-server, read from Dkron's `ui/src`), call
+/// by call as it makes them: query strings with `_sort=id`, a bearer token even with ACLs
+/// off, edit bodies with cleared fields as `null`, read-only fields and `datetime-local`
+/// times, and the headers and fields it reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dkron_ui_calls_work_as_its_data_provider_makes_them() {
+    let node = TestNode::start().await;
+    let ui = |req: reqwest::RequestBuilder| {
+        req.header("Accept", "application/json")
+            .bearer_auth("whatever-the-browser-kept")
+    };
+    let send = async |req| crate::support::send(ui(req)).await;
+    let url = |p: &str| node.url(p);
+
+    // Create: POST /v1/jobs, 201 and the record with its `id`.
+    let body = json!({"name": "ui-made", "schedule": "@every 1h", "executor": "shell",
+        "executor_config": {"command": "echo from the ui"}, "concurrency": "allow",
+        "tags": {}, "metadata": {}});
+    let r = send(node.client.post(url("/v1/jobs")).json(&body)).await;
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(r.body["id"], "ui-made");
+
+    // List: a page, sorted by id, with X-Total-Count (react-admin throws without it).
+    for query in [
+        "_end=10&_order=ASC&_sort=id&_start=0",
+        "_end=10&_order=ASC&_sort=id&_start=0&status=untriggered",
+        "_end=10&_order=ASC&_sort=id&_start=0&disabled=false&q=ui",
+    ] {
+        let r = send(node.client.get(url(&format!("/v1/jobs?{query}")))).await;
+        assert_eq!(r.status, 200, "{query}: {r:#?}");
+        assert_eq!(r.total_count(), Some(1), "{query}: {r:#?}");
+        assert_eq!(r.array()[0]["id"], "ui-made");
+    }
+
+    // Edit: PUT of the form values: read-only fields sent back, cleared inputs as null, an
+    // edited date as the browser's `datetime-local` text.
+    let mut form = send(node.client.get(url("/v1/jobs/ui-made"))).await.body;
+    form["displayname"] = Value::Null;
+    form["owner_email"] = Value::Null;
+    form["retries"] = Value::Null;
+    form["timezone"] = Value::Null;
+    form["starts_at"] = json!("2026-01-01T10:00");
+    form.as_object_mut().unwrap().remove("id");
+    let r = send(node.client.put(url("/v1/jobs/ui-made")).json(&form)).await;
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(r.body["id"], "ui-made");
+    assert_eq!(r.body["starts_at"], "2026-01-01T10:00:00Z", "{r:#?}");
+    assert_eq!(r.body["retries"], 0);
+
+    // Run (no body) and toggle: any 2xx.
+    let r = send(node.client.post(url("/v1/jobs/ui-made"))).await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    node.wait_finished("ui-made", 1, SOON).await;
+
+    // Executions tab: its query, X-Total-Count, output_truncated, the Go zero time for
+    // running ones; "load full output" needs exactly 200.
+    let r = send(node.client.get(url(
+        "/v1/jobs/ui-made/executions?_end=25&_order=DESC&_sort=id&_start=0&jobs=ui-made&output_size_limit=200",
+    )))
+    .await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.total_count(), Some(1));
+    let e = &r.array()[0];
+    for field in [
+        "id",
+        "group",
+        "job_name",
+        "started_at",
+        "finished_at",
+        "node_name",
+    ] {
+        assert!(!e[field].is_null(), "{field}: {e:#}");
+    }
+    assert_eq!(e["output_truncated"], false);
+    assert_eq!(e["success"], true);
+    let id = e["id"].as_str().unwrap();
+    let full = send(
+        node.client
+            .get(url(&format!("/v1/jobs/ui-made/executions/{id}"))),
+    )
+    .await;
+    assert_eq!(full.status, 200);
+    assert_eq!(full.body["output"], "from the ui\n");
+
+    let r = send(node.client.post(url("/v1/jobs/ui-made/toggle"))).await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.body["disabled"], true);
+
+    // Busy and the dashboard's nodes: arrays with X-Total-Count; members' Tags an object.
+    let r = send(
+        node.client
+            .get(url("/v1/busy?_end=10&_order=ASC&_sort=id&_start=0")),
+    )
+    .await;
+    assert_eq!((r.status, r.total_count()), (200, Some(0)), "{r:#?}");
+    let r = send(
+        node.client
+            .get(url("/v1/members?_end=10&_order=ASC&_sort=id&_start=0")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.total_count(), Some(1));
+    let m = &r.array()[0];
+    for field in ["Name", "Addr", "Port", "statusText", "id"] {
+        assert!(!m[field].is_null(), "{field}: {m:#}");
+    }
+    assert!(m["Tags"].is_object(), "{m:#}");
+
+    // Delete answers the record (react-admin reads its id).
+    let r = send(node.client.delete(url("/v1/jobs/ui-made"))).await;
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.body["id"], "ui-made");
+}
