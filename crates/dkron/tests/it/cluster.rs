@@ -908,12 +908,21 @@ async fn a_running_execution_shows_its_output_so_far_from_any_server() {
 async fn a_server_stopping_gracefully_finishes_its_run_and_declines_new_ones() {
     let (mut servers, api, [(stopping, stopping_name), (spare, spare_name)]) =
         pool_on_a_follower("d").await;
-    let mut job = shell_job("draining", "@manually", "sleep 2; echo finished");
+    let mut job = shell_job(
+        "draining",
+        "@manually",
+        "echo started; sleep 2; echo finished",
+    );
     job["tags"] = json!({"pool": "d:1"});
     assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
     assert_eq!(api.run("draining").await.status, 200);
-    wait_until(Duration::from_secs(10), "the run to start", async || {
-        (api.get("/v1/busy").await.total_count() == Some(1)).then_some(())
+    // Running on the stopping server, not only claimed: what it printed so far, asked of
+    // that node (a claim whose order is not delivered yet would move when the node declines).
+    wait_until(Duration::from_secs(10), "the run to be going", async || {
+        let busy = api.get("/v1/busy").await;
+        let id = busy.array().first()?["id"].as_str()?.to_string();
+        let live = api.get(&format!("/v1/jobs/draining/executions/{id}")).await;
+        (live.body["output"] == "started\n").then_some(())
     })
     .await;
 
@@ -928,7 +937,7 @@ async fn a_server_stopping_gracefully_finishes_its_run_and_declines_new_ones() {
         .await;
     for run in &runs {
         assert_eq!(run["success"], json!(true), "{runs:#?}");
-        assert_eq!(run["output"], json!("finished\n"), "{runs:#?}");
+        assert_eq!(run["output"], json!("started\nfinished\n"), "{runs:#?}");
     }
     let mut nodes: Vec<&str> = runs
         .iter()
