@@ -2,11 +2,17 @@
 //! builds) run jobs on `@every 1s` whose http runs report their nominal time to a sink on the
 //! host; meanwhile the harness kills the leader (SIGKILL) and restarts it, restarts a follower,
 //! cuts a follower off the network, then cuts the leader off, and keeps writing jobs. After
-//! each phase it checks, from the sink and the API:
+//! each phase it judges (the rules are in [`crate::verdict`], unit-tested with each defect
+//! planted), from the sink and the API:
 //! - no (job, nominal second) ran twice;
-//! - every nominal second of every job in the phase either reached the sink or has an
-//!   execution record saying why it failed (a verdict); nothing is silently missed;
-//! - every acknowledged job write is present at the end.
+//! - every nominal second of every job in the phase either reached the sink or has a failed
+//!   execution record with a known reason, on the node the phase hit, and the matching
+//!   `/occurrences` verdict; failures the scheduler is to blame for are no more than the jobs;
+//!   nothing is silently missed, nothing is still running once leases ran out.
+//!
+//! At the end a final sweep over every sink hit and every execution record seen catches a
+//! second run that arrived after its phase was judged, and every acknowledged write
+//! (creates, updates, toggles, deletes; a minimum of each) must hold.
 //!
 //! It prints a summary table (duplicates, misses, lateness per phase) and fails on any
 //! violation. `dkron-bench faults [jobs] [kills]`.
@@ -19,8 +25,16 @@ use anyhow::{Context, bail};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use crate::percentile;
 use crate::sink::{Hit, Sink};
-use crate::{percentile, scheduled_second};
+use crate::verdict::{
+    FaultKind, Findings, Ledger, Phase, Present, Run, Verdict, WriteKind, Writes, judge_phase,
+    late_duplicates,
+};
+
+/// Acknowledged writes of each kind (create, update, toggle, delete) the run must make for
+/// "no acknowledged write lost" to mean something.
+const MIN_WRITES_OF_EACH_KIND: usize = 5;
 
 const IMAGE: &str = "dkron-rs:dev";
 
@@ -229,111 +243,66 @@ async fn wait_stable(client: &reqwest::Client, cluster: &Cluster) -> anyhow::Res
     .await
 }
 
-/// Writes through any reachable node; the names whose create was acknowledged.
-struct Writer {
-    acked: Vec<String>,
-    next: usize,
-}
-
-impl Writer {
-    async fn write_one(&mut self, client: &reqwest::Client, cluster: &Cluster) {
-        let name = format!("w{}", self.next);
-        self.next += 1;
-        let job = json!({"name": name, "schedule": "@every 1h", "executor": "shell",
-                         "executor_config": {"command": "true"}});
-        for node in cluster.nodes() {
-            let Some(api) = cluster.api(&node) else {
-                continue;
-            };
-            let sent = client
-                .post(format!("{api}/v1/jobs"))
-                .json(&job)
-                .timeout(Duration::from_secs(3))
-                .send()
-                .await;
-            if let Ok(r) = sent
-                && r.status() == 201
-            {
-                self.acked.push(name);
+/// One job write through the first server that takes it, recorded in `writes`: a refusal
+/// (4xx) changed nothing; no answer, or a 5xx, may have changed something, so its job is
+/// uncertain from then on (and a toggle is never sent twice).
+async fn write_one(writes: &mut Writes, client: &reqwest::Client, cluster: &Cluster) {
+    let (kind, name, version) = writes.plan();
+    let disabled = writes.current(&name).is_some_and(|e| e.disabled);
+    let job = json!({"name": name, "schedule": "@every 1h", "executor": "shell",
+                     "executor_config": {"command": "true"}, "disabled": disabled,
+                     "metadata": {"v": version.to_string()}});
+    for node in cluster.nodes() {
+        let Some(api) = cluster.api(&node) else {
+            continue;
+        };
+        let request = match kind {
+            WriteKind::Create | WriteKind::Update => {
+                client.post(format!("{api}/v1/jobs")).json(&job)
+            }
+            WriteKind::Toggle => client.post(format!("{api}/v1/jobs/{name}/toggle")),
+            WriteKind::Delete => client.delete(format!("{api}/v1/jobs/{name}")),
+        };
+        match request.timeout(Duration::from_secs(3)).send().await {
+            Ok(r) if r.status().is_success() => {
+                writes.acknowledged(kind, &name, version);
+                return;
+            }
+            Ok(r) if r.status().is_client_error() => {
+                writes.refused(&format!("{kind:?}: {}", r.status()));
+                return;
+            }
+            Ok(r) => {
+                writes.unanswered(&name, &format!("{kind:?}: {}", r.status()));
+                return;
+            }
+            // Not sent at all: the next server may take it.
+            Err(e) if e.is_connect() => {
+                writes.refused(&format!("{kind:?}: could not connect to {node}"))
+            }
+            Err(e) => {
+                let why = if e.is_timeout() {
+                    "no answer in 3 s"
+                } else {
+                    "connection lost"
+                };
+                writes.unanswered(&name, &format!("{kind:?}: {why}"));
                 return;
             }
         }
     }
 }
 
-/// One phase's findings.
-#[derive(Default)]
-struct Findings {
-    occurrences: usize,
-    duplicates: Vec<(String, i64)>,
-    failed_with_reason: usize,
-    /// Why those failed, by kind of reason.
-    reasons: BTreeMap<String, usize>,
-    /// No sink hit yet, and a run of it is still recorded as running (its lease has not run
-    /// out): neither a miss nor a verdict yet.
-    in_flight: usize,
-    silent: Vec<(String, i64)>,
-    lateness: Vec<f64>,
+/// Sink hits as (job, nominal second).
+fn hit_keys(hits: &[Hit]) -> Vec<(String, i64)> {
+    hits.iter()
+        .map(|h| (h.job.clone(), h.scheduled.as_second()))
+        .collect()
 }
 
-/// The kind of reason a failed run's output gives (node names and addresses left out).
-fn reason_kind(output: &str) -> String {
-    let line = output.lines().next().unwrap_or_default();
-    let known = [
-        (
-            "stopped answering",
-            "the node stopped answering while running it (lease ran out)",
-        ),
-        (
-            "started on this node before",
-            "started on a node that then restarted (lost)",
-        ),
-        (
-            "restarted after the run was due",
-            "due before its node restarted (lost)",
-        ),
-        ("no longer a member", "its node left before the run started"),
-        (
-            "shutting down; the run was not started",
-            "its node was shutting down",
-        ),
-        (
-            "error trying to connect",
-            "its order could not be delivered",
-        ),
-        (
-            "refused: run order from leader term",
-            "ordered by a deposed leader (fenced)",
-        ),
-        (
-            "error sending request",
-            "the job's own HTTP call failed (its node was cut off)",
-        ),
-    ];
-    match known.iter().find(|(needle, _)| line.contains(needle)) {
-        Some((_, kind)) => kind.to_string(),
-        None => format!("other: {}", line.chars().take(160).collect::<String>()),
-    }
-}
-
-/// Checks the nominal seconds in `[from, to)` of every tick job.
-async fn check_window(
-    client: &reqwest::Client,
-    cluster: &Cluster,
-    hits: &[Hit],
-    jobs: &[String],
-    from: i64,
-    to: i64,
-) -> anyhow::Result<Findings> {
-    let mut per: BTreeMap<(&str, i64), Vec<&Hit>> = BTreeMap::new();
-    for hit in hits {
-        let second = hit.scheduled.as_second();
-        if (from..to).contains(&second) {
-            per.entry((hit.job.as_str(), second)).or_default().push(hit);
-        }
-    }
-    let mut f = Findings::default();
-    let api = wait_for(Duration::from_secs(30), "a reachable server", async || {
+/// Any server that answers.
+async fn reachable(client: &reqwest::Client, cluster: &Cluster) -> anyhow::Result<String> {
+    wait_for(Duration::from_secs(30), "a reachable server", async || {
         for node in cluster.nodes() {
             if let Some(api) = cluster.api(&node)
                 && get_json(client, &format!("{api}/v1/leader"))
@@ -345,71 +314,79 @@ async fn check_window(
         }
         None
     })
-    .await?;
+    .await
+}
+
+/// Every tick job's execution records, as one server lists them.
+async fn all_runs(client: &reqwest::Client, api: &str, jobs: &[String]) -> Vec<Run> {
+    let mut runs = Vec::new();
     for job in jobs {
-        let mut missing = Vec::new();
-        for second in from..to {
-            f.occurrences += 1;
-            match per.get(&(job.as_str(), second)) {
-                None => missing.push(second),
-                Some(h) if h.len() > 1 => f.duplicates.push((job.clone(), second)),
-                Some(h) => f
-                    .lateness
-                    .push(h[0].arrived.duration_since(h[0].scheduled).as_secs_f64()),
-            }
-        }
-        if missing.is_empty() {
-            continue;
-        }
-        let runs = get_json(client, &format!("{api}/v1/jobs/{job}/executions"))
+        let listed = get_json(client, &format!("{api}/v1/jobs/{job}/executions"))
             .await
             .unwrap_or_default();
-        let recorded: BTreeSet<i64> = runs
+        runs.extend(
+            listed
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Run::from_json),
+        );
+    }
+    runs
+}
+
+/// Gathers the evidence of `phase`'s window (records of every job, into `ledger` too;
+/// verdicts of the occurrences that did not reach the sink) and judges it.
+async fn check_window(
+    client: &reqwest::Client,
+    cluster: &Cluster,
+    hits: &[Hit],
+    jobs: &[String],
+    phase: &Phase,
+    ledger: &mut Ledger,
+) -> anyhow::Result<(Findings, Vec<f64>)> {
+    let mut counted: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    let mut lateness = Vec::new();
+    for hit in hits {
+        let second = hit.scheduled.as_second();
+        if (phase.from..phase.to).contains(&second) {
+            let n = counted.entry((hit.job.clone(), second)).or_default();
+            if *n == 0 {
+                lateness.push(hit.arrived.duration_since(hit.scheduled).as_secs_f64());
+            }
+            *n += 1;
+        }
+    }
+    let api = reachable(client, cluster).await?;
+    let runs = all_runs(client, &api, jobs).await;
+    ledger.record(&runs);
+    let mut verdicts = BTreeMap::new();
+    for job in jobs {
+        let missed = (phase.from..phase.to).any(|s| !counted.contains_key(&(job.clone(), s)));
+        if !missed {
+            continue;
+        }
+        let from = Timestamp::from_second(phase.from).unwrap_or_default();
+        let to = Timestamp::from_second(phase.to).unwrap_or_default();
+        let listed = get_json(
+            client,
+            &format!("{api}/v1/jobs/{job}/occurrences?from={from}&to={to}"),
+        )
+        .await
+        .unwrap_or_default();
+        for (second, verdict) in listed
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|e| {
-                e["finished_at"]
-                    .as_str()
-                    .is_some_and(|t| !t.starts_with("0001"))
-            })
-            .filter_map(scheduled_second)
-            .collect();
-        for second in missing {
-            if recorded.contains(&second) {
-                f.failed_with_reason += 1;
-                let output = runs
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|e| scheduled_second(e) == Some(second))
-                    .and_then(|e| e["output"].as_str())
-                    .unwrap_or_default();
-                *f.reasons.entry(reason_kind(output)).or_default() += 1;
-            } else {
-                f.silent.push((job.clone(), second));
-                let about: Vec<String> = runs
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|e| scheduled_second(e) == Some(second))
-                    .map(|e| e.to_string())
-                    .collect();
-                let from = Timestamp::from_second(second).unwrap_or_default();
-                let to = Timestamp::from_second(second + 1).unwrap_or_default();
-                let verdict = get_json(
-                    client,
-                    &format!("{api}/v1/jobs/{job}/occurrences?from={from}&to={to}"),
-                )
-                .await
-                .unwrap_or_default();
-                eprintln!(
-                    "silent miss {job} @ {second}: executions {about:?}; occurrences {verdict}"
-                );
-            }
+            .filter_map(Verdict::from_json)
+        {
+            verdicts.insert((job.clone(), second), verdict);
         }
     }
-    Ok(f)
+    Ok((
+        judge_phase(phase, jobs, &counted, &runs, &verdicts),
+        lateness,
+    ))
 }
 
 pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow::Result<()> {
@@ -446,17 +423,15 @@ pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow:
     log(&format!("{jobs} jobs on @every 1s"));
     tokio::time::sleep(Duration::from_secs(4)).await;
 
-    let mut writer = Writer {
-        acked: Vec::new(),
-        next: 0,
-    };
-    let mut phases: Vec<(String, Findings)> = Vec::new();
-    let mut window_start = Timestamp::now().as_second();
-    let settle = Duration::from_secs(6);
+    let mut writes = Writes::default();
+    let mut ledger = Ledger::default();
+    let mut phases: Vec<(String, Findings, Vec<f64>)> = Vec::new();
+    let first_second = Timestamp::now().as_second();
+    let mut window_start = first_second;
     let mut failures = Vec::new();
 
-    // Each phase: inject, keep writing while waiting for the cluster to be whole again, let
-    // in-flight runs settle, then check the window the phase covered.
+    // Each phase: inject, keep writing while waiting for the cluster to be whole again, keep
+    // writing while in-flight runs settle, then judge the window the phase covered.
     for phase in 0..(kills + 3) {
         let leader = wait_stable(client, &cluster).await?;
         let followers: Vec<String> = cluster
@@ -464,39 +439,39 @@ pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow:
             .into_iter()
             .filter(|n| *n != leader)
             .collect();
-        let label = if phase < kills {
+        let (label, kind, node, fault_secs) = if phase < kills {
             log(&format!("SIGKILL of the leader {leader}"));
             cluster.kill(&leader)?;
             for _ in 0..4 {
-                writer.write_one(client, &cluster).await;
+                write_one(&mut writes, client, &cluster).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             cluster.start_again(&leader)?;
-            "leader SIGKILL + restart"
+            ("leader SIGKILL + restart", FaultKind::Kill, leader, 2)
         } else if phase == kills {
-            let f = &followers[0];
+            let f = followers[0].clone();
             log(&format!("graceful restart of the follower {f}"));
-            cluster.restart(f)?;
-            "follower restart"
+            cluster.restart(&f)?;
+            ("follower restart", FaultKind::Restart, f, 2)
         } else if phase == kills + 1 {
-            let f = &followers[0];
+            let f = followers[0].clone();
             log(&format!("cutting the follower {f} off for 8 s"));
-            cluster.disconnect(f)?;
+            cluster.disconnect(&f)?;
             for _ in 0..8 {
-                writer.write_one(client, &cluster).await;
+                write_one(&mut writes, client, &cluster).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            cluster.connect(f)?;
-            "minority partition"
+            cluster.connect(&f)?;
+            ("minority partition", FaultKind::Partition, f, 8)
         } else {
             log(&format!("cutting the leader {leader} off for 8 s"));
             cluster.disconnect(&leader)?;
             for _ in 0..8 {
-                writer.write_one(client, &cluster).await;
+                write_one(&mut writes, client, &cluster).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             cluster.connect(&leader)?;
-            "old leader partitioned"
+            ("old leader partitioned", FaultKind::Partition, leader, 8)
         };
         if let Err(e) = wait_stable(client, &cluster).await {
             for node in cluster.nodes() {
@@ -504,28 +479,31 @@ pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow:
             }
             return Err(e);
         }
-        writer.write_one(client, &cluster).await;
-        tokio::time::sleep(settle).await;
-        let window_end = Timestamp::now().as_second() - 2;
+        // Settle for 6 s, writing meanwhile.
+        for _ in 0..12 {
+            write_one(&mut writes, client, &cluster).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let window = Phase {
+            label: label.to_string(),
+            kind,
+            node,
+            fault_secs,
+            from: window_start,
+            to: Timestamp::now().as_second() - 2,
+        };
         // Runs still going (a resumed run waiting for its node, within its lease) are given
         // the lease to end before they count.
         let patience = Instant::now() + Duration::from_secs(45);
-        let findings = loop {
-            let f = check_window(
-                client,
-                &cluster,
-                &sink.hits(),
-                &names,
-                window_start,
-                window_end,
-            )
-            .await?;
-            if f.in_flight == 0 || Instant::now() > patience {
-                break f;
+        let (findings, lateness) = loop {
+            let judged =
+                check_window(client, &cluster, &sink.hits(), &names, &window, &mut ledger).await?;
+            if judged.0.in_flight == 0 || Instant::now() > patience {
+                break judged;
             }
             log(&format!(
                 "{label}: {} runs still in flight; waiting",
-                f.in_flight
+                judged.0.in_flight
             ));
             tokio::time::sleep(Duration::from_secs(3)).await;
         };
@@ -536,10 +514,11 @@ pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow:
             ));
         }
         log(&format!(
-            "{label}: {} occurrences, {} duplicates, {} silent misses",
+            "{label}: {} occurrences, {} duplicates, {} silent misses, {} failed with a reason",
             findings.occurrences,
             findings.duplicates.len(),
-            findings.silent.len()
+            findings.silent.len(),
+            findings.failed_total()
         ));
         if !findings.duplicates.is_empty() {
             failures.push(format!(
@@ -553,66 +532,99 @@ pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow:
                 &findings.silent[..findings.silent.len().min(5)]
             ));
         }
-        phases.push((label.to_string(), findings));
-        window_start = window_end;
+        failures.extend(findings.problems.iter().take(10).cloned());
+        window_start = window.to;
+        phases.push((label.to_string(), findings, lateness));
     }
 
-    // Every acknowledged write is there.
+    // The final sweep over the whole run: a second run of an occurrence that reached the sink
+    // or the API after its phase was judged is caught here.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api = reachable(client, &cluster).await?;
+    ledger.record(&all_runs(client, &api, &names).await);
+    let late = late_duplicates(&hit_keys(&sink.hits()), first_second, window_start);
+    if !late.is_empty() {
+        failures.push(format!(
+            "final sweep: ran twice at the sink: {:?}",
+            &late[..late.len().min(5)]
+        ));
+    }
+    // The sweep means something only if it saw the records: each run makes one, and only
+    // the oldest beyond the 100 kept per job can be pruned before a check reads them.
+    let hits_total = sink.hits().len();
+    if ledger.len() * 2 < hits_total {
+        failures.push(format!(
+            "final sweep: only {} execution records seen for {hits_total} runs at the sink: the evidence was not gathered",
+            ledger.len()
+        ));
+    }
+    let twice = ledger.duplicates();
+    if !twice.is_empty() {
+        failures.push(format!(
+            "final sweep: two records for one occurrence: {:?}",
+            &twice[..twice.len().min(5)]
+        ));
+    }
+
+    // Every acknowledged write holds; the tick jobs are all there.
     let leader = wait_stable(client, &cluster).await?;
     let api = cluster.api(&leader).context("leader api")?;
     let listed = get_json(client, &format!("{api}/v1/jobs?_end=100000"))
         .await
         .context("listing jobs")?;
-    let present: BTreeSet<&str> = listed
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|j| j["name"].as_str())
-        .collect();
-    let lost: Vec<&String> = writer
-        .acked
+    let listed = listed.as_array().cloned().unwrap_or_default();
+    let present: Present = listed
         .iter()
-        .chain(names.iter())
-        .filter(|n| !present.contains(n.as_str()))
+        .filter_map(|j| {
+            let name = j["name"].as_str()?;
+            let version = j["metadata"]["v"].as_str()?.parse().ok()?;
+            Some((name.to_string(), (version, j["disabled"].as_bool()?)))
+        })
         .collect();
-    if !lost.is_empty() {
-        failures.push(format!("acknowledged job writes missing: {lost:?}"));
+    let ticks: BTreeSet<&str> = listed.iter().filter_map(|j| j["name"].as_str()).collect();
+    let lost_ticks: Vec<&String> = names
+        .iter()
+        .filter(|n| !ticks.contains(n.as_str()))
+        .collect();
+    if !lost_ticks.is_empty() {
+        failures.push(format!("tick jobs missing: {lost_ticks:?}"));
     }
+    let write_problems = writes.check(&present, MIN_WRITES_OF_EACH_KIND);
+    failures.extend(write_problems.iter().cloned());
 
     println!(
         "| phase | occurrences | ran twice | silently missed | failed with a recorded reason | lateness p99 | lateness max |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let mut merged: BTreeMap<String, Findings> = BTreeMap::new();
-    for (label, f) in phases {
-        let m = merged.entry(label).or_default();
+    let mut merged: BTreeMap<String, (Findings, Vec<f64>)> = BTreeMap::new();
+    for (label, f, lateness) in phases {
+        let (m, l) = merged.entry(label).or_default();
         m.occurrences += f.occurrences;
         m.duplicates.extend(f.duplicates);
         m.silent.extend(f.silent);
-        m.failed_with_reason += f.failed_with_reason;
-        for (reason, n) in f.reasons {
-            *m.reasons.entry(reason).or_default() += n;
+        for (reason, n) in f.failed {
+            *m.failed.entry(reason).or_default() += n;
         }
-        m.lateness.extend(f.lateness);
+        l.extend(lateness);
     }
     let reasons: Vec<String> = merged
         .iter()
-        .flat_map(|(label, f)| {
-            f.reasons
+        .flat_map(|(label, (f, _))| {
+            f.failed
                 .iter()
                 .map(move |(reason, n)| format!("- {label}: {n} × {reason}"))
         })
         .collect();
-    for (label, mut f) in merged {
-        f.lateness.sort_by(|a, b| a.total_cmp(b));
+    for (label, (f, mut lateness)) in merged {
+        lateness.sort_by(|a, b| a.total_cmp(b));
         println!(
             "| {label} | {} | {} | {} | {} | {:.2} s | {:.2} s |",
             f.occurrences,
             f.duplicates.len(),
             f.silent.len(),
-            f.failed_with_reason,
-            percentile(&f.lateness, 0.99),
-            f.lateness.last().copied().unwrap_or(0.0)
+            f.failed_total(),
+            percentile(&lateness, 0.99),
+            lateness.last().copied().unwrap_or(0.0)
         );
     }
     if !reasons.is_empty() {
@@ -621,11 +633,28 @@ pub async fn run(client: &reqwest::Client, jobs: usize, kills: usize) -> anyhow:
             reasons.join("\n")
         );
     }
+    let acked: Vec<String> = writes
+        .acked
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind:?}"))
+        .collect();
+    let errors: Vec<String> = writes
+        .errors
+        .iter()
+        .map(|(why, n)| format!("{n} × {why}"))
+        .collect();
     println!(
-        "\n{} jobs on `@every 1s`, 3 servers in containers; {} acknowledged job writes during the faults, {} missing; {:.0} s in all.",
-        jobs,
-        writer.acked.len(),
-        lost.len(),
+        "\n{jobs} jobs on `@every 1s`, 3 servers in containers; final sweep over {} execution records and {} sink hits; acknowledged job writes during the faults: {} ({} jobs' final state checked, {} problems); writes not acknowledged: {}; {:.0} s in all.",
+        ledger.len(),
+        sink.hits().len(),
+        acked.join(", "),
+        writes.certain(),
+        write_problems.len(),
+        if errors.is_empty() {
+            "none".to_string()
+        } else {
+            errors.join(", ")
+        },
         started.elapsed().as_secs_f64()
     );
     if !failures.is_empty() {

@@ -13,6 +13,7 @@
 mod failover;
 mod faults;
 mod sink;
+mod verdict;
 
 use std::path::PathBuf;
 use std::process::Stdio;
