@@ -27,17 +27,30 @@ pub async fn restore(
         )
     })?;
     let mut file = None;
+    // A body over the limit is a 413 saying so; other malformed bodies are 400s.
+    let unreadable = |what: &str, e: axum::extract::multipart::MultipartError| {
+        let status = e.status();
+        let hint = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            " (the API takes bodies up to 2 MiB: split the dump and restore it in parts)"
+        } else {
+            ""
+        };
+        ApiError::new(
+            status,
+            format!("cannot read {what}: {}{hint}", e.body_text()),
+        )
+    };
     while let Some(field) = multipart
         .next_field()
         .await
-        .map_err(|e| ApiError::bad_request(format!("cannot read the multipart body: {e}")))?
+        .map_err(|e| unreadable("the multipart body", e))?
     {
         if field.name() == Some("file") {
             file = Some(
                 field
                     .bytes()
                     .await
-                    .map_err(|e| ApiError::bad_request(format!("cannot read field file: {e}")))?,
+                    .map_err(|e| unreadable("field file", e))?,
             );
         }
     }

@@ -17,6 +17,8 @@ pub struct Leadership {
     raft: Raft,
     id: NodeId,
     rpc: RpcClient,
+    /// Times a stopping leader asked this server to take over.
+    asked_to_elect: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The leader named by the Raft configuration, if one is known.
@@ -32,7 +34,12 @@ pub(super) fn current_leader(raft: &Raft) -> Option<ServerNode> {
 
 impl Leadership {
     pub(super) fn new(raft: Raft, id: NodeId, rpc: RpcClient) -> Leadership {
-        Leadership { raft, id, rpc }
+        Leadership {
+            raft,
+            id,
+            rpc,
+            asked_to_elect: Default::default(),
+        }
     }
 
     /// This server's Raft id.
@@ -84,7 +91,16 @@ impl Leadership {
 
     /// Stands for election now (a stopping leader asked this server to take over).
     pub(super) async fn elect(&self) -> Result<(), String> {
+        self.asked_to_elect
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.raft.trigger().elect().await.map_err(|e| e.to_string())
+    }
+
+    /// How often a stopping leader asked this server to take over (for tests and debugging:
+    /// it tells a hand-over from an election after a timeout).
+    pub fn times_asked_to_elect(&self) -> u64 {
+        self.asked_to_elect
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Called by a leader that is stopping gracefully: waits (briefly) until a voter has

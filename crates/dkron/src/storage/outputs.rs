@@ -251,6 +251,11 @@ impl Writer {
                         let size = output.len();
                         table.insert(k.as_str(), output.as_bytes())?;
                         let (list, bytes) = self.kept.get_mut(job.as_str()).expect("loaded above");
+                        // The same run stored again replaces its output (counted once).
+                        if let Some(at) = list.iter().position(|(kept, _)| *kept == k) {
+                            let (_, old_size) = list.remove(at).expect("found");
+                            *bytes -= old_size;
+                        }
                         list.push_back((k, size));
                         *bytes += size;
                         while list.len() > 1
@@ -277,5 +282,68 @@ impl Writer {
             self.dirty_since = Some(clock::monotonic());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: usize) -> String {
+        format!("{i:019}-node")
+    }
+
+    #[tokio::test]
+    async fn keeps_the_newest_runs_per_job_by_count_and_bytes_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outputs.redb");
+        let store = OutputStore::open(&path).unwrap();
+        for i in 0..KEEP_PER_JOB + 5 {
+            store.put("a", &id(i), format!("run {i}")).await.unwrap();
+        }
+        store.put("b", &id(0), "other job".into()).await.unwrap();
+        assert_eq!(store.get("a", &id(4)).unwrap(), None, "beyond the count");
+        assert_eq!(store.get("a", &id(5)).unwrap().as_deref(), Some("run 5"));
+        assert_eq!(
+            store.get("b", &id(0)).unwrap().as_deref(),
+            Some("other job")
+        );
+        // The same run stored twice is one run.
+        store
+            .put("a", &id(104), "run 104 again".into())
+            .await
+            .unwrap();
+        assert_eq!(store.get("a", &id(5)).unwrap().as_deref(), Some("run 5"));
+        assert_eq!(
+            store.get("a", &id(104)).unwrap().as_deref(),
+            Some("run 104 again")
+        );
+        store.close().await.unwrap();
+        drop(store);
+
+        // Reopened, retention goes on from what is on disk; bytes bound it too.
+        let store = OutputStore::open(&path).unwrap();
+        let big = "x".repeat(BYTES_PER_JOB / 4 + 1);
+        for i in 200..204 {
+            store.put("a", &id(i), big.clone()).await.unwrap();
+        }
+        assert_eq!(
+            store.get("a", &id(200)).unwrap(),
+            None,
+            "over the byte bound"
+        );
+        for i in 201..204 {
+            assert!(store.get("a", &id(i)).unwrap().is_some(), "{i}");
+        }
+        assert_eq!(store.get("a", &id(104)).unwrap(), None);
+        // One output larger than the whole bound is still kept, alone.
+        let huge = "y".repeat(BYTES_PER_JOB + 1);
+        store.put("a", &id(300), huge).await.unwrap();
+        assert!(store.get("a", &id(300)).unwrap().is_some());
+        assert_eq!(store.get("a", &id(203)).unwrap(), None);
+        // Deleting a job forgets its outputs only.
+        store.delete_job("a").await.unwrap();
+        assert_eq!(store.get("a", &id(300)).unwrap(), None);
+        assert!(store.get("b", &id(0)).unwrap().is_some());
     }
 }

@@ -149,6 +149,46 @@ async fn writes_through_a_follower_reach_every_server() {
             .count(),
         1
     );
+    // `forbid` holds across servers: the same run asked of all three at once starts once.
+    let mut exclusive = shell_job("exclusive", "@manually", "sleep 3");
+    exclusive["concurrency"] = json!("forbid");
+    exclusive["tags"] = json!({"server": "true:1"});
+    assert_eq!(follower.post("/v1/jobs", &exclusive).await.status, 201);
+    let (a, b, c) = tokio::join!(
+        servers[0].api.post_empty("/v1/jobs/exclusive/run"),
+        servers[1].api.post_empty("/v1/jobs/exclusive/run"),
+        servers[2].api.post_empty("/v1/jobs/exclusive/run"),
+    );
+    let mut statuses = vec![a.status, b.status, c.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409, 409], "{a:#?} {b:#?} {c:#?}");
+    assert_eq!(follower.executions("exclusive").await.len(), 1);
+
+    // A restore through a follower lands on every server.
+    let dump = json!([{"name": "restored", "schedule": "@every 1h", "executor": "shell",
+                       "executor_config": {"command": "true"}}]);
+    let restored = crate::support::send(
+        follower
+            .client
+            .post(follower.url("/v1/restore"))
+            .header("Content-Type", crate::support::MULTIPART_TYPE)
+            .body(crate::support::multipart("file", &dump.to_string())),
+    )
+    .await;
+    assert_eq!(
+        restored.body,
+        json!("[\"success create restored\"]"),
+        "{restored:#?}"
+    );
+    for s in &servers {
+        wait_until(
+            Duration::from_secs(10),
+            "the restored job everywhere",
+            async || (s.api.get("/v1/jobs/restored").await.status == 200).then_some(()),
+        )
+        .await;
+    }
+
     // Pause is replicated too.
     assert_eq!(
         follower.post_empty("/v1/pause").await.body,
@@ -557,8 +597,9 @@ async fn a_leader_stopping_gracefully_hands_over_before_any_election_timeout() {
         leader_index(&servers).await
     };
     let old = servers[first].handle.take().expect("running");
-    let started = dkron::clock::monotonic();
     old.shutdown().await;
+    // shutdown() returns once another server leads (or the hand-over gave up); the wait is
+    // only a bound. What proves the hand-over is who was asked, below, not how long it took.
     let next = wait_until(
         Duration::from_secs(3),
         "the successor to lead",
@@ -570,11 +611,14 @@ async fn a_leader_stopping_gracefully_hands_over_before_any_election_timeout() {
     )
     .await;
     assert_ne!(next, first);
-    assert!(
-        dkron::clock::since(started) < Duration::from_millis(2500),
-        "a new leader took {:?}: no hand-over happened",
-        dkron::clock::since(started)
-    );
+    // The new leader is the server the old one asked to take over, and the only one asked.
+    let asked: Vec<u64> = servers
+        .iter()
+        .filter_map(|s| s.handle.as_ref())
+        .map(|h| h.leadership().times_asked_to_elect())
+        .collect();
+    assert_eq!(asked.iter().sum::<u64>(), 1, "{asked:?}");
+    assert_eq!(servers[next].h().leadership().times_asked_to_elect(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1032,4 +1076,72 @@ async fn acls_are_replicated_and_bootstrap_once_across_a_leader_change() {
     )
     .await;
     assert_eq!(r.status, 401, "{r:#?}");
+}
+
+/// A run's lease: a node that stops answering while it runs a job (here killed) keeps the
+/// run until the lease runs out on the leader's clock, then the run is failed saying so and
+/// no longer listed as running. The leader's clock is moved past the lease instead of
+/// waiting it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_whose_node_stops_answering_fails_when_its_lease_runs_out() {
+    let node =
+        crate::support::TestNode::start_configured("hub", |c| c.profile = "local".into()).await;
+    let seed = node.h().members().advertise_addr().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = dkron_command(home.path());
+    cmd.args([
+        "agent",
+        "--node-name=worker1",
+        "--bind-addr=127.0.0.1:0",
+        "--tag",
+        "agent=true",
+        "--profile=local",
+    ])
+    .arg(format!("--rpc-port={}", free_port()))
+    .arg(format!("--retry-join={seed}"));
+    let mut agent = Agent::spawn(
+        cmd,
+        "127.0.0.1:1".parse().unwrap(),
+        home.path().join("agent.log"),
+    );
+    wait_until(Duration::from_secs(15), "the agent to join", async || {
+        let members = node.get("/v1/members").await;
+        members
+            .array()
+            .iter()
+            .any(|m| m["Name"] == "worker1" && m["statusText"] == "alive")
+            .then_some(())
+    })
+    .await;
+    let mut job = shell_job("stuck", "@manually", "echo started; sleep 60");
+    job["tags"] = json!({"agent": "true:1"});
+    job["concurrency"] = json!("forbid");
+    node.create(&job).await;
+    node.run("stuck").await;
+    wait_until(
+        Duration::from_secs(15),
+        "the run to be going on the agent",
+        async || {
+            let busy = node.get("/v1/busy").await;
+            let id = busy.array().first()?["id"].as_str()?.to_string();
+            let live = node.get(&format!("/v1/jobs/stuck/executions/{id}")).await;
+            (live.body["output"] == "started\n").then_some(())
+        },
+    )
+    .await;
+
+    agent.kill();
+    node.clock
+        .advance(dkron::leader::LEASE + Duration::from_secs(1));
+    let runs = node
+        .wait_finished("stuck", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(runs[0]["success"], false, "{runs:#?}");
+    let output = runs[0]["output"].as_str().unwrap();
+    assert!(
+        output.contains("stopped answering for 30 s"),
+        "{runs:#?}\nagent log:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(node.get("/v1/busy").await.total_count(), Some(0));
 }

@@ -159,3 +159,35 @@ async fn catch_up_policies_decide_and_the_occurrences_api_says_why() {
     assert_eq!((r.status, r.body["field"].as_str()), (400, Some("from")));
     assert_eq!(node.get("/v1/jobs/nope/occurrences").await.status, 404);
 }
+
+/// The wall clock stepping back (an NTP correction) repeats no occurrence: the ledger has
+/// them fired already, so the job waits until the clock passes them again, then goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_stepping_backwards_repeats_no_occurrence() {
+    let node = TestNode::start().await;
+    node.create(&shell_job("steady", "@every 1s", "true")).await;
+    let before = wait_until(SOON, "three runs", async || {
+        let times = scheduled_times(&node, "steady").await;
+        (times.len() >= 3).then_some(times)
+    })
+    .await;
+    node.clock.rewind(Duration::from_secs(4));
+    let stepped_at = dkron::clock::Clock::now(&*node.clock);
+    // Occurrences after the newest fired one, once the clock is past it again.
+    let after = wait_until(Duration::from_secs(20), "runs after the step", async || {
+        let times = scheduled_times(&node, "steady").await;
+        (times.len() >= before.len() + 8).then_some(times)
+    })
+    .await;
+    let mut distinct = after.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        after.len(),
+        "an occurrence ran twice: {after:?}"
+    );
+    // Every second from the first to the last ran: none was skipped by the step either.
+    let span = after.last().unwrap().duration_since(after[0]).as_secs();
+    assert_eq!(span as usize + 1, after.len(), "{after:?}");
+    assert!(*after.last().unwrap() > stepped_at, "{after:?}");
+}

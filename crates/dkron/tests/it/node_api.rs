@@ -217,6 +217,82 @@ async fn restore_without_the_file_part_is_400() {
     assert_eq!(node.get("/v1/jobs").await.body, Value::Array(vec![]));
 }
 
+fn restore_results(r: &crate::support::Resp) -> Vec<String> {
+    assert_eq!(r.status, 200, "{r:#?}");
+    serde_json::from_str(r.body.as_str().expect("a JSON string")).expect("a JSON array inside")
+}
+
+/// What a dump can hold that a plain create cannot: a parent that is missing, a cycle, names
+/// that exist already (replaced, their history kept), the same name twice; and a dump larger
+/// than the body limit is a clear 413, with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_handles_missing_parents_cycles_existing_names_and_size() {
+    let node = TestNode::start().await;
+    let mut existing = crate::support::shell_job("kept", "@every 1h", "true");
+    existing["displayname"] = json!("before");
+    node.create(&existing).await;
+    node.run("kept").await;
+    node.wait_finished("kept", 1, crate::support::SOON).await;
+    let shell = |name: &str, parent: &str| {
+        let schedule = if parent.is_empty() { "@manually" } else { "" };
+        json!({"name": name, "parent_job": parent, "schedule": schedule, "executor": "shell",
+               "executor_config": {"command": "true"}})
+    };
+    let mut replaced = existing.clone();
+    replaced["displayname"] = json!("after");
+    let jobs = json!([
+        shell("orphan", "nowhere"),
+        shell("ping", "pong"),
+        shell("pong", "ping"),
+        replaced,
+        shell("twice", ""),
+        shell("twice", ""),
+    ]);
+    let results = restore_results(
+        &restore(&node, crate::support::multipart("file", &jobs.to_string())).await,
+    );
+    for expected in [
+        "fail create orphan",
+        "fail create ping",
+        "fail create pong",
+        "success create kept",
+        "success create twice",
+    ] {
+        assert!(
+            results.iter().any(|r| r == expected),
+            "{expected}: {results:?}"
+        );
+    }
+    assert_eq!(
+        results.len(),
+        6,
+        "one line per job in the dump: {results:?}"
+    );
+    for gone in ["orphan", "ping", "pong"] {
+        assert_eq!(
+            node.get(&format!("/v1/jobs/{gone}")).await.status,
+            404,
+            "{gone}"
+        );
+    }
+    let kept = node.job("kept").await;
+    assert_eq!(kept["displayname"], "after");
+    assert_eq!(node.executions("kept").await.len(), 1, "history kept");
+
+    // Larger than the body limit: refused as such, nothing written.
+    let big: Vec<Value> = (0..40_000)
+        .map(|i| shell(&format!("bulk-{i:05}"), ""))
+        .collect();
+    let r = restore(
+        &node,
+        crate::support::multipart("file", &Value::Array(big).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 413, "{r:#?}");
+    assert!(!r.error().is_empty(), "{r:#?}");
+    assert_eq!(node.get("/v1/jobs/bulk-00000").await.status, 404);
+}
+
 /// Decision 3: a restore that is not multipart at all is still a 4xx with a JSON error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_of_a_non_multipart_body_is_a_4xx_json_error() {

@@ -38,6 +38,12 @@ impl OffsetClock {
         self.offset_secs
             .fetch_add(by.as_secs() as i64, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// Steps the wall clock back (an NTP correction); the monotonic clock does not move back.
+    pub fn rewind(&self, by: Duration) {
+        self.offset_secs
+            .fetch_sub(by.as_secs() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl dkron::clock::Clock for OffsetClock {
