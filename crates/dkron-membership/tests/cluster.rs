@@ -195,6 +195,7 @@ async fn node_with_wrong_key_cannot_join() {
     let b = start("b", Some(key(16, 1))).await;
     assert_eq!(b.join(&[a.local_addr()], JOIN_TIMEOUT).await, Ok(1));
 
+    let refused_before = a.stats().decrypt_failures;
     let intruder = start("intruder", Some(key(16, 2))).await;
     let began = Instant::now();
     let answered = intruder
@@ -214,7 +215,15 @@ async fn node_with_wrong_key_cannot_join() {
         Ok(0)
     );
 
-    sleep(Duration::from_millis(500)).await;
+    // Both announces reached `a` and were refused (one wrong key, one in the clear): the
+    // membership check below comes after their refusal, not after a guessed pause.
+    assert!(
+        eventually(CONVERGE, || a.stats().decrypt_failures
+            >= refused_before + 2)
+        .await,
+        "{}",
+        describe(&a)
+    );
     for node in [&a, &b] {
         assert!(
             node.members()
@@ -225,7 +234,6 @@ async fn node_with_wrong_key_cannot_join() {
         );
     }
     assert_eq!(intruder.members().len(), 1);
-    assert!(a.stats().decrypt_failures > 0);
 }
 
 #[tokio::test]

@@ -63,6 +63,12 @@ pub struct AgentConfig {
     /// Raft group (Go duration; Dkron's Serf reaping time).
     pub serf_reconnect_timeout: String,
     pub raft_multiplier: u32,
+    /// Tests only, never read from flags, files or the environment: take a Raft snapshot
+    /// every this many entries and purge the log behind it at once (0: every 20,000, keeping
+    /// 1,000), so snapshot install and restart from a snapshot can be tested.
+    #[serde(skip)]
+    #[doc(hidden)]
+    pub raft_snapshot_logs: u64,
     pub profile: String,
     pub disable_usage_stats: bool,
     /// Log line format: `text` (default) or `json`.
@@ -145,6 +151,7 @@ impl Default for AgentConfig {
             disable_http_tls: false,
             serf_reconnect_timeout: "24h".into(),
             raft_multiplier: 1,
+            raft_snapshot_logs: 0,
             profile: "lan".into(),
             disable_usage_stats: false,
             log_format: "text".into(),

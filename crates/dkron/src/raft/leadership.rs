@@ -59,6 +59,13 @@ impl Leadership {
         current_leader(&self.raft)
     }
 
+    /// The last log index the newest snapshot covers, and the last index purged from the
+    /// log behind it (tests check that a snapshot really replaced entries).
+    pub fn snapshot_and_purged(&self) -> (Option<u64>, Option<u64>) {
+        let m = self.raft.metrics().borrow().clone();
+        (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
+    }
+
     /// The current term: the fencing token of run orders (a node refuses older ones).
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term

@@ -104,6 +104,8 @@ pub struct Settings<'a> {
     pub bootstrap_alone: bool,
     /// `--raft-multiplier`: scales every Raft timeout.
     pub multiplier: u32,
+    /// Tests only (`AgentConfig::raft_snapshot_logs`): snapshot every this many entries.
+    pub snapshot_logs: u64,
 }
 
 impl Consensus {
@@ -118,7 +120,7 @@ impl Consensus {
         let id = node_id_for(&settings.me.name);
         let raft = Raft::new(
             id,
-            Arc::new(config(settings.multiplier)?),
+            Arc::new(config(settings.multiplier, settings.snapshot_logs)?),
             network::Network::new(rpc.clone()),
             log_store,
             state_machine,
@@ -160,8 +162,14 @@ impl Consensus {
     }
 }
 
-fn config(multiplier: u32) -> anyhow::Result<openraft::Config> {
+fn config(multiplier: u32, snapshot_logs: u64) -> anyhow::Result<openraft::Config> {
     let m = u64::from(multiplier.max(1));
+    // A snapshot costs time proportional to the whole state; entries are batches, so 20,000
+    // of them cover minutes of heavy scheduling. Tests take them far more often.
+    let (every, keep) = match snapshot_logs {
+        0 => (20_000, 1000),
+        n => (n, 0),
+    };
     let config = openraft::Config {
         cluster_name: "dkron".into(),
         // A follower grants no vote while its leader lease (the election timeout) runs, so a
@@ -171,10 +179,8 @@ fn config(multiplier: u32) -> anyhow::Result<openraft::Config> {
         election_timeout_min: 400 * m,
         election_timeout_max: 800 * m,
         install_snapshot_timeout: 10_000,
-        // A snapshot costs time proportional to the whole state; entries are batches, so
-        // 20,000 of them cover minutes of heavy scheduling.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
-        max_in_snapshot_log_to_keep: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(every),
+        max_in_snapshot_log_to_keep: keep,
         ..Default::default()
     };
     Ok(config.validate()?)

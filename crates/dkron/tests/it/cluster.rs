@@ -1145,3 +1145,46 @@ async fn a_run_whose_node_stops_answering_fails_when_its_lease_runs_out() {
     );
     assert_eq!(node.get("/v1/busy").await.total_count(), Some(0));
 }
+
+/// Raft snapshots, taken every 10 entries here (a test-only setting) with the log behind
+/// them purged: a server that joins afterwards can only catch up by installing the leader's
+/// snapshot, and it does; every server also restarts from its own snapshot with the same
+/// state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_server_catches_up_from_a_snapshot_when_the_log_is_purged() {
+    let snapshots = |c: &mut dkron::config::AgentConfig| c.raft_snapshot_logs = 10;
+    let servers = three_servers_with(snapshots).await;
+    let leader = leader_index(&servers).await;
+    let api = &servers[leader].api;
+    for i in 0..40 {
+        let job = shell_job(&format!("snap-{i:02}"), "@every 1h", "true");
+        assert_eq!(api.post("/v1/jobs", &job).await.status, 201);
+    }
+    let (snapshot, purged) = wait_until(
+        Duration::from_secs(15),
+        "a snapshot with the log purged behind it",
+        async || {
+            let (s, p) = servers[leader].h().leadership().snapshot_and_purged();
+            (s? >= 30 && p? >= 30).then_some((s, p))
+        },
+    )
+    .await;
+    let seed = servers[leader].h().members().advertise_addr().to_string();
+    let late = server_with("late", Some(seed), snapshots).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the late server to hold every job",
+        async || {
+            let listed = late.api.get("/v1/jobs").await;
+            (listed.total_count() == Some(40)).then_some(())
+        },
+    )
+    .await;
+    // It got them from the snapshot: the entries before it were gone on the leader.
+    let (_, purged_now) = servers[leader].h().leadership().snapshot_and_purged();
+    assert!(
+        purged_now >= purged,
+        "{purged_now:?} {purged:?} {snapshot:?}"
+    );
+    assert_eq!(late.api.job("snap-00").await["name"], "snap-00");
+}

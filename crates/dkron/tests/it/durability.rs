@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{
     Agent, SOON, TestNode, dkron_command, free_port, is_finished, shell_job, wait_until,
@@ -204,4 +204,47 @@ async fn jobs_survive_sigkill_of_the_binary() {
     );
     let expected: Vec<String> = (0..20).map(|i| format!("job-{i:02}")).collect();
     assert_eq!(r.names(), expected);
+}
+
+/// A node restarts from its Raft snapshot (taken every 10 entries here, the log behind it
+/// purged) with every job, execution and counter it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarts_from_its_snapshot_with_the_same_state() {
+    let mut node = TestNode::start_configured("snappy", |c| {
+        c.raft_snapshot_logs = 10;
+    })
+    .await;
+    for i in 0..30 {
+        node.create(&shell_job(&format!("s{i:02}"), "@every 1h", "true"))
+            .await;
+    }
+    node.run("s07").await;
+    node.wait_finished("s07", 1, SOON).await;
+    wait_until(
+        SOON,
+        "a snapshot with the log purged behind it",
+        async || {
+            let (s, p) = node.h().leadership().snapshot_and_purged();
+            (s? >= 20 && p? >= 20).then_some(())
+        },
+    )
+    .await;
+    let before = node.get("/v1/jobs").await.body;
+    node.restart().await;
+    let after = node.get("/v1/jobs").await.body;
+    assert_eq!(after.as_array().map(Vec::len), Some(30));
+    let strip_next = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                let mut j = j.clone();
+                j.as_object_mut().unwrap().remove("next");
+                j
+            })
+            .collect()
+    };
+    assert_eq!(strip_next(&after), strip_next(&before));
+    assert_eq!(node.job("s07").await["success_count"], 1);
+    assert_eq!(node.executions("s07").await.len(), 1);
 }

@@ -239,6 +239,58 @@ async fn failing_processors_and_notifications_neither_block_children_nor_lose_th
     assert_eq!(child_runs[0]["output"], "child ran\n");
 }
 
+/// A receiver that accepts connections and never answers (a hung webhook, a stuck fluentd):
+/// answers its port and how many connections it took.
+async fn black_hole() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (port, accepted)
+}
+
+/// Receivers that accept and never answer hold nothing up: the fluent processor writes into
+/// a connection nobody reads (forwarding keeps the output), the run is recorded, the child
+/// runs, and the webhook to the hung receiver was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_that_never_answer_hold_no_run_up() {
+    let (hook_port, hook_calls) = black_hole().await;
+    let (fluent_port, fluent_calls) = black_hole().await;
+    let node = TestNode::start_configured("hung-node", |c| {
+        c.webhook_endpoint = format!("http://127.0.0.1:{hook_port}/hook");
+        c.webhook_payload = "{{.JobName}}".into();
+    })
+    .await;
+    let mut parent = shell_job("hung-parent", "@manually", "echo parent ran");
+    parent["processors"] = json!({"fluent": {"host": "127.0.0.1",
+        "port": fluent_port.to_string(), "forward": "true"}});
+    node.create(&parent).await;
+    let mut child = shell_job("hung-child", "", "echo child ran");
+    child["parent_job"] = json!("hung-parent");
+    node.create(&child).await;
+    assert_eq!(node.run("hung-parent").await.status, 200);
+    let parent_runs = node.wait_finished("hung-parent", 1, BOUND).await;
+    assert_eq!(parent_runs[0]["success"], true);
+    assert_eq!(parent_runs[0]["output"], "parent ran\n", "output kept");
+    let child_runs = node.wait_finished("hung-child", 1, BOUND).await;
+    assert_eq!(child_runs[0]["output"], "child ran\n");
+    // Both receivers were really asked (and never answered).
+    assert!(fluent_calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    wait_until(
+        BOUND,
+        "the parent's webhook to reach the hung receiver",
+        async || (hook_calls.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(()),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_follow_the_notify_policy_with_dkron_templates() {
     let sink = Sink::start().await;

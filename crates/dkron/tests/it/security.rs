@@ -289,3 +289,89 @@ async fn disable_http_tls_keeps_the_api_plain() {
     let rpc = node.h().rpc_addr();
     crate::support::assert_plain_http_refused(&format!("http://{rpc}/rpc/raft/peers")).await;
 }
+
+/// The http executor's TLS options against a real TLS server: this node's own HTTPS API,
+/// which asks for a client certificate of the test CA. Trusted with the CA file and a client
+/// certificate, a run succeeds; without the CA, without a certificate, or with another CA's,
+/// it fails saying why; `tlsNoVerifyPeer` skips only the server's check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_jobs_use_their_tls_options_against_a_real_tls_server() {
+    let pki = crate::support::pki::Pki::new();
+    let node = TestNode::start_configured("tls-target", |c| {
+        with_pki(c, &pki);
+        c.client_cert_auth = true;
+    })
+    .await;
+    let base = format!("https://127.0.0.1:{}", node.h().http_addr().port());
+    let api = https(&pki, Some(&pki.client));
+    let run = async |name: &str, options: &[(&str, &str)]| -> Value {
+        let mut config = json!({"method": "GET", "url": format!("{base}/v1"), "expectCode": "200"});
+        for (k, v) in options {
+            config[*k] = json!(v);
+        }
+        let job = json!({"name": name, "schedule": "@manually", "executor": "http",
+                         "executor_config": config});
+        let r = api
+            .post(format!("{base}/v1/jobs"))
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{name}: {}", r.text().await.unwrap());
+        let r = api
+            .post(format!("{base}/v1/jobs/{name}/run"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        crate::support::wait_until(SOON, &format!("the run of {name}"), async || {
+            let list: Value = api
+                .get(format!("{base}/v1/jobs/{name}/executions"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            list.as_array()?
+                .iter()
+                .find(|e| crate::support::is_finished(e))
+                .cloned()
+        })
+        .await
+    };
+    let ca = ("tlsRootCAsFile", pki.ca.as_str());
+    let cert = ("tlsCertificateFile", pki.client.cert.as_str());
+    let key = ("tlsCertificateKeyFile", pki.client.key.as_str());
+
+    let trusted = run("trusted", &[ca, cert, key]).await;
+    assert_eq!(trusted["success"], true, "{trusted:#}");
+    let insecure = run("insecure", &[("tlsNoVerifyPeer", "true"), cert, key]).await;
+    assert_eq!(insecure["success"], true, "{insecure:#}");
+
+    let untrusted = run("untrusted", &[cert, key]).await;
+    assert_eq!(untrusted["success"], false, "{untrusted:#}");
+    let why = untrusted["output"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(why.contains("certificate"), "{untrusted:#}");
+    for (name, options) in [
+        ("anonymous", vec![ca]),
+        (
+            "stranger",
+            vec![
+                ca,
+                ("tlsCertificateFile", pki.stranger.cert.as_str()),
+                ("tlsCertificateKeyFile", pki.stranger.key.as_str()),
+            ],
+        ),
+    ] {
+        let refused = run(name, &options).await;
+        assert_eq!(refused["success"], false, "{name}: {refused:#}");
+        assert!(
+            !refused["output"].as_str().unwrap_or_default().is_empty(),
+            "{name} says why: {refused:#}"
+        );
+    }
+}
