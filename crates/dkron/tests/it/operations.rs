@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
@@ -256,33 +258,50 @@ async fn black_hole() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     (port, accepted)
 }
 
-/// Receivers that accept and never answer hold nothing up: the fluent processor writes into
-/// a connection nobody reads (forwarding keeps the output), the run is recorded, the child
-/// runs, and the webhook to the hung receiver was sent.
+/// A port whose accept queue is full: a connect to it hangs (its SYNs are dropped) for
+/// minutes. Keep what it answers alive for as long as the port must stay jammed.
+async fn jammed() -> (u16, tokio::net::TcpListener, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        match tokio::time::timeout(Duration::from_millis(300), connect).await {
+            Ok(Ok(c)) => queued.push(c),
+            _ => break,
+        }
+    }
+    (port, listener, queued)
+}
+
+/// Receivers that never answer hold nothing up: a fluent processor whose connect hangs is
+/// cut off by the processor timeout (the output kept), the run is recorded, its child runs,
+/// and the webhook reached a receiver that accepts and never answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receivers_that_never_answer_hold_no_run_up() {
     let (hook_port, hook_calls) = black_hole().await;
-    let (fluent_port, fluent_calls) = black_hole().await;
+    let (fluent_port, _jam, _queued) = jammed().await;
     let node = TestNode::start_configured("hung-node", |c| {
         c.webhook_endpoint = format!("http://127.0.0.1:{hook_port}/hook");
         c.webhook_payload = "{{.JobName}}".into();
     })
     .await;
     let mut parent = shell_job("hung-parent", "@manually", "echo parent ran");
-    parent["processors"] = json!({"fluent": {"host": "127.0.0.1",
-        "port": fluent_port.to_string(), "forward": "true"}});
+    parent["processors"] =
+        json!({"fluent": {"host": "127.0.0.1", "port": fluent_port.to_string()}});
     node.create(&parent).await;
     let mut child = shell_job("hung-child", "", "echo child ran");
     child["parent_job"] = json!("hung-parent");
     node.create(&child).await;
     assert_eq!(node.run("hung-parent").await.status, 200);
+    // Without the processor's bound the connect would hang for minutes, past this wait.
     let parent_runs = node.wait_finished("hung-parent", 1, BOUND).await;
     assert_eq!(parent_runs[0]["success"], true);
     assert_eq!(parent_runs[0]["output"], "parent ran\n", "output kept");
     let child_runs = node.wait_finished("hung-child", 1, BOUND).await;
     assert_eq!(child_runs[0]["output"], "child ran\n");
-    // Both receivers were really asked (and never answered).
-    assert!(fluent_calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     wait_until(
         BOUND,
         "the parent's webhook to reach the hung receiver",
@@ -376,6 +395,71 @@ async fn webhooks_follow_the_notify_policy_with_dkron_templates() {
         .await;
     }
     assert_eq!(posts("watched"), 2);
+}
+
+/// An SMTP server that offers AUTH but not STARTTLS and would accept anything: answers every
+/// line one client sent before it hung up.
+async fn smtp_without_starttls(listener: TcpListener) -> Vec<String> {
+    let (conn, _) = listener.accept().await.unwrap();
+    let (read, mut write) = conn.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut seen = Vec::new();
+    write.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let verb = line.to_ascii_uppercase();
+        seen.push(line);
+        let answer: &[u8] = if verb.starts_with("EHLO") {
+            b"250-sink\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
+        } else if verb.starts_with("AUTH") {
+            b"235 accepted\r\n"
+        } else if verb.starts_with("QUIT") {
+            let _ = write.write_all(b"221 bye\r\n").await;
+            break;
+        } else {
+            b"250 OK\r\n"
+        };
+        if write.write_all(answer).await.is_err() {
+            break;
+        }
+    }
+    seen
+}
+
+/// With a mail password set, STARTTLS is required: a server that does not offer it never
+/// sees the credentials (the email is not sent; without credentials it would be, as above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_cross_a_connection_without_starttls() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = tokio::spawn(smtp_without_starttls(listener));
+    let node = TestNode::start_configured("tls-mail-node", |c| {
+        c.mail_host = "127.0.0.1".into();
+        c.mail_port = port;
+        c.mail_from = "dkron@example.com".into();
+        c.mail_username = "dkron".into();
+        c.mail_password = "hunter2-secret".into();
+    })
+    .await;
+    let mut job = shell_job("mailed-secure", "@manually", "exit 1");
+    job["owner_email"] = json!("ops@example.com");
+    run_once(&node, job).await;
+    let seen = tokio::time::timeout(BOUND, received)
+        .await
+        .expect("the client hung up within the bound")
+        .unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l.to_ascii_uppercase().starts_with("EHLO")),
+        "{seen:?}"
+    );
+    let secret = base64::engine::general_purpose::STANDARD.encode("\0dkron\0hunter2-secret");
+    for line in &seen {
+        let upper = line.to_ascii_uppercase();
+        assert!(
+            !upper.starts_with("AUTH") && !upper.starts_with("MAIL") && !line.contains(&secret),
+            "sent over a plain connection: {seen:?}"
+        );
+    }
 }
 
 /// A minimal SMTP server that accepts one message and answers what it received.
