@@ -51,13 +51,13 @@ import importlib.metadata
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
+
+from testnode import free_port, start_node
 
 BASE = os.environ.get("DKRON_URL", "http://127.0.0.1:8080").rstrip("/")
 CALL_BOUND = 15.0  # seconds any single client call may take
@@ -149,12 +149,6 @@ def poll(what, probe, bound=RUN_BOUND, interval=0.5):
 def differing(got, want):
     """The fields of `want` whose value in `got` differs: {field: (got, want)}."""
     return {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def job_spec(name, tags, client):
@@ -570,21 +564,14 @@ def clean_up(c):
             note(f"could not delete {name}: {e}")
 
 
-def start_node(binary):
-    """Starts a single node from `binary` on free loopback ports; answers it and its URL."""
-    data = tempfile.mkdtemp(prefix="dkron-clients-")
-    http = free_port()
-    log = open(os.path.join(data, "dkron.log"), "w")
-    node = subprocess.Popen(
-        [binary, "agent", "--server", "--bootstrap-expect=1", f"--data-dir={data}/data",
-         f"--http-addr=127.0.0.1:{http}", "--bind-addr=127.0.0.1:0",
-         f"--rpc-port={free_port()}", "--node-name=clients-node", "--log-level=warn"],
-        stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{http}"
+def start_and_wait(binary):
+    """Starts a single node from `binary`; answers it and its URL once it leads."""
+    node, base, _, log_path = start_node(binary, "clients-node", "--log-level=warn",
+                                         prefix="dkron-clients-")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if node.poll() is not None:
-            raise SystemExit(f"dkron exited with {node.returncode}; see {data}/dkron.log")
+            raise SystemExit(f"dkron exited with {node.returncode}; see {log_path}")
         try:
             with urllib.request.urlopen(base + "/v1/leader", timeout=2) as r:
                 if r.status == 200:
@@ -600,7 +587,7 @@ def main():
     global BASE
     node = None
     if len(sys.argv) > 1:
-        node, BASE = start_node(sys.argv[1])
+        node, BASE = start_and_wait(sys.argv[1])
     try:
         return run_all()
     finally:

@@ -20,20 +20,19 @@ Needs python selenium 4 and /usr/bin/chromedriver.
 """
 
 import argparse
-import functools
 import http.server
 import json
 import mimetypes
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from testnode import free_port, start_node
 
 from selenium import webdriver
 from selenium.common.exceptions import (StaleElementReferenceException, TimeoutException,
@@ -51,12 +50,6 @@ NODE = "ui-check"
 
 class CheckFailed(Exception):
     pass
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api(base, method, path, body=None):
@@ -411,18 +404,11 @@ def main():
     args = ap.parse_args()
     ui_dist = os.path.abspath(args.ui_dist)
 
-    data = tempfile.mkdtemp(prefix="dkron-ui-check-")
-    http_port, rpc_port, ui_port = free_port(), free_port(), free_port()
-    api_base = f"http://127.0.0.1:{http_port}/v1"
+    ui_port = free_port()
     ui_origin = f"http://127.0.0.1:{ui_port}"
-    cmd = [args.dkron, "agent", "--server", "--bootstrap-expect=1", f"--data-dir={data}/data",
-           f"--http-addr=127.0.0.1:{http_port}", "--bind-addr=127.0.0.1:0",
-           f"--rpc-port={rpc_port}", f"--node-name={NODE}"]
-    if args.allow_ui_origin:
-        cmd.append(f"--http-allowed-origins={ui_origin}")
-    log_path = os.path.join(data, "dkron.log")
-    log = open(log_path, "w")
-    node = subprocess.Popen(cmd, stdout=log, stderr=log)
+    extra = [f"--http-allowed-origins={ui_origin}"] if args.allow_ui_origin else []
+    node, base, _, log_path = start_node(args.dkron, NODE, *extra, prefix="dkron-ui-check-")
+    api_base = f"{base}/v1"
     srv = browser = None
     results = []
     code = 0
@@ -474,7 +460,6 @@ def main():
         except subprocess.TimeoutExpired:
             node.kill()
             node.wait()
-        log.close()
     sys.exit(code)
 
 

@@ -12,24 +12,18 @@ bounded; on failure the agent's log is printed.
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
+
+from testnode import free_port, start_node
 
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
 BOUND = 30.0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what, check, bound=BOUND):
@@ -87,24 +81,15 @@ def main():
     hooks, received = webhook_server()
     hook_url = f"http://127.0.0.1:{hooks.server_address[1]}/hook"
 
-    home = tempfile.mkdtemp(prefix="dkron-ops-")
-    http_port = free_port()
-    base = f"http://127.0.0.1:{http_port}"
-    log_path = os.path.join(home, "agent.log")
-    log = open(log_path, "w")
-    agent = subprocess.Popen(
-        [
-            binary, "agent", "--server", "--bootstrap-expect=1",
-            f"--data-dir={home}/data", f"--http-addr=127.0.0.1:{http_port}",
-            "--bind-addr=127.0.0.1:0", f"--rpc-port={free_port()}", "--node-name=ops",
-            "--enable-prometheus",
+    agent, base, _, log_path = start_node(
+        binary, "ops",
+        "--enable-prometheus",
             "--mail-host=127.0.0.1", f"--mail-port={smtp_port}", "--mail-from=dkron@example.com",
             f"--webhook-endpoint={hook_url}",
             '--webhook-payload={"job":"{{.JobName}}","success":{{.Success}}}',
             "--webhook-headers=Content-Type: application/json",
             "--notify-on=on_failure",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, cwd=home,
+        prefix="dkron-ops-",
     )
     try:
         def leader():
@@ -160,7 +145,6 @@ def main():
         assert {s.labels["kind"] for s in sent} == {"email", "webhook"}, sent
         print("ops test passed: email via aiosmtpd, webhook, /metrics parsed by prometheus_client")
     except Exception:
-        log.flush()
         print(open(log_path).read()[-5000:], file=sys.stderr)
         raise
     finally:

@@ -14,12 +14,11 @@ login page (a wrong token is refused there) and sends the token on its own API c
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
+
+from testnode import start_node
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -30,12 +29,6 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ROOT, "target", "ui-screenshots")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 TOKEN = os.environ.get("DKRON_TOKEN", "")
@@ -72,15 +65,7 @@ def main():
     if cluster:
         base = target.rstrip("/")
     else:
-        data = tempfile.mkdtemp(prefix="dkron-ui-")
-        http = free_port()
-        base = f"http://127.0.0.1:{http}"
-        log = open(os.path.join(data, "dkron.log"), "w")
-        node = subprocess.Popen(
-            [target, "agent", "--server", "--bootstrap-expect=1", f"--data-dir={data}/data",
-             f"--http-addr=127.0.0.1:{http}", "--bind-addr=127.0.0.1:0",
-             f"--rpc-port={free_port()}", "--node-name=ui-node", "--log-level=warn"],
-            stdout=log, stderr=log)
+        node, base, _, _ = start_node(target, "ui-node", "--log-level=warn", prefix="dkron-ui-")
     options = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
                 "--disable-dev-shm-usage"):
