@@ -71,9 +71,7 @@ pub async fn list(
     }
     let total = executions.len();
     let page = query.page(total)?;
-    let zone = cx
-        .state
-        .read(|s| s.entry(&job).and_then(|e| zoned::zone_of(&e.job.timezone)));
+    let zone = zoned::zone_of_job(&cx, &job);
     let shown: Vec<_> = executions[page]
         .iter()
         .cloned()

@@ -53,12 +53,15 @@ pub fn job(job: &Job) -> InZone<&Job> {
     InZone::new(job, &job.timezone)
 }
 
-/// An execution in the zone of its job (UTC when the job is gone).
+/// The zone of the stored job `name` (`None`: UTC, or the job is gone).
+pub fn zone_of_job(cx: &super::Context, name: &str) -> Option<TimeZone> {
+    cx.state
+        .read(|s| s.entry(name).and_then(|j| zone_of(&j.job.timezone)))
+}
+
+/// An execution in the zone of its job.
 pub fn execution<'a>(cx: &super::Context, e: &'a Execution) -> InZone<&'a Execution> {
-    let zone = cx
-        .state
-        .read(|s| s.entry(&e.job_name).and_then(|j| zone_of(&j.job.timezone)));
-    InZone::with_zone(e, zone)
+    InZone::with_zone(e, zone_of_job(cx, &e.job_name))
 }
 
 impl<T: Serialize> Serialize for InZone<T> {

@@ -138,15 +138,16 @@ impl Leader {
             }));
         };
         let mut runs = self.plan(&stored, Trigger::Manual);
+        let parameters = request
+            .parameters
+            .as_ref()
+            .filter(|p| !p.is_empty())
+            .map(|p| Box::new(p.clone()));
         for run in &mut runs {
             if let Some(by) = &request.started_by {
                 run.started_by = by.clone();
             }
-            run.parameters = request
-                .parameters
-                .as_ref()
-                .filter(|p| !p.is_empty())
-                .map(|p| Box::new(p.clone()));
+            run.parameters = parameters.clone();
         }
         // Claimed in a task of its own: a request that goes away (the client hung up, a
         // follower's call timed out) must not leave a committed claim without its runs.

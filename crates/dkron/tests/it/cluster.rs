@@ -422,19 +422,11 @@ async fn a_node_with_the_wrong_key_cannot_join() {
     drop((friend, intruder));
 }
 
-/// An agent (no --server) joins by gossip and runs the jobs whose tags target it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_agent_joins_and_runs_jobs_targeted_at_it() {
-    let s = server("hub", None).await;
-    s.handle
-        .as_ref()
-        .unwrap()
-        .wait_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let seed = s.h().members().advertise_addr().to_string();
-    let home = tempfile::tempdir().unwrap();
-    let mut cmd = dkron_command(home.path());
+/// Spawns `dkron agent` (no --server) named `worker1`, tagged `agent=true`, joining `server`
+/// by gossip; its home and log in `home`.
+fn spawn_agent(server: &ServerHandle, home: &std::path::Path) -> Agent {
+    let seed = server.members().advertise_addr().to_string();
+    let mut cmd = dkron_command(home);
     cmd.args([
         "agent",
         "--node-name=worker1",
@@ -445,11 +437,21 @@ async fn an_agent_joins_and_runs_jobs_targeted_at_it() {
     ])
     .arg(format!("--rpc-port={}", free_port()))
     .arg(format!("--retry-join={seed}"));
-    let agent = Agent::spawn(
-        cmd,
-        "127.0.0.1:1".parse().unwrap(),
-        home.path().join("agent.log"),
-    );
+    Agent::spawn(cmd, "127.0.0.1:1".parse().unwrap(), home.join("agent.log"))
+}
+
+/// An agent (no --server) joins by gossip and runs the jobs whose tags target it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_joins_and_runs_jobs_targeted_at_it() {
+    let s = server("hub", None).await;
+    s.handle
+        .as_ref()
+        .unwrap()
+        .wait_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let agent = spawn_agent(s.h(), home.path());
     let node = s.h();
     let joined = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
@@ -1086,24 +1088,8 @@ async fn acls_are_replicated_and_bootstrap_once_across_a_leader_change() {
 async fn a_run_whose_node_stops_answering_fails_when_its_lease_runs_out() {
     let node =
         crate::support::TestNode::start_configured("hub", |c| c.profile = "local".into()).await;
-    let seed = node.h().members().advertise_addr().to_string();
     let home = tempfile::tempdir().unwrap();
-    let mut cmd = dkron_command(home.path());
-    cmd.args([
-        "agent",
-        "--node-name=worker1",
-        "--bind-addr=127.0.0.1:0",
-        "--tag",
-        "agent=true",
-        "--profile=local",
-    ])
-    .arg(format!("--rpc-port={}", free_port()))
-    .arg(format!("--retry-join={seed}"));
-    let mut agent = Agent::spawn(
-        cmd,
-        "127.0.0.1:1".parse().unwrap(),
-        home.path().join("agent.log"),
-    );
+    let mut agent = spawn_agent(node.h(), home.path());
     wait_until(Duration::from_secs(15), "the agent to join", async || {
         let members = node.get("/v1/members").await;
         members
