@@ -256,6 +256,7 @@ impl Leader {
                 reporting_node,
             },
             previous_status,
+            &self.notify_decisions,
         );
     }
 }

@@ -72,6 +72,8 @@ pub struct Leader {
     /// Email, webhook and Cronitor notifications (sent while this node leads); replaced when
     /// SIGHUP reloads the configuration.
     notifier: RwLock<Arc<notify::Notifier>>,
+    /// What the notify policy decided for each finished execution (kept across reloads).
+    notify_decisions: notify::Decisions,
     /// Runs this process carries, so shutdown can stop them (`None` once it did: nothing
     /// starts after that).
     runs: Mutex<Option<JoinSet<()>>>,
@@ -99,6 +101,7 @@ impl Leader {
             clock: parts.clock,
             processors: config.processors.clone(),
             notifier: RwLock::new(Arc::new(notifier)),
+            notify_decisions: notify::Decisions::default(),
             runs: Mutex::new(Some(JoinSet::new())),
             in_flight: Mutex::new(HashSet::new()),
             resync: Mutex::new(BTreeSet::new()),
@@ -135,6 +138,11 @@ impl Leader {
             self.lead(&mut watch).await;
             tracing::info!(node = %self.members.name(), "no longer leader; scheduler stopped");
         }
+    }
+
+    /// What the notify policy decided for the executions this node finished as leader.
+    pub fn notify_decisions(&self) -> &notify::Decisions {
+        &self.notify_decisions
     }
 
     /// SIGHUP: the notification settings of a re-read configuration.

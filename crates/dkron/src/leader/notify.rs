@@ -28,6 +28,29 @@ pub struct Notifier {
     http: reqwest::Client,
 }
 
+/// What the notify policy decided for each finished execution of this leader: the proof that
+/// a success under `on_failure` sent nothing is a `quiet` decision, not a silence that might
+/// only be slow. Also counted in `dkron_notifications_decided_total{decision}`.
+#[derive(Debug, Default)]
+pub struct Decisions {
+    notify: std::sync::atomic::AtomicU64,
+    quiet: std::sync::atomic::AtomicU64,
+}
+
+impl Decisions {
+    fn record(&self, notify: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if notify { &self.notify } else { &self.quiet }.fetch_add(1, SeqCst);
+        crate::telemetry::metrics::notify_decided(notify);
+    }
+
+    /// Finished executions that (notified, stayed quiet) by the policy.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.notify.load(SeqCst), self.quiet.load(SeqCst))
+    }
+}
+
 /// A finished execution, as notifications describe it.
 pub struct Report<'a> {
     pub job: &'a Job,
@@ -83,11 +106,15 @@ impl Notifier {
 
     /// An execution finished (its last attempt): email and webhook as the policy says.
     /// `previous_status` is the job's status before this execution; `report.execution`
-    /// carries the whole output (after processors), not only the replicated tail.
-    pub fn finished(&self, report: &Report<'_>, previous_status: &str) {
+    /// carries the whole output (after processors), not only the replicated tail. The
+    /// decision is recorded in `decisions` before anything is sent.
+    pub fn finished(&self, report: &Report<'_>, previous_status: &str, decisions: &Decisions) {
         let c = &self.config;
         let success = report.execution.success;
-        if !NotifyPolicy::for_job(report.job, self.policy).should_notify(previous_status, success) {
+        let notify =
+            NotifyPolicy::for_job(report.job, self.policy).should_notify(previous_status, success);
+        decisions.record(notify);
+        if !notify {
             return;
         }
         let vars = context(report);

@@ -286,6 +286,11 @@ impl ServerHandle {
         self.leader.dispatch()
     }
 
+    /// What the notify policy decided for the executions this node finished as leader.
+    pub fn notify_decisions(&self) -> &crate::leader::notify::Decisions {
+        self.leader.notify_decisions()
+    }
+
     /// The worker executing the run orders placed on this node.
     pub fn worker(&self) -> &OrderExecutor {
         &self.worker

@@ -44,6 +44,7 @@ pub const RAFT_VOTERS: &str = "dkron_raft_voters";
 /// Notifications sent, by `kind` (email, webhook, pre_webhook, cronitor) and `outcome`
 /// (sent, failed).
 pub const NOTIFICATIONS: &str = "dkron_notifications_total";
+pub const NOTIFY_DECISIONS: &str = "dkron_notifications_decided_total";
 /// Processor runs that failed, by `processor`.
 pub const PROCESSOR_ERRORS: &str = "dkron_processor_errors_total";
 /// 1 while this node's RPC port takes orders, votes and writes from any host that reaches it
@@ -260,6 +261,10 @@ fn describe() {
     describe_gauge!(MEMBERS, "Gossip members by status");
     describe_gauge!(RAFT_VOTERS, "Voters in the Raft configuration");
     describe_counter!(NOTIFICATIONS, "Notifications sent, by kind and outcome");
+    describe_counter!(
+        NOTIFY_DECISIONS,
+        "Finished executions the notify policy sent notifications for (notify) or not (quiet)"
+    );
     describe_counter!(PROCESSOR_ERRORS, "Processor runs that failed, by processor");
     describe_gauge!(
         RPC_OPEN,
@@ -302,6 +307,12 @@ pub fn committed(took: Duration) {
 pub fn notified(kind: &'static str, sent: bool) {
     let outcome = if sent { "sent" } else { "failed" };
     counter!(NOTIFICATIONS, "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+/// The notify policy decided for a finished execution.
+pub fn notify_decided(notify: bool) {
+    let decision = if notify { "notify" } else { "quiet" };
+    counter!(NOTIFY_DECISIONS, "decision" => decision).increment(1);
 }
 
 /// A processor failed.

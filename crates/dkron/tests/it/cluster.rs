@@ -154,6 +154,15 @@ async fn writes_through_a_follower_reach_every_server() {
     exclusive["concurrency"] = json!("forbid");
     exclusive["tags"] = json!({"server": "true:1"});
     assert_eq!(follower.post("/v1/jobs", &exclusive).await.status, 201);
+    // The 201 means committed; a server that has not applied it yet would answer 404.
+    for s in &servers {
+        wait_until(
+            Duration::from_secs(10),
+            "every server to know the job",
+            async || (s.api.get("/v1/jobs/exclusive").await.status == 200).then_some(()),
+        )
+        .await;
+    }
     let (a, b, c) = tokio::join!(
         servers[0].api.post_empty("/v1/jobs/exclusive/run"),
         servers[1].api.post_empty("/v1/jobs/exclusive/run"),

@@ -335,9 +335,26 @@ async fn webhooks_follow_the_notify_policy_with_dkron_templates() {
             .count()
     };
 
-    // on_failure (the node's policy): a success sends nothing, a failure sends one.
+    // on_failure (the node's policy): a success sends nothing, a failure sends one. That the
+    // success sent nothing is the policy's recorded decision, not a silence that might only be
+    // slow: a quiet decision spawns no sender.
+    let decided = |n: u64| {
+        let decisions = node.h().notify_decisions();
+        async move {
+            let (notify, quiet) = decisions.counts();
+            (notify + quiet >= n).then_some((notify, quiet))
+        }
+    };
     let good = run_once(&node, shell_job("good", "@manually", "true")).await;
+    let after_good = wait_until(BOUND, "the policy's decision for good", || decided(1)).await;
+    assert_eq!(
+        after_good,
+        (0, 1),
+        "a success under on_failure was to notify"
+    );
     run_once(&node, shell_job("bad", "@manually", "exit 1")).await;
+    let after_bad = wait_until(BOUND, "the policy's decision for bad", || decided(2)).await;
+    assert_eq!(after_bad, (1, 1), "a failure under on_failure stayed quiet");
     let hook = wait_until(BOUND, "the webhook for bad", async || {
         sink.requests()
             .into_iter()
