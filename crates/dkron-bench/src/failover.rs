@@ -2,147 +2,19 @@
 //! the first run of an occurrence due after the kill reaches the sink, restart the killed
 //! server, repeat. Also measures job creates per second sent to a follower.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use jiff::Timestamp;
-use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use serde_json::json;
 
+use crate::cluster::{alive_servers, get_json, leader_of, start_cluster, wait};
+use crate::percentile;
 use crate::sink::Sink;
-use crate::{dkron_path, free_port, percentile};
-
-struct Server {
-    name: String,
-    http: u16,
-    rpc: u16,
-    gossip: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn spawn(&mut self, join: Option<u16>) -> anyhow::Result<()> {
-        let mut cmd = Command::new(dkron_path());
-        cmd.env_remove("DKRON_BIN")
-            .args(["agent", "--server", "--log-level=warn"])
-            .arg(format!("--node-name={}", self.name))
-            .arg(format!("--data-dir={}", self.dir.display()))
-            .arg(format!("--http-addr=127.0.0.1:{}", self.http))
-            .arg(format!("--bind-addr=127.0.0.1:{}", self.gossip))
-            .arg(format!("--rpc-port={}", self.rpc))
-            // Extra agent flags, e.g. `--encrypt=KEY` to measure mutual TLS.
-            .args(
-                std::env::var("BENCH_AGENT_FLAGS")
-                    .unwrap_or_default()
-                    .split_whitespace(),
-            );
-        match join {
-            Some(port) => cmd.arg(format!("--join=127.0.0.1:{port}")),
-            None => cmd.arg("--bootstrap-expect=1"),
-        };
-        self.child = Some(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .context("starting dkron")?,
-        );
-        Ok(())
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
-    }
-}
-
-/// [`crate::get_json`] with this harness's timeout.
-async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
-    crate::get_json(client, url, Duration::from_millis(500)).await
-}
-
-async fn leader_of(client: &reqwest::Client, servers: &[Server]) -> Option<String> {
-    for s in servers.iter().filter(|s| s.child.is_some()) {
-        if let Some(v) = get_json(client, &format!("{}/v1/leader", s.base())).await
-            && let Some(name) = v["Name"].as_str()
-        {
-            return Some(name.to_string());
-        }
-    }
-    None
-}
-
-/// Servers gossip shows alive, as `server` sees them.
-async fn alive_servers(client: &reqwest::Client, server: &Server) -> usize {
-    get_json(client, &format!("{}/v1/members", server.base()))
-        .await
-        .and_then(|v| {
-            v.as_array().map(|a| {
-                a.iter()
-                    .filter(|m| m["statusText"] == "alive" && m["Tags"]["server"] == "true")
-                    .count()
-            })
-        })
-        .unwrap_or(0)
-}
-
-/// Voters of the Raft configuration as `server` sees it (gossip lists a server before the
-/// leader admitted it).
-async fn voters(client: &reqwest::Client, server: &Server) -> usize {
-    get_json(client, &format!("{}/v1/raft/peers", server.base()))
-        .await
-        .and_then(|v| {
-            v.as_array()
-                .map(|a| a.iter().filter(|p| p["voter"] == true).count())
-        })
-        .unwrap_or(0)
-}
-
-async fn wait<F: AsyncFnMut() -> bool>(
-    limit: Duration,
-    what: &str,
-    mut f: F,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
 
 pub async fn bench(client: &reqwest::Client, kills: usize) -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers: Vec<Server> = (1..=3)
-        .map(|i| -> anyhow::Result<Server> {
-            Ok(Server {
-                name: format!("f{i}"),
-                http: free_port()?,
-                rpc: free_port()?,
-                gossip: free_port()?,
-                dir: root.path().join(format!("f{i}")),
-                child: None,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let seed = servers[0].gossip;
-    servers[0].spawn(None)?;
-    wait(Duration::from_secs(20), "the first server", async || {
-        get_json(client, &format!("{}/v1/leader", servers[0].base()))
-            .await
-            .is_some()
-    })
-    .await?;
-    servers[1].spawn(Some(seed))?;
-    servers[2].spawn(Some(seed))?;
-    wait(Duration::from_secs(30), "three servers", async || {
-        voters(client, &servers[0]).await == 3
-    })
-    .await?;
+    let mut servers = start_cluster(client, root.path(), "f", 3).await?;
 
     // Creates through a follower: forwarded to the leader, acknowledged after commit.
     let leader = leader_of(client, &servers).await.context("no leader")?;

@@ -1,7 +1,8 @@
 //! Benchmarks of dkron-rs on one node, printed as Markdown for BENCHMARKS.md.
 //!
 //! `cargo run --release -p dkron-bench -- [all|creates|spread|same-second|rss|failover [kills]]`
-//! and the fault-injection suite against containers: `dkron-bench faults [jobs] [kills]`.
+//! and the fault-injection suite against containers: `dkron-bench faults [jobs] [kills]`;
+//! scale on a loopback cluster: `dkron-bench scale N EVERY_S SECONDS SERVERS` (`scale.rs`).
 //!
 //! Each scenario starts the release `dkron` binary on a fresh data dir and free loopback ports,
 //! drives it over HTTP, and measures from outside: acknowledged creates per second, fire
@@ -10,8 +11,10 @@
 //! scenario also runs the *floor*: a minimal program (this binary, `floor` subcommand) that
 //! starts the same N requests at each whole second with no scheduler at all.
 
+mod cluster;
 mod failover;
 mod faults;
+mod scale;
 mod sink;
 mod verdict;
 
@@ -410,6 +413,24 @@ async fn main() -> anyhow::Result<()> {
         let kills = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(3);
         let client = with_token(reqwest::Client::builder(), faults::ACL_TOKEN)?.build()?;
         return faults::run(&client, jobs, kills).await;
+    }
+    if scenario == "scale" {
+        let arg = |i: usize, what: &str| -> anyhow::Result<u64> {
+            args.get(i)
+                .with_context(|| format!("scale N EVERY_S SECONDS SERVERS: no {what}"))?
+                .parse()
+                .with_context(|| format!("{what} must be a whole number"))
+        };
+        let shape = scale::Shape {
+            jobs: arg(1, "N")? as usize,
+            every_s: arg(2, "EVERY_S")?.max(1),
+            seconds: arg(3, "SECONDS")?,
+            servers: arg(4, "SERVERS")?.max(1) as usize,
+        };
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?;
+        return scale::bench(&client, shape).await;
     }
     // BENCH_TOKEN: the ACL token to send, for a node started with ACLs on (BENCH_AGENT_FLAGS).
     let mut client = reqwest::Client::builder().pool_max_idle_per_host(64);
