@@ -20,6 +20,13 @@ use super::{LogId, NodeId, StorageError, TypeConfig, read_err, write_err};
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// Most bytes (as stored) of log entries one AppendEntries carries. openraft 0.9 gives an
+/// append one heartbeat interval before it times out and sends the same range again, so a
+/// range too big to cross in that time would be resent forever (seen: a follower that fell
+/// behind at 20,000 jobs was sent hundreds of 512-command batches at once, and every write
+/// behind them waited). A follower that is behind catches up in many small appends instead.
+pub const MAX_APPEND_BYTES: usize = 256 << 10;
+
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
@@ -86,12 +93,43 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Bound::Excluded(*i),
             Bound::Unbounded => Bound::Unbounded,
         };
+        self.read_range((start, end), usize::MAX)
+    }
+
+    /// What one AppendEntries carries: at most [`MAX_APPEND_BYTES`] of entries (always at
+    /// least one).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        self.read_range(
+            (Bound::Included(start), Bound::Excluded(end)),
+            MAX_APPEND_BYTES,
+        )
+    }
+}
+
+impl LogStore {
+    /// The entries in `range`, stopping before the one that would take their stored size
+    /// past `max_bytes` (the first is always read).
+    fn read_range(
+        &self,
+        range: (Bound<u64>, Bound<u64>),
+        max_bytes: usize,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(LOGS).map_err(read_err)?;
         let mut entries = Vec::new();
-        for item in table.range::<u64>((start, end)).map_err(read_err)? {
+        let mut bytes = 0usize;
+        for item in table.range::<u64>(range).map_err(read_err)? {
             let (_, value) = item.map_err(read_err)?;
-            entries.push(serde_json::from_slice(value.value()).map_err(read_err)?);
+            let value = value.value();
+            bytes = bytes.saturating_add(value.len());
+            if !entries.is_empty() && bytes > max_bytes {
+                break;
+            }
+            entries.push(serde_json::from_slice(value).map_err(read_err)?);
         }
         Ok(entries)
     }
@@ -190,5 +228,54 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(write_err)?;
         }
         txn.commit().map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    use super::*;
+
+    fn store_with_blanks(n: u64) -> (tempfile::TempDir, LogStore, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(&dir.path().join("raft.redb")).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        let mut size = 0;
+        {
+            let mut table = txn.open_table(LOGS).unwrap();
+            for i in 1..=n {
+                let entry: Entry<TypeConfig> = Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 0), i),
+                    payload: EntryPayload::Blank,
+                };
+                let bytes = serde_json::to_vec(&entry).unwrap();
+                size = bytes.len();
+                table.insert(i, bytes.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        (dir, store, size)
+    }
+
+    fn indexes(entries: &[Entry<TypeConfig>]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[test]
+    fn a_range_stops_before_the_entry_past_the_byte_bound() {
+        let (_dir, store, size) = store_with_blanks(10);
+        let range = (Bound::Included(3), Bound::Excluded(9));
+        assert_eq!(
+            indexes(&store.read_range(range, usize::MAX).unwrap()),
+            [3, 4, 5, 6, 7, 8]
+        );
+        assert_eq!(indexes(&store.read_range(range, 2 * size).unwrap()), [3, 4]);
+        assert_eq!(
+            indexes(&store.read_range(range, 2 * size + 1).unwrap()),
+            [3, 4]
+        );
+        // An entry bigger than the bound still goes, alone: replication never stalls.
+        assert_eq!(indexes(&store.read_range(range, 1).unwrap()), [3]);
     }
 }

@@ -1,6 +1,7 @@
-//! Raft RPCs between servers: JSON over HTTP to the peer's RPC port (`/raft/append`,
-//! `/raft/vote`, `/raft/snapshot`), through the node's one [`RpcClient`]. Connection failures map to `Unreachable`, so openraft
-//! backs off instead of retrying in a hot loop.
+//! Raft RPCs between servers: MessagePack over HTTP to the peer's RPC port (`/raft/append`,
+//! `/raft/vote`, `/raft/snapshot`), through the node's one [`RpcClient`]. Connection failures
+//! map to `Unreachable`, so openraft backs off instead of retrying in a hot loop. What one
+//! append carries is bounded by the log store (`log_store::MAX_APPEND_BYTES`).
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,

@@ -17,6 +17,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a run order may take to answer: the worker's hold, plus margin for the answer.
 const EXECUTE_TIMEOUT: Duration = Duration::from_secs(wire::EXECUTE_HOLD.as_secs() + 5);
 
+/// Why a Raft call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftCallError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("encoding the request: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("decoding the answer: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+}
+
+impl RaftCallError {
+    /// The peer could not be connected to (openraft backs off instead of retrying at once).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, RaftCallError::Http(e) if e.is_connect())
+    }
+}
+
 /// Clones share one connection pool.
 #[derive(Clone)]
 pub struct RpcClient {
@@ -86,15 +104,27 @@ impl RpcClient {
             .await
     }
 
-    /// Raft traffic (`append`, `vote`, `snapshot`), with openraft's deadline.
+    /// Raft traffic (`append`, `vote`, `snapshot`) in MessagePack, with openraft's deadline.
     pub async fn raft<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
         path: &str,
         req: &Req,
         timeout: Duration,
-    ) -> Result<Resp, reqwest::Error> {
-        self.post(addr, path, req, timeout).await
+    ) -> Result<Resp, RaftCallError> {
+        let body = rmp_serde::to_vec_named(req)?;
+        let answer = self
+            .rpc
+            .post(self.url(addr, path))
+            .timeout(timeout)
+            .header(reqwest::header::CONTENT_TYPE, wire::MSGPACK)
+            .body(body)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        Ok(rmp_serde::from_slice(&answer)?)
     }
 
     /// Proposes `command` on the leader at `addr` (it never forwards again).

@@ -8,7 +8,7 @@
 pub mod client;
 pub mod wire;
 
-pub use client::{RpcClient, http_client};
+pub use client::{RaftCallError, RpcClient, http_client};
 
 use std::sync::Arc;
 
@@ -94,4 +94,59 @@ pub fn warn_if_open(tls: bool, port: u16) {
 /// The body limit every RPC router takes (see [`wire::BODY_LIMIT`]).
 pub fn body_limit() -> axum::extract::DefaultBodyLimit {
     axum::extract::DefaultBodyLimit::max(wire::BODY_LIMIT)
+}
+
+/// A request body in MessagePack ([`wire::MSGPACK`], what Raft's traffic uses) or JSON (what
+/// a node of an earlier version sends), and the encoding its answer goes back in.
+pub struct Packed<T>(pub T, pub Encoding);
+
+/// How a request came, so its answer goes back the same way.
+#[derive(Clone, Copy, Debug)]
+pub enum Encoding {
+    MessagePack,
+    Json,
+}
+
+impl Encoding {
+    /// `answer` in this encoding.
+    pub fn reply<R: serde::Serialize>(self, answer: &R) -> axum::response::Response {
+        use axum::http::{StatusCode, header};
+        use axum::response::IntoResponse;
+        match self {
+            Encoding::Json => axum::Json(answer).into_response(),
+            Encoding::MessagePack => match rmp_serde::to_vec_named(answer) {
+                Ok(body) => ([(header::CONTENT_TYPE, wire::MSGPACK)], body).into_response(),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("encoding the answer: {e}"),
+                )
+                    .into_response(),
+            },
+        }
+    }
+}
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Packed<T> {
+    type Rejection = (axum::http::StatusCode, String);
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let encoding = match req.headers().get(axum::http::header::CONTENT_TYPE) {
+            Some(v) if v.as_bytes() == wire::MSGPACK.as_bytes() => Encoding::MessagePack,
+            _ => Encoding::Json,
+        };
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| (e.status(), e.body_text()))?;
+        let value = match encoding {
+            Encoding::MessagePack => rmp_serde::from_slice(&body).map_err(|e| e.to_string()),
+            Encoding::Json => serde_json::from_slice(&body).map_err(|e| e.to_string()),
+        };
+        let value = value.map_err(|e| {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("undecodable request body: {e}"),
+            )
+        })?;
+        Ok(Packed(value, encoding))
+    }
 }
