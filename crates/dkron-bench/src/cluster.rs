@@ -52,9 +52,14 @@ impl Server {
             Some(port) => cmd.arg(format!("--join=127.0.0.1:{port}")),
             None => cmd.arg("--bootstrap-expect=1"),
         };
+        // Warnings and errors, next to the data directory: what to read when a run goes wrong.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))?;
         self.child = Some(
             cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log)
                 .kill_on_drop(true)
                 .spawn()
                 .context("starting dkron (build it with cargo build --release)")?,

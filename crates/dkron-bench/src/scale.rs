@@ -37,6 +37,7 @@ pub struct Shape {
 
 pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
+    eprintln!("servers' logs in {}", root.path().display());
     let servers = start_cluster(client, root.path(), "s", shape.servers).await?;
     let sink = Sink::start().await?;
     let leader = leader(client, &servers).await?;

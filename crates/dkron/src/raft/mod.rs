@@ -11,7 +11,8 @@
 //! - `log_store.rs`: the Raft log, vote and committed pointer in `raft.redb` (fsynced appends).
 //! - `state_machine.rs`, `snapshot.rs`: the core's [`dkron_core::state::State`] persisted in
 //!   `state.redb` with the execution records; snapshots built from one consistent view.
-//! - `network.rs`: Raft RPCs as JSON over HTTP to a peer's RPC port.
+//! - `network.rs`: Raft RPCs as MessagePack over HTTP to a peer's RPC port.
+//! - `runtime.rs`: openraft's runtime (tokio's), with no RPC timeout under one second.
 //!
 //! A one-server cluster is a one-voter Raft group, so adding servers later adds members
 //! rather than replacing storage. openraft's own handle never leaves this module.
@@ -24,6 +25,7 @@ mod network;
 mod proposer;
 mod reader;
 mod routes;
+mod runtime;
 #[allow(clippy::result_large_err)]
 mod snapshot;
 #[allow(clippy::result_large_err)]
@@ -66,6 +68,7 @@ openraft::declare_raft_types!(
         D = Command,
         R = Response,
         Node = ServerNode,
+        AsyncRuntime = runtime::Runtime,
 );
 
 pub type NodeId = u64;

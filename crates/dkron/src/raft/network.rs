@@ -61,7 +61,12 @@ impl PeerConnection {
     {
         let result: Result<Resp, E> = self
             .rpc
-            .raft(&self.node.rpc_addr, path, req, option.hard_ttl())
+            .raft(
+                &self.node.rpc_addr,
+                path,
+                req,
+                option.hard_ttl().max(super::runtime::RPC_TIMEOUT_FLOOR),
+            )
             .await
             .map_err(|e| {
                 if e.is_connect() {
