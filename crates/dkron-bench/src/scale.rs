@@ -36,9 +36,10 @@ pub struct Shape {
 }
 
 pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()> {
-    let root = tempfile::tempdir()?;
-    eprintln!("servers' logs in {}", root.path().display());
-    let servers = start_cluster(client, root.path(), "s", shape.servers).await?;
+    // Kept afterwards: the servers' logs are what to read when a run goes wrong.
+    let root = tempfile::tempdir()?.keep();
+    eprintln!("servers' data and logs in {}", root.display());
+    let servers = start_cluster(client, &root, "s", shape.servers).await?;
     let sink = Sink::start().await?;
     let leader = leader(client, &servers).await?;
 
