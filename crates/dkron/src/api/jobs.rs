@@ -116,14 +116,16 @@ async fn save(
         now: cx.clock.now(),
         refuse_when_paused: true,
     };
-    write_job(cx, set).await?;
+    let applied = write_job(cx, set).await?;
     if query.has("runoncreate") {
         // Run on the leader, like every run; the job is saved whatever becomes of the run.
         if let Err(e) = cx.dispatch.run_now(&name, caller.name(), None).await {
             tracing::warn!(job = %name, error = %e, "runoncreate: the job was saved but its run did not start");
         }
     }
-    let stored = stored_job(cx, &name)?;
+    // Committed: answered as this server sees it, or, if it lags the leader past the
+    // read-your-write wait (seen under overload), as the leader applied it, never a 404.
+    let stored = stored_job(cx, &name).unwrap_or(applied);
     let mut res = created(&zoned::job(&stored), &location(&name), query);
     res.extensions_mut().insert(AuditJob(name));
     Ok(res)
