@@ -162,9 +162,10 @@ pub async fn leader_of(client: &reqwest::Client, servers: &[Server]) -> Option<S
     None
 }
 
-/// Servers gossip shows alive, as `server` sees them.
-pub async fn alive_servers(client: &reqwest::Client, server: &Server) -> usize {
-    get_json(client, &format!("{}/v1/members", server.base()))
+/// Servers gossip shows alive, as the server whose API is at `api` sees them (0 when it
+/// does not answer within `timeout`).
+pub async fn alive_servers(client: &reqwest::Client, api: &str, timeout: Duration) -> usize {
+    crate::get_json(client, &format!("{api}/v1/members"), timeout)
         .await
         .and_then(|v| {
             v.as_array().map(|a| {

@@ -22,18 +22,6 @@ pub async fn bench(client: &reqwest::Client, kills: usize) -> anyhow::Result<()>
         .iter()
         .find(|s| s.name != leader)
         .context("no follower")?;
-    // A server just made a voter learns who leads with its first append from the leader;
-    // until then it answers 503 "no leader yet", which clients retry.
-    wait(
-        Duration::from_secs(10),
-        "the follower to know the leader",
-        async || {
-            get_json(client, &format!("{}/v1/leader", follower.base()))
-                .await
-                .is_some_and(|v| v["Name"].is_string())
-        },
-    )
-    .await?;
     let n = 2000;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -108,7 +96,7 @@ pub async fn bench(client: &reqwest::Client, kills: usize) -> anyhow::Result<()>
         wait(
             Duration::from_secs(30),
             "the killed server to rejoin",
-            async || alive_servers(client, back).await == 3,
+            async || alive_servers(client, &back.base(), Duration::from_millis(500)).await == 3,
         )
         .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;

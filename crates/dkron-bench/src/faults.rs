@@ -202,19 +202,6 @@ async fn agreed_leader(
     (names.len() == 1).then(|| names.into_iter().next().expect("one"))
 }
 
-async fn alive_servers(client: &reqwest::Client, api: &str) -> usize {
-    get_json(client, &format!("{api}/v1/members"))
-        .await
-        .and_then(|v| {
-            v.as_array().map(|a| {
-                a.iter()
-                    .filter(|m| m["statusText"] == "alive" && m["Tags"]["server"] == "true")
-                    .count()
-            })
-        })
-        .unwrap_or(0)
-}
-
 async fn wait_for<T, F: AsyncFnMut() -> Option<T>>(
     limit: Duration,
     what: &str,
@@ -238,7 +225,8 @@ async fn wait_stable(client: &reqwest::Client, cluster: &Cluster) -> anyhow::Res
     wait_for(Duration::from_secs(90), "a stable cluster", async || {
         let leader = agreed_leader(client, cluster, &nodes).await?;
         let api = cluster.api(&leader)?;
-        (alive_servers(client, &api).await == nodes.len()).then_some(leader)
+        (crate::cluster::alive_servers(client, &api, Duration::from_secs(2)).await == nodes.len())
+            .then_some(leader)
     })
     .await
 }

@@ -96,6 +96,19 @@ async fn leader_index(servers: &[Server]) -> usize {
     .await
 }
 
+/// Waits until every server has applied the job `name` (a 201 means committed, not applied
+/// everywhere).
+async fn job_on_every_server(servers: &[Server], name: &str) {
+    for s in servers {
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{name} on every server"),
+            async || (s.api.get(&format!("/v1/jobs/{name}")).await.status == 200).then_some(()),
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_through_a_follower_reach_every_server() {
     let servers = three_servers().await;
@@ -106,14 +119,7 @@ async fn writes_through_a_follower_reach_every_server() {
     assert_eq!(created.status, 201, "{}", created.text);
     // Read-your-write on the server that was written to.
     assert_eq!(follower.get("/v1/jobs/replicated").await.status, 200);
-    for s in &servers {
-        wait_until(
-            Duration::from_secs(10),
-            "the job on every server",
-            async || (s.api.get("/v1/jobs/replicated").await.status == 200).then_some(()),
-        )
-        .await;
-    }
+    job_on_every_server(&servers, "replicated").await;
     // A manual run asked of a follower runs on the leader and is recorded everywhere.
     let run = follower.post_empty("/v1/jobs/replicated/run").await;
     assert_eq!(run.status, 200, "{}", run.text);
@@ -155,14 +161,7 @@ async fn writes_through_a_follower_reach_every_server() {
     exclusive["tags"] = json!({"server": "true:1"});
     assert_eq!(follower.post("/v1/jobs", &exclusive).await.status, 201);
     // The 201 means committed; a server that has not applied it yet would answer 404.
-    for s in &servers {
-        wait_until(
-            Duration::from_secs(10),
-            "every server to know the job",
-            async || (s.api.get("/v1/jobs/exclusive").await.status == 200).then_some(()),
-        )
-        .await;
-    }
+    job_on_every_server(&servers, "exclusive").await;
     let (a, b, c) = tokio::join!(
         servers[0].api.post_empty("/v1/jobs/exclusive/run"),
         servers[1].api.post_empty("/v1/jobs/exclusive/run"),
@@ -189,14 +188,7 @@ async fn writes_through_a_follower_reach_every_server() {
         json!("[\"success create restored\"]"),
         "{restored:#?}"
     );
-    for s in &servers {
-        wait_until(
-            Duration::from_secs(10),
-            "the restored job everywhere",
-            async || (s.api.get("/v1/jobs/restored").await.status == 200).then_some(()),
-        )
-        .await;
-    }
+    job_on_every_server(&servers, "restored").await;
 
     // Pause is replicated too.
     assert_eq!(
