@@ -480,6 +480,7 @@ mod tests {
             fencing_token: 11,
             output_limit: limit,
             live: Default::default(),
+            connections: Default::default(),
         }
     }
 

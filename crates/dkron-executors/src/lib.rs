@@ -1,8 +1,9 @@
 //! Job executors of dkron-rs: run one job on this machine and report its
 //! outcome. This file owns the public API (`RunContext`, `ExecOutcome`,
 //! `validate_config`, `execute`, `install_crypto_provider`) and the dispatch
-//! from an executor name to its module; the executors know nothing of Raft,
-//! gossip or scheduling, only of one run.
+//! from an executor name to its module (`shell`, `http`) or to Dkron's plugin
+//! executors (`dkron-plugins`: nats, rabbitmq, kafka, gcppubsub); the executors
+//! know nothing of Raft, gossip or scheduling, only of one run.
 
 mod http;
 mod output;
@@ -11,6 +12,7 @@ mod shell;
 use std::collections::BTreeMap;
 
 pub use dkron_core::godur::{format_go_duration, parse_go_duration};
+pub use dkron_plugins::Connections;
 pub use output::{LIVE_LIMIT, LiveOutput};
 pub use shell::parse_mem_limit;
 
@@ -26,6 +28,8 @@ pub struct RunContext {
     pub output_limit: usize,
     /// Where the output also goes while the run is in progress.
     pub live: LiveOutput,
+    /// Broker connections kept between runs (the plugin executors'); share one per node.
+    pub connections: Connections,
 }
 
 /// The result of one run.
@@ -41,8 +45,13 @@ const UNKNOWN_EXECUTOR: &str = "Specified executor is not present";
 /// Dkron's wording for a job with no executor at all.
 const NO_EXECUTOR: &str = "No executor defined, nothing to do";
 
+/// The executors built into the dkron binary itself.
+const OWN: &[&str] = &["shell", "http"];
+
 /// The executors this build runs, by the names jobs use.
-pub const EXECUTORS: &[&str] = &["shell", "http"];
+pub fn executors() -> impl Iterator<Item = &'static str> {
+    OWN.iter().chain(dkron_plugins::EXECUTORS).copied()
+}
 
 /// Validate executor_config at job-submit time (no IO). Returns a list of (config key, message) problems.
 ///
@@ -53,7 +62,8 @@ pub fn validate_config(executor: &str, config: &BTreeMap<String, String>) -> Vec
         "" => Vec::new(),
         "shell" => shell::validate_config(config),
         "http" => http::validate_config(config),
-        _ => vec![("executor".to_owned(), UNKNOWN_EXECUTOR.to_owned())],
+        other => dkron_plugins::validate_config(other, config)
+            .unwrap_or_else(|| vec![("executor".to_owned(), UNKNOWN_EXECUTOR.to_owned())]),
     }
 }
 
@@ -71,7 +81,22 @@ pub async fn execute(
         "" => fail(NO_EXECUTOR),
         "shell" => shell::execute(config, ctx).await,
         "http" => http::execute(config, ctx).await,
-        _ => fail(UNKNOWN_EXECUTOR),
+        other => {
+            let run = dkron_plugins::Run {
+                job_name: ctx.job_name.clone(),
+                execution_id: ctx.execution_id.clone(),
+                scheduled_time: ctx.scheduled_time.clone(),
+                fencing_token: ctx.fencing_token,
+            };
+            match dkron_plugins::execute(other, config, &run, &ctx.connections).await {
+                Some(Ok(output)) => ExecOutcome {
+                    success: true,
+                    output: output::tail_str(&output, ctx.output_limit).to_owned(),
+                },
+                Some(Err(output)) => fail(&output),
+                None => fail(UNKNOWN_EXECUTOR),
+            }
+        }
     }
 }
 
@@ -80,12 +105,7 @@ pub async fn execute(
 /// reqwest is built without a default provider and panics when building a
 /// client if none is installed, so the http executor also calls this itself.
 pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Fails only if some other provider was installed first, which is
-        // just as good for our clients.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    dkron_plugins::install_crypto_provider();
 }
 
 #[cfg(test)]
@@ -100,6 +120,7 @@ mod tests {
             fencing_token: 1,
             output_limit: 1024,
             live: Default::default(),
+            connections: Default::default(),
         }
     }
 

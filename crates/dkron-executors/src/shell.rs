@@ -583,6 +583,7 @@ mod tests {
             fencing_token: 7,
             output_limit: limit,
             live: Default::default(),
+            connections: Default::default(),
         }
     }
 

@@ -15,8 +15,7 @@ use super::{ApiError, Context, Cx};
 /// `{"status": "healthy"}`, and each executor with its state (Dkron 4.1 reports its plugins
 /// there): `healthy`, or `disabled` when this node's `--executors` leaves it out.
 pub async fn health(State(cx): Cx) -> Response {
-    let executors: serde_json::Map<String, serde_json::Value> = dkron_executors::EXECUTORS
-        .iter()
+    let executors: serde_json::Map<String, serde_json::Value> = dkron_executors::executors()
         .map(|name| {
             let on = cx.executors.is_empty() || cx.executors.iter().any(|e| e == name);
             let status = if on { "healthy" } else { "disabled" };

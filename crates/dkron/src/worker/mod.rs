@@ -62,6 +62,8 @@ pub struct OrderExecutor {
     journal: Option<Arc<StartJournal>>,
     /// The executors this node runs (`--executors`); empty: all.
     executors: Vec<String>,
+    /// Broker connections the plugin executors keep between runs.
+    connections: dkron_executors::Connections,
 }
 
 impl OrderExecutor {
@@ -74,6 +76,7 @@ impl OrderExecutor {
             tasks: Mutex::new(JoinSet::new()),
             journal: None,
             executors: Vec::new(),
+            connections: Default::default(),
         }
     }
 
@@ -190,6 +193,7 @@ impl OrderExecutor {
             fencing_token: order.fencing_token,
             output_limit: CAPTURE_LIMIT,
             live: Default::default(),
+            connections: self.connections.clone(),
         };
         let (executor, config) = (order.executor, order.config);
         let clock = self.clock.clone();

@@ -12,7 +12,9 @@ async fn health_is_healthy() {
     assert_eq!(
         r.body,
         json!({"status": "healthy", "executors": {
-            "shell": {"status": "healthy"}, "http": {"status": "healthy"}}})
+            "shell": {"status": "healthy"}, "http": {"status": "healthy"},
+            "nats": {"status": "healthy"}, "rabbitmq": {"status": "healthy"},
+            "kafka": {"status": "healthy"}, "gcppubsub": {"status": "healthy"}}})
     );
     // A node limited by --executors says which it does not run.
     let limited =
@@ -20,6 +22,7 @@ async fn health_is_healthy() {
     let r = limited.get("/health").await;
     assert_eq!(r.body["executors"]["shell"]["status"], "disabled");
     assert_eq!(r.body["executors"]["http"]["status"], "healthy");
+    assert_eq!(r.body["executors"]["nats"]["status"], "disabled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -327,6 +327,9 @@ async function edit(name) {
   let job = { name: "", schedule: "@every 1m", timezone: "", executor: "shell", concurrency: "allow",
               executor_config: { command: "echo hello" }, retries: 0, catchup: "all" };
   if (name) job = (await api(`/jobs/${encodeURIComponent(name)}`)).body;
+  const names = Object.keys(await executors());
+  if (!names.length) names.push("shell", "http");
+  if (job.executor && !names.includes(job.executor)) names.push(job.executor);
   const field = (id, label, input, hint = "") => `<div class="field"><label for="f-${id}">${label}</label>${input}
     ${hint ? `<div class="muted">${hint}</div>` : ""}<div class="field-error" id="e-${id}" role="alert"></div></div>`;
   set(`
@@ -338,7 +341,7 @@ async function edit(name) {
         "6-field cron with seconds (<code>0 30 3 * * *</code>), <code>@daily</code>, <code>@every 10m</code>, <code>@at 2026-01-01T00:00:00Z</code>, <code>@manually</code>")}
       ${field("timezone", "Time zone", `<input id="f-timezone" name="timezone" value="${esc(job.timezone)}" placeholder="UTC">`, "IANA name, e.g. Europe/Berlin")}
       <div class="notice" aria-live="polite"><strong id="describe"></strong><br><strong>Next fires:</strong> <span id="preview" class="muted">…</span></div>
-      ${field("executor", "Executor", `<select id="f-executor" name="executor">${["shell", "http"].map((x) =>
+      ${field("executor", "Executor", `<select id="f-executor" name="executor">${names.map((x) =>
         `<option ${x === job.executor ? "selected" : ""}>${x}</option>`).join("")}</select>`)}
       ${field("executor_config", "Executor config (key=value per line)", `<textarea id="f-executor_config" name="executor_config">${esc(kv(job.executor_config))}</textarea>`)}
       ${field("tags", "Tags (key=value per line)", `<textarea id="f-tags" name="tags">${esc(kv(job.tags))}</textarea>`, "<code>server=true:1</code> runs on one server; none runs on every node")}
@@ -442,11 +445,20 @@ async function busy() {
   setTimeout(() => { if (location.hash.startsWith("#/busy")) route(); }, 3000);
 }
 
+// The executors this node runs, with their state, from /health (not under /v1).
+async function executors() {
+  try {
+    const res = await fetch("/health", { headers: authHeaders() });
+    return (await res.json()).executors || {};
+  } catch { return {}; }
+}
+
 async function cluster() {
-  const [leader, members, peers] = await Promise.all([
+  const [leader, members, peers, execs] = await Promise.all([
     api("/leader").catch(() => ({ body: null })),
     api("/members"),
     api("/raft/peers").catch(() => ({ body: [] })),
+    executors(),
   ]);
   set(`<h1>Cluster</h1>
     <p>Leader: <strong>${esc(leader.body?.Name ?? "none elected")}</strong></p>
@@ -456,6 +468,10 @@ async function cluster() {
     <div class="scroll"><table><thead><tr><th>Node</th><th>Address</th><th>State</th><th>Voter</th></tr></thead><tbody>
       ${peers.body.map((p) => `<tr><td>${esc(p.node)}</td><td>${esc(p.address)}</td><td>${esc(p.state)}</td>
         <td>${p.voter ? "yes" : "no"}</td></tr>`).join("")}
+    </tbody></table></div>
+    <h2>Executors on this node</h2>
+    <div class="scroll"><table id="executors"><thead><tr><th>Executor</th><th>State</th></tr></thead><tbody>
+      ${Object.entries(execs).map(([n, e]) => `<tr><td>${esc(n)}</td><td>${esc(e.status)}</td></tr>`).join("")}
     </tbody></table></div>`);
 }
 
