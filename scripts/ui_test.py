@@ -236,6 +236,14 @@ def main():
             for p in peers:
                 assert p["id"] in peer_text or p["node"] in peer_text, (p, peer_text)
             assert peer_text.count("follower") >= len(peers) - 1, peer_text
+        # Every executor this node runs, with its state, as /health reports them.
+        with fetch(f"{base}/health") as r:
+            executors = json.load(r)["executors"]
+        rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#executors tbody tr"))
+        shown = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[1].text
+                 for r in rows}
+        assert shown == {n: e["status"] for n, e in executors.items()}, (shown, executors)
+        assert {"shell", "http", "nats", "rabbitmq", "kafka", "gcppubsub"} <= set(shown), shown
         shot("cluster")
 
         # The parent/children diagram: each box links to its job.
