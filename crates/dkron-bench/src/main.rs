@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release -p dkron-bench -- [all|creates|spread|same-second|rss|failover [kills]]`
 //! and the fault-injection suite against containers: `dkron-bench faults [jobs] [kills]`;
-//! scale on a loopback cluster: `dkron-bench scale N EVERY_S SECONDS SERVERS` (`scale.rs`).
+//! scale on a loopback cluster: `dkron-bench scale N EVERY_S SECONDS SERVERS` (`scale.rs`);
+//! the nats executor against nats-server: `dkron-bench nats [N]` (`brokers.rs`).
 //!
 //! Each scenario starts the release `dkron` binary on a fresh data dir and free loopback ports,
 //! drives it over HTTP, and measures from outside: acknowledged creates per second, fire
@@ -11,6 +12,7 @@
 //! scenario also runs the *floor*: a minimal program (this binary, `floor` subcommand) that
 //! starts the same N requests at each whole second with no scheduler at all.
 
+mod brokers;
 mod cluster;
 mod failover;
 mod faults;
@@ -454,6 +456,10 @@ async fn main() -> anyhow::Result<()> {
         for n in sizes {
             bench_same_second(&client, n).await?;
         }
+    }
+    if scenario == "nats" {
+        let n = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(1000);
+        brokers::bench(&client, n).await?;
     }
     if matches!(scenario, "all" | "rss") {
         bench_rss(&client).await?;
