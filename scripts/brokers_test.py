@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Dkron's plugin executors against real brokers: the dkron binary publishes through its
-nats, rabbitmq, kafka and gcppubsub executors, and each broker's own client (nats-py, pika,
-kafka-python) or a fake of Pub/Sub's REST endpoint checks that exactly the message arrived,
+nats, rabbitmq, kafka, grpc and gcppubsub executors, and each broker's own client (nats-py,
+pika, kafka-python), a grpcio server with reflection, or a fake of Pub/Sub's REST endpoint checks that exactly the message arrived,
 with the run's identity. Runs against dead brokers must fail and say why, without secrets.
 
     python3 scripts/brokers_test.py target/debug/dkron
@@ -272,6 +272,97 @@ def kafka_checks(base, tansu, port):
           f"{k.partition}, key-less on {sorted(spread)}; dead broker: {dead['output'].strip()[:80]!r}")
 
 
+# ---- gRPC (a grpcio server with reflection) ----------------------------------------------
+
+ECHO_PROTO = """
+syntax = "proto3";
+package dkrontest;
+import "google/protobuf/timestamp.proto";
+message EchoRequest { string body = 1; int32 count = 2; google.protobuf.Timestamp at = 3; }
+message EchoReply { string body = 1; map<string, string> metadata = 2; int32 count = 3; }
+service Echo {
+  rpc Say(EchoRequest) returns (EchoReply);
+  rpc Missing(EchoRequest) returns (EchoReply);
+  rpc Stream(EchoRequest) returns (stream EchoReply);
+}
+"""
+
+
+def grpc_server():
+    """An Echo service with server reflection on a free port; answers (port, calls)."""
+    import importlib
+    from concurrent import futures
+    import grpc
+    from grpc_reflection.v1alpha import reflection
+    from grpc_tools import protoc
+    out = tempfile.mkdtemp(prefix="grpc-proto-")
+    with open(os.path.join(out, "echo.proto"), "w") as f:
+        f.write(ECHO_PROTO)
+    import grpc_tools
+    include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    assert protoc.main(["protoc", f"-I{out}", f"-I{include}", f"--python_out={out}",
+                        f"--grpc_python_out={out}", os.path.join(out, "echo.proto")]) == 0
+    sys.path.insert(0, out)
+    pb, rpc = importlib.import_module("echo_pb2"), importlib.import_module("echo_pb2_grpc")
+    calls = []
+
+    class Echo(rpc.EchoServicer):
+        def Say(self, request, context):
+            calls.append(request.body)
+            md = {k: v for k, v in context.invocation_metadata()}
+            return pb.EchoReply(body=request.body, metadata=md, count=request.count + 1)
+
+        def Missing(self, request, context):
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no {request.body} here")
+
+        def Stream(self, request, context):
+            yield pb.EchoReply(body="one")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    rpc.add_EchoServicer_to_server(Echo(), server)
+    reflection.enable_server_reflection(
+        [pb.DESCRIPTOR.services_by_name["Echo"].full_name, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port, calls
+
+
+def grpc_checks(base):
+    server, port, calls = grpc_server()
+    url = f"127.0.0.1:{port}/dkrontest.Echo"
+    say = run_job(base, {"name": "grpc-say", "executor": "grpc", "executor_config": {
+        "url": f"{url}/Say", "body": '{"body": "hi", "count": 2, "at": "2026-12-02T10:00:00Z"}',
+        "headers": '["X-Team: a"]', "timeout": "10"}})
+    assert say["success"], say
+    reply = json.loads(say["output"])
+    assert reply["body"] == "hi" and reply["count"] == 3, reply
+    assert reply["metadata"]["x-team"] == "a", reply
+    assert reply["metadata"]["x-dkron-job"] == "grpc-say", reply
+    assert calls == ["hi"], calls
+    expected = run_job(base, {"name": "grpc-missing-ok", "executor": "grpc", "executor_config": {
+        "url": f"{url}/Missing", "body": '{"body": "x"}', "expectCode": "5"}})
+    assert expected["success"] and expected["output"] == "no x here\n", expected
+    wrong = run_job(base, {"name": "grpc-missing", "executor": "grpc", "executor_config": {
+        "url": f"{url}/Missing", "body": '{"body": "x"}'}})
+    assert not wrong["success"], wrong
+    assert wrong["output"].startswith("server returned NotFound code, expected OK\n"), wrong
+    stream = run_job(base, {"name": "grpc-stream", "executor": "grpc", "executor_config": {
+        "url": f"{url}/Stream"}})
+    assert not stream["success"] and "streaming method" in stream["output"], stream
+    nomethod = run_job(base, {"name": "grpc-nomethod", "executor": "grpc", "executor_config": {
+        "url": f"{url}/Shout"}})
+    assert not nomethod["success"] and "has no method Shout" in nomethod["output"], nomethod
+    badbody = run_job(base, {"name": "grpc-badbody", "executor": "grpc", "executor_config": {
+        "url": f"{url}/Say", "body": '{"nope": 1}'}})
+    assert not badbody["success"] and "is not a dkrontest.EchoRequest" in badbody["output"], badbody
+    dead = run_job(base, {"name": "grpc-dead", "executor": "grpc", "executor_config": {
+        "url": f"127.0.0.1:{free_port()}/dkrontest.Echo/Say"}})
+    assert not dead["success"] and dead["output"].startswith("grpc: cannot connect to "), dead
+    server.stop(0)
+    print(f"grpc: the reply as JSON with our metadata; expected NotFound passes, unexpected fails: "
+          f"{wrong['output'].splitlines()[0]!r}; streaming and unknown methods refused")
+
+
 # ---- Pub/Sub (fake of the REST endpoint) -------------------------------------------------
 
 def pubsub_fake():
@@ -324,9 +415,9 @@ def validation_checks(base):
                                                   "executor": "docker", "executor_config": {}})
     assert status == 400 and "executor" in json.dumps(body), (status, body)
     status, health = api(base, "GET", "/health")
-    for name in ["nats", "rabbitmq", "kafka", "gcppubsub"]:
+    for name in ["nats", "rabbitmq", "kafka", "grpc", "gcppubsub"]:
         assert health["executors"][name]["status"] == "healthy", health
-    print("validation: bad configs are 400s naming the key; /health lists the four executors")
+    print("validation: bad configs are 400s naming the key; /health lists the five executors")
 
 
 def main():
@@ -361,6 +452,7 @@ def main():
         nats_checks(base, nats_port, monitor)
         rabbitmq_checks(base, rabbit_port)
         kafka_checks(base, tansu, kafka_port)
+        grpc_checks(base)
         pubsub_checks(base, pubsub_received)
         ok = True
         print("brokers test: passed")

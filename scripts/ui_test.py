@@ -243,7 +243,7 @@ def main():
         shown = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[1].text
                  for r in rows}
         assert shown == {n: e["status"] for n, e in executors.items()}, (shown, executors)
-        assert {"shell", "http", "nats", "rabbitmq", "kafka", "gcppubsub"} <= set(shown), shown
+        assert {"shell", "http", "nats", "rabbitmq", "kafka", "grpc", "gcppubsub"} <= set(shown), shown
         shot("cluster")
 
         # The parent/children diagram: each box links to its job.

@@ -1,4 +1,4 @@
-//! Dkron's plugin executors, built in: `nats`, `rabbitmq`, `kafka` and `gcppubsub`, each
+//! Dkron's plugin executors, built in: `nats`, `rabbitmq`, `kafka`, `grpc` and `gcppubsub`, each
 //! behind a feature of the same name (all on by default). They read Dkron's
 //! `executor_config` keys with Dkron's string values, and differ where Dkron is weak: a run
 //! succeeds only when the broker confirmed the message (NATS: the server processed it, proved by
@@ -12,7 +12,13 @@
 
 // A build with some executors left out leaves some shared helpers unused.
 #![cfg_attr(
-    not(all(feature = "nats", feature = "rabbitmq", feature = "kafka", feature = "gcppubsub")),
+    not(all(
+        feature = "nats",
+        feature = "rabbitmq",
+        feature = "kafka",
+        feature = "grpc",
+        feature = "gcppubsub"
+    )),
     allow(dead_code, unused_imports)
 )]
 
@@ -22,6 +28,8 @@ mod pool;
 mod gcpauth;
 #[cfg(feature = "gcppubsub")]
 mod gcppubsub;
+#[cfg(feature = "grpc")]
+mod grpc;
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "nats")]
@@ -71,6 +79,8 @@ pub const EXECUTORS: &[&str] = &[
     "rabbitmq",
     #[cfg(feature = "kafka")]
     "kafka",
+    #[cfg(feature = "grpc")]
+    "grpc",
     #[cfg(feature = "gcppubsub")]
     "gcppubsub",
 ];
@@ -88,6 +98,8 @@ pub fn validate_config(
         "rabbitmq" => Some(rabbitmq::validate_config(config)),
         #[cfg(feature = "kafka")]
         "kafka" => Some(kafka::validate_config(config)),
+        #[cfg(feature = "grpc")]
+        "grpc" => Some(grpc::validate_config(config)),
         #[cfg(feature = "gcppubsub")]
         "gcppubsub" => Some(gcppubsub::validate_config(config)),
         _ => None,
@@ -125,6 +137,8 @@ pub async fn execute(
             "rabbitmq" => Some(rabbitmq::execute(config, run, connections).await),
             #[cfg(feature = "kafka")]
             "kafka" => Some(kafka::execute(config, run, connections, bound).await),
+            #[cfg(feature = "grpc")]
+            "grpc" => Some(grpc::execute(config, run, connections).await),
             #[cfg(feature = "gcppubsub")]
             "gcppubsub" => Some(gcppubsub::execute(config, run, connections).await),
             _ => {

@@ -180,6 +180,8 @@ pub(crate) struct Pools {
     pub rabbitmq: Pool<Arc<lapin::Connection>>,
     #[cfg(feature = "kafka")]
     pub kafka: Pool<Arc<crate::kafka::Brokers>>,
+    #[cfg(feature = "grpc")]
+    pub grpc: Pool<Arc<crate::grpc::Server>>,
     #[cfg(feature = "gcppubsub")]
     pub http: std::sync::OnceLock<reqwest::Client>,
     sweeping: AtomicBool,
@@ -195,6 +197,8 @@ impl Pools {
         closing.extend(self.rabbitmq.sweep(now, IDLE).into_iter().map(Conn::close));
         #[cfg(feature = "kafka")]
         closing.extend(self.kafka.sweep(now, IDLE).into_iter().map(Conn::close));
+        #[cfg(feature = "grpc")]
+        closing.extend(self.grpc.sweep(now, IDLE).into_iter().map(Conn::close));
         let _ = now;
         closing
     }

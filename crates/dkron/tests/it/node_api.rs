@@ -14,7 +14,8 @@ async fn health_is_healthy() {
         json!({"status": "healthy", "executors": {
             "shell": {"status": "healthy"}, "http": {"status": "healthy"},
             "nats": {"status": "healthy"}, "rabbitmq": {"status": "healthy"},
-            "kafka": {"status": "healthy"}, "gcppubsub": {"status": "healthy"}}})
+            "kafka": {"status": "healthy"}, "grpc": {"status": "healthy"},
+            "gcppubsub": {"status": "healthy"}}})
     );
     // A node limited by --executors says which it does not run.
     let limited =
