@@ -28,21 +28,12 @@ import time
 import urllib.error
 import urllib.request
 
-from testnode import free_port, start_node
+from testnode import api_json as api, free_port, start_node, wait_for
 
 BOUND = 30.0
 PROCS = []
 LOGS = []
 
-
-def wait_for(what, check, bound=BOUND):
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {bound}s waiting for {what}")
 
 
 def listening(port):
@@ -62,17 +53,6 @@ def spawn(name, argv, env=None):
     LOGS.append(log)
     return proc
 
-
-def api(base, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            text = r.read().decode()
-            return r.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read().decode() or "null")
 
 
 def run_job(base, job):
@@ -384,10 +364,10 @@ def pubsub_fake():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server.server_address[1], received
+    return server, received
 
 
-def pubsub_checks(base, received):
+def pubsub_checks(base, server, received):
     e = run_job(base, {"name": "pubsub", "executor": "gcppubsub", "executor_config": {
         "project": "proj", "topic": "reports", "data": base64.b64encode(b"hello world").decode(),
         "attributes": '{"hello":"world"}'}})
@@ -399,7 +379,14 @@ def pubsub_checks(base, received):
     msg = body["messages"][0]
     assert base64.b64decode(msg["data"]) == b"hello world", msg
     assert msg["attributes"]["hello"] == "world" and msg["attributes"]["x-dkron-job"] == "pubsub", msg
-    print(f"gcppubsub: one message published with its attributes, output the message id {e['output']!r}")
+    server.shutdown()
+    server.server_close()
+    dead = run_job(base, {"name": "pubsub-dead", "executor": "gcppubsub", "executor_config": {
+        "project": "proj", "topic": "reports", "data": "aGk="}})
+    assert not dead["success"], dead
+    assert dead["output"].startswith('publish message to topic "reports": '), dead
+    print(f"gcppubsub: one message published with its attributes, output the message id {e['output']!r}; "
+          f"endpoint down: {dead['output'].strip()[:90]!r}")
 
 
 def validation_checks(base):
@@ -433,8 +420,8 @@ def main():
     rabbit_port = start_rabbitmq()
     wait_for("nats-server", lambda: listening(nats_port))
     wait_for("tansu", lambda: listening(kafka_port))
-    pubsub_port, pubsub_received = pubsub_fake()
-    os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{pubsub_port}"
+    pubsub, pubsub_received = pubsub_fake()
+    os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{pubsub.server_address[1]}"
 
     node, base, _, log_path = start_node(binary, "brokers", prefix="dkron-brokers-")
     LOGS.insert(0, log_path)
@@ -453,7 +440,7 @@ def main():
         rabbitmq_checks(base, rabbit_port)
         kafka_checks(base, tansu, kafka_port)
         grpc_checks(base)
-        pubsub_checks(base, pubsub_received)
+        pubsub_checks(base, pubsub, pubsub_received)
         ok = True
         print("brokers test: passed")
     finally:

@@ -15,25 +15,15 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
-from testnode import free_port, start_node
+from testnode import free_port, start_node, wait_for
 
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
 BOUND = 30.0
 
-
-def wait_for(what, check, bound=BOUND):
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {bound}s waiting for {what}")
 
 
 class Mailbox:

@@ -481,6 +481,7 @@ mod tests {
             output_limit: limit,
             live: Default::default(),
             connections: Default::default(),
+            plugins: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 pub use dkron_core::godur::{format_go_duration, parse_go_duration};
 pub use dkron_plugins::Connections;
+pub use dkron_plugins::goplugin::Plugins;
 pub use output::{LIVE_LIMIT, LiveOutput};
 pub use shell::parse_mem_limit;
 
@@ -30,6 +31,8 @@ pub struct RunContext {
     pub live: LiveOutput,
     /// Broker connections kept between runs (the plugin executors'); share one per node.
     pub connections: Connections,
+    /// This node's external executor plugins (`dkron-executor-*` binaries).
+    pub plugins: Plugins,
 }
 
 /// The result of one run.
@@ -53,17 +56,32 @@ pub fn executors() -> impl Iterator<Item = &'static str> {
     OWN.iter().chain(dkron_plugins::EXECUTORS).copied()
 }
 
+/// The built-in executors' names, which an external plugin of the same name cannot replace.
+pub fn builtin() -> Vec<&'static str> {
+    executors().collect()
+}
+
 /// Validate executor_config at job-submit time (no IO). Returns a list of (config key, message) problems.
 ///
-/// An empty executor has no config to check (running it fails, as in Dkron);
-/// an unknown executor is reported under the key "executor".
-pub fn validate_config(executor: &str, config: &BTreeMap<String, String>) -> Vec<(String, String)> {
+/// An empty executor has no config to check (running it fails, as in Dkron); an external
+/// plugin's config is the plugin's to read; an executor neither built in nor among
+/// `plugins` is reported under the key "executor".
+pub fn validate_config(
+    executor: &str,
+    config: &BTreeMap<String, String>,
+    plugins: &Plugins,
+) -> Vec<(String, String)> {
     match executor {
         "" => Vec::new(),
         "shell" => shell::validate_config(config),
         "http" => http::validate_config(config),
-        other => dkron_plugins::validate_config(other, config)
-            .unwrap_or_else(|| vec![("executor".to_owned(), UNKNOWN_EXECUTOR.to_owned())]),
+        other => dkron_plugins::validate_config(other, config).unwrap_or_else(|| {
+            if plugins.has(other) {
+                Vec::new()
+            } else {
+                vec![("executor".to_owned(), UNKNOWN_EXECUTOR.to_owned())]
+            }
+        }),
     }
 }
 
@@ -88,7 +106,16 @@ pub async fn execute(
                 scheduled_time: ctx.scheduled_time.clone(),
                 fencing_token: ctx.fencing_token,
             };
-            match dkron_plugins::execute(other, config, &run, &ctx.connections).await {
+            let mut outcome = dkron_plugins::execute(other, config, &run, &ctx.connections).await;
+            if outcome.is_none() {
+                let live = ctx.live.clone();
+                let live = std::sync::Arc::new(move |chunk: &[u8]| live.push(chunk));
+                outcome = ctx
+                    .plugins
+                    .execute(other, &ctx.job_name, config, live)
+                    .await;
+            }
+            match outcome {
                 Some(Ok(output)) => ExecOutcome {
                     success: true,
                     output: output::tail_str(&output, ctx.output_limit).to_owned(),
@@ -121,6 +148,7 @@ mod tests {
             output_limit: 1024,
             live: Default::default(),
             connections: Default::default(),
+            plugins: Default::default(),
         }
     }
 
@@ -144,7 +172,7 @@ mod tests {
     async fn seed_job_runs() {
         // The seed job: {"executor": "shell", "command": "date"}.
         let cfg = BTreeMap::from([("command".to_owned(), "date".to_owned())]);
-        assert!(validate_config("shell", &cfg).is_empty());
+        assert!(validate_config("shell", &cfg, &Plugins::default()).is_empty());
         let r = tokio::time::timeout(
             std::time::Duration::from_secs(30),
             execute("shell", &cfg, &ctx()),
@@ -158,16 +186,16 @@ mod tests {
     #[test]
     fn validate_dispatch() {
         let cfg = BTreeMap::new();
-        assert!(validate_config("", &cfg).is_empty());
+        assert!(validate_config("", &cfg, &Plugins::default()).is_empty());
         assert_eq!(
-            validate_config("nope", &cfg),
+            validate_config("nope", &cfg, &Plugins::default()),
             vec![(
                 "executor".to_owned(),
                 "Specified executor is not present".to_owned()
             )]
         );
-        assert!(!validate_config("shell", &cfg).is_empty());
-        assert!(!validate_config("http", &cfg).is_empty());
+        assert!(!validate_config("shell", &cfg, &Plugins::default()).is_empty());
+        assert!(!validate_config("http", &cfg, &Plugins::default()).is_empty());
     }
 
     #[test]

@@ -28,6 +28,8 @@ mod pool;
 mod gcpauth;
 #[cfg(feature = "gcppubsub")]
 mod gcppubsub;
+#[cfg(feature = "go-plugin")]
+pub mod goplugin;
 #[cfg(feature = "grpc")]
 mod grpc;
 #[cfg(feature = "kafka")]

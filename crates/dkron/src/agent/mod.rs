@@ -41,7 +41,12 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Ag
     let rpc_tls = tls.as_ref().map(|t| t.server_config()).transpose()?;
     let shutdown = Shutdown::default();
     let worker = Arc::new(with_start_journal(
-        OrderExecutor::new(clock.clone()).with_executors(&config.executors),
+        OrderExecutor::new(clock.clone())
+            .with_executors(&config.executors)
+            .with_plugins(dkron_executors::Plugins::start(
+                &config.plugin_dirs(),
+                &dkron_executors::builtin(),
+            )),
         &config,
         clock,
     ));

@@ -54,11 +54,11 @@ fn decode_job(body: &[u8]) -> Result<Job, ApiError> {
 }
 
 /// Every problem of a submitted job: the core's checks plus the executor's config checks.
-pub(super) fn check_job(job: &Job) -> Vec<FieldError> {
+pub(super) fn check_job(job: &Job, plugins: &dkron_executors::Plugins) -> Vec<FieldError> {
     let mut errors = validate_job(job);
     if !job.executor.is_empty() {
         for (key, message) in
-            dkron_executors::validate_config(&job.executor, &job.executor_config())
+            dkron_executors::validate_config(&job.executor, &job.executor_config(), plugins)
         {
             let field = if key == "executor" {
                 key
@@ -105,7 +105,7 @@ async fn save(
     mut job: Job,
     query: &Query,
 ) -> Result<Response, ApiError> {
-    let errors = check_job(&job);
+    let errors = check_job(&job, &cx.plugins);
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
@@ -293,12 +293,16 @@ fn decode_parameters(body: &[u8]) -> Result<Option<RunParameters>, ApiError> {
 
 /// Whether `parameters` fit `job`: the core's checks, then the executor's on the merged
 /// config (named `executor_config.<key>`, as for a job).
-fn check_parameters(job: &Job, parameters: &RunParameters) -> Result<(), ApiError> {
+fn check_parameters(
+    job: &Job,
+    parameters: &RunParameters,
+    plugins: &dkron_executors::Plugins,
+) -> Result<(), ApiError> {
     let mut errors = parameters.check(&job.executor);
     if errors.is_empty() {
         let mut config = job.executor_config();
         parameters.apply(&mut config);
-        for (key, message) in dkron_executors::validate_config(&job.executor, &config) {
+        for (key, message) in dkron_executors::validate_config(&job.executor, &config, plugins) {
             errors.push(FieldError::new(format!("executor_config.{key}"), message));
         }
     }
@@ -326,7 +330,7 @@ pub async fn run(
     let job = stored_job(&cx, &name)?;
     if let Some(parameters) = &parameters {
         caller.check_job_write(&name, true, &job.executor)?;
-        check_parameters(&job, parameters)?;
+        check_parameters(&job, parameters, &cx.plugins)?;
     }
     if job.disabled && job.parent_job.is_empty() {
         return Err(ApiError::new(

@@ -59,6 +59,8 @@ pub struct Context {
     pub acl: acl::AclSettings,
     /// The executors this node runs (`--executors`; empty: all), as `/health` reports them.
     pub executors: Vec<String>,
+    /// This node's external executor plugins: a job may name them, `/health` lists them.
+    pub plugins: dkron_executors::Plugins,
     /// Where writes and refusals are recorded (`None`: not at all, in some tests).
     pub audit: Option<audit::Audit>,
 }

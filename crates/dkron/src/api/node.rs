@@ -13,15 +13,24 @@ use super::query::{Query, listed, ok, render};
 use super::{ApiError, Context, Cx};
 
 /// `{"status": "healthy"}`, and each executor with its state (Dkron 4.1 reports its plugins
-/// there): `healthy`, or `disabled` when this node's `--executors` leaves it out.
+/// there): `healthy`, or `disabled` when this node's `--executors` leaves it out; an external
+/// plugin may also be `starting` or `failed: <why>`, and carries `"plugin": true`.
 pub async fn health(State(cx): Cx) -> Response {
-    let executors: serde_json::Map<String, serde_json::Value> = dkron_executors::executors()
+    let on = |name: &str| cx.executors.is_empty() || cx.executors.iter().any(|e| e == name);
+    let mut executors: serde_json::Map<String, serde_json::Value> = dkron_executors::executors()
         .map(|name| {
-            let on = cx.executors.is_empty() || cx.executors.iter().any(|e| e == name);
-            let status = if on { "healthy" } else { "disabled" };
+            let status = if on(name) { "healthy" } else { "disabled" };
             (name.to_string(), json!({ "status": status }))
         })
         .collect();
+    for (name, state) in cx.plugins.states().await {
+        let status = if on(&name) {
+            state
+        } else {
+            "disabled".to_owned()
+        };
+        executors.insert(name, json!({ "status": status, "plugin": true }));
+    }
     render(
         StatusCode::OK,
         &json!({"status": "healthy", "executors": executors}),

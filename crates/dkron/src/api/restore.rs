@@ -86,7 +86,7 @@ pub async fn restore(
     let mut results = Vec::new();
     for mut job in ordered {
         let name = job.name.clone();
-        let ok = check_job(&job).is_empty()
+        let ok = check_job(&job, &cx.plugins).is_empty()
             && authorize_write(&cx, &caller, &mut job).is_ok()
             && write_job(
                 &cx,

@@ -249,4 +249,8 @@ pub struct AgentArgs {
     #[arg(long, value_delimiter = ',', value_name = "NAME")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     executors: Vec<String>,
+    /// Directory of executor plugins (dkron-executor-*), searched after /etc/dkron/plugins and the dkron binary's directory
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugin_dir: Option<String>,
 }

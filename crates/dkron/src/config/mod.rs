@@ -109,6 +109,9 @@ pub struct AgentConfig {
     pub acl: AclConfig,
     /// Executors this node runs; empty: every executor it has. Orders for others are refused.
     pub executors: Vec<String>,
+    /// Another directory of executor plugins (`dkron-executor-*`), searched after Dkron's
+    /// (`/etc/dkron/plugins`, then the dkron binary's own directory).
+    pub plugin_dir: String,
     /// When finished executions notify: `always` (Dkron's behaviour, default), `on_failure`,
     /// or `on_change` (the first failure and the recovery). A job's `notify_on` overrides it.
     pub notify_on: String,
@@ -118,6 +121,25 @@ pub struct AgentConfig {
     /// Settings this build does not know; each is ignored with one warning.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl AgentConfig {
+    /// Where executor plugins are looked for, in Dkron's order (a later directory's binary
+    /// replaces an earlier one's): `/etc/dkron/plugins`, the dkron binary's directory, then
+    /// `plugin-dir`.
+    pub fn plugin_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![PathBuf::from("/etc/dkron/plugins")];
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(PathBuf::from))
+        {
+            dirs.push(dir);
+        }
+        if !self.plugin_dir.is_empty() {
+            dirs.push(PathBuf::from(&self.plugin_dir));
+        }
+        dirs
+    }
 }
 
 impl Default for AgentConfig {
@@ -177,6 +199,7 @@ impl Default for AgentConfig {
             http_allowed_origins: Vec::new(),
             acl: AclConfig::default(),
             executors: Vec::new(),
+            plugin_dir: String::new(),
             notify_on: "always".into(),
             processors: BTreeMap::new(),
             other: BTreeMap::new(),

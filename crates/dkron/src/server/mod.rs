@@ -90,10 +90,13 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
     };
     let consensus = Consensus::start(settings, rpc.clone()).await?;
     let shutdown = Shutdown::default();
+    let plugins =
+        dkron_executors::Plugins::start(&config.plugin_dirs(), &dkron_executors::builtin());
     let worker = Arc::new(
         OrderExecutor::new(clock.clone())
             .with_journal(journal)
-            .with_executors(&config.executors),
+            .with_executors(&config.executors)
+            .with_plugins(plugins.clone()),
     );
     let leader = Leader::new(
         Parts {
@@ -134,6 +137,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
             encrypted: !config.encrypt.is_empty(),
             allowed_origins: config.http_allowed_origins.clone(),
             executors: config.executors.clone(),
+            plugins,
             acl: crate::api::acl::AclSettings {
                 enabled: config.acl.enabled,
                 data_dir: data_dir.clone(),

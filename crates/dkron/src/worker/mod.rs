@@ -64,6 +64,8 @@ pub struct OrderExecutor {
     executors: Vec<String>,
     /// Broker connections the plugin executors keep between runs.
     connections: dkron_executors::Connections,
+    /// This node's external executor plugins.
+    plugins: dkron_executors::Plugins,
 }
 
 impl OrderExecutor {
@@ -77,12 +79,19 @@ impl OrderExecutor {
             journal: None,
             executors: Vec::new(),
             connections: Default::default(),
+            plugins: Default::default(),
         }
     }
 
     /// Runs only orders for these executors (`--executors`; empty: every executor).
     pub fn with_executors(mut self, executors: &[String]) -> OrderExecutor {
         self.executors = executors.to_vec();
+        self
+    }
+
+    /// Runs jobs whose executor is one of `plugins` on them.
+    pub fn with_plugins(mut self, plugins: dkron_executors::Plugins) -> OrderExecutor {
+        self.plugins = plugins;
         self
     }
 
@@ -194,6 +203,7 @@ impl OrderExecutor {
             output_limit: CAPTURE_LIMIT,
             live: Default::default(),
             connections: self.connections.clone(),
+            plugins: self.plugins.clone(),
         };
         let (executor, config) = (order.executor, order.config);
         let clock = self.clock.clone();
