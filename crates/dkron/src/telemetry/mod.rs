@@ -33,10 +33,15 @@ impl Drop for Telemetry {
 }
 
 /// Installs the process's subscriber. `RUST_LOG` overrides `level`; openraft is noisy at
-/// info, so it logs from warn.
+/// info, so it logs from warn, and so do the brokers' clients, which log each connection at
+/// info and its details (addresses, URLs) at debug: the plugin executors say what matters
+/// in the run's output, without secrets.
 pub fn init(level: &str, format: &str, otel_endpoint: &str) -> anyhow::Result<Telemetry> {
-    let filter = std::env::var("RUST_LOG")
-        .unwrap_or_else(|_| format!("{level},openraft=warn,hyper=warn,reqwest=warn"));
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        format!(
+            "{level},openraft=warn,hyper=warn,reqwest=warn,async_nats=warn,lapin=warn,amq_protocol=warn,rskafka=warn,tonic=warn,h2=warn"
+        )
+    });
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if format == "json" {
         fmt.json().flatten_event(true).boxed()
