@@ -18,6 +18,7 @@
 //! - [`timefmt`]: Dkron's timestamp JSON conventions.
 
 pub mod acl;
+pub mod admission;
 pub mod command;
 pub mod due;
 pub mod godur;

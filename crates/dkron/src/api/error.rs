@@ -125,6 +125,10 @@ impl From<WriteError> for ApiError {
             | WriteError::LeaderUnreachable { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
+            WriteError::Overloaded { retry_after_s, .. } => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: json!({ "error": e.to_string(), "retry_after": retry_after_s }),
+            },
             WriteError::Fatal(_) => ApiError::internal(e.to_string()),
         }
     }
@@ -148,6 +152,14 @@ impl From<anyhow::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        // A refusal to come back later says when, as a header too.
+        let retry_after = self.body.get("retry_after").and_then(Value::as_u64);
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

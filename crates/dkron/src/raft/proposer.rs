@@ -7,7 +7,10 @@
 //! so a client reads its own write from the server it wrote to.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use dkron_core::admission::{self, Admission};
 
 use dkron_core::command::{Command, Response};
 use openraft::error::{ClientWriteError, RaftError};
@@ -22,6 +25,9 @@ use crate::rpc::wire::{Committed, WriteError};
 const MAX_BATCH: usize = 512;
 /// Log entries proposed at once; more queue up and form the next batch.
 const MAX_IN_FLIGHT: usize = 2;
+/// Commands waiting for the log beyond which client writes are refused (`admission`): eight
+/// full batches, a few seconds of work for a leader that keeps up.
+pub const WRITE_QUEUE: usize = MAX_BATCH * 8;
 /// How long a follower waits for its own state machine to catch up with a write it forwarded.
 const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
 
@@ -34,6 +40,10 @@ struct PendingWrite {
 #[derive(Clone)]
 pub struct Proposer {
     writes: mpsc::UnboundedSender<PendingWrite>,
+    /// Commands proposed here and not answered yet.
+    pending: Arc<AtomicUsize>,
+    /// How many may wait before client writes are refused ([`WRITE_QUEUE`]).
+    capacity: Arc<AtomicUsize>,
     raft: Raft,
     name: String,
     rpc: RpcClient,
@@ -45,6 +55,8 @@ impl Proposer {
         tokio::spawn(write_loop(raft.clone(), pending));
         Proposer {
             writes,
+            pending: Arc::default(),
+            capacity: Arc::new(AtomicUsize::new(WRITE_QUEUE)),
             raft,
             name,
             rpc,
@@ -73,6 +85,19 @@ impl Proposer {
     /// skips, moves) must never reach a successor that plans them itself, and a write a
     /// follower forwarded is not forwarded again.
     pub async fn write_here(&self, command: Command) -> Result<Committed, WriteError> {
+        let pending = self.pending.load(Ordering::Acquire);
+        if let Admission::Shed { retry_after_s } =
+            admission::admit(&command, pending, self.capacity.load(Ordering::Acquire))
+        {
+            metrics::counter!("dkron_writes_shed_total").increment(1);
+            return Err(WriteError::Overloaded {
+                pending,
+                retry_after_s,
+            });
+        }
+        let weight = admission::weight(&command);
+        self.pending.fetch_add(weight, Ordering::AcqRel);
+        let _waiting = Waiting(self.pending.clone(), weight);
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(PendingWrite { command, reply })
@@ -80,6 +105,17 @@ impl Proposer {
         answer
             .await
             .unwrap_or_else(|_| Err(WriteError::Fatal("the node is shutting down".into())))
+    }
+
+    /// Commands waiting for the log on this server.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Sets how many commands may wait before client writes are refused (tests shrink it to
+    /// overload a node on demand).
+    pub fn set_write_queue(&self, capacity: usize) {
+        self.capacity.store(capacity, Ordering::Release);
     }
 
     async fn forward(&self, leader: &ServerNode, command: Command) -> Result<Response, WriteError> {
@@ -96,6 +132,15 @@ impl Proposer {
             tracing::warn!(index, leader = %leader.name, "this server lags the leader; a read right after this write may not see it");
         }
         Ok(response)
+    }
+}
+
+/// A proposal's share of the pending count, given back when it is answered or abandoned.
+struct Waiting(Arc<AtomicUsize>, usize);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
     }
 }
 

@@ -63,6 +63,9 @@ pub enum WriteError {
     LeaderUnreachable { leader: String, reason: String },
     #[error("the consensus layer stopped: {0}")]
     Fatal(String),
+    /// The leader is behind: this client write was not queued (the leader's own work is).
+    #[error("the leader is behind with {pending} writes waiting; retry in {retry_after_s} s")]
+    Overloaded { pending: usize, retry_after_s: u64 },
 }
 
 /// A committed write: its result and the log index that carried it.

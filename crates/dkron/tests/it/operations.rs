@@ -621,3 +621,47 @@ async fn notifications_carry_the_whole_output() {
     .await;
     assert_eq!(body, "x".repeat(5000));
 }
+
+/// A leader too far behind refuses client writes with 503 and `Retry-After` (instead of
+/// letting them hang), while its own work — firing and recording runs — goes on; when the
+/// backlog is gone, writes are taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_leader_sheds_client_writes_but_keeps_scheduling() {
+    let node = TestNode::start().await;
+    node.create(&shell_job("ticker", "@every 1s", "true")).await;
+    node.wait_finished("ticker", 1, BOUND).await;
+
+    // Overloaded on demand: no client write may queue behind what waits.
+    node.h().proposer().set_write_queue(0);
+    let refused = node
+        .post("/v1/jobs", &shell_job("late", "@every 1h", "true"))
+        .await;
+    assert_eq!(refused.status, 503, "{refused:#?}");
+    assert_eq!(refused.headers["retry-after"], "1", "{refused:#?}");
+    assert_eq!(refused.body["retry_after"], 1);
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("the leader is behind"),
+        "{refused:#?}"
+    );
+    let toggle = node.post_empty("/v1/jobs/ticker/toggle").await;
+    assert_eq!(toggle.status, 503, "{toggle:#?}");
+    assert_eq!(
+        node.get("/v1/jobs/late").await.status,
+        404,
+        "nothing was written"
+    );
+
+    // The scheduler's claims and the results are not client writes: the job keeps running.
+    let before = node.executions("ticker").await.len();
+    node.wait_finished("ticker", before + 2, BOUND).await;
+    assert_eq!(node.job("ticker").await["disabled"], false);
+
+    node.h().proposer().set_write_queue(4096);
+    let taken = node
+        .post("/v1/jobs", &shell_job("late", "@every 1h", "true"))
+        .await;
+    assert_eq!(taken.status, 201, "{taken:#?}");
+}
