@@ -9,7 +9,7 @@ mod load;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,9 @@ impl AgentConfig {
             dirs.push(dir);
         }
         if !self.plugin_dir.is_empty() {
+            if !Path::new(&self.plugin_dir).is_dir() {
+                tracing::warn!(plugin_dir = %self.plugin_dir, "plugin-dir is not a directory: no executor plugins are loaded from it; check the path");
+            }
             dirs.push(PathBuf::from(&self.plugin_dir));
         }
         dirs

@@ -89,7 +89,7 @@ impl Proposer {
         if let Admission::Shed { retry_after_s } =
             admission::admit(&command, pending, self.capacity.load(Ordering::Acquire))
         {
-            metrics::counter!("dkron_writes_shed_total").increment(1);
+            crate::telemetry::metrics::write_shed();
             return Err(WriteError::Overloaded {
                 pending,
                 retry_after_s,

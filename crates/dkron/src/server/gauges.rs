@@ -10,7 +10,7 @@ use axum::routing::get;
 
 use crate::api::ApiError;
 use crate::cluster::Members;
-use crate::raft::{Leadership, StateReader, Voters};
+use crate::raft::{Leadership, Proposer, StateReader, Voters};
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics::{self, Snapshot};
 
@@ -21,6 +21,7 @@ pub struct Gauges {
     pub members: Members,
     pub voters: Voters,
     pub leadership: Leadership,
+    pub proposer: Proposer,
 }
 
 impl Gauges {
@@ -63,6 +64,7 @@ impl Gauges {
         }
         snapshot.voters = self.voters.ids().len() as u64;
         snapshot.leader = self.leadership.is_leader();
+        snapshot.writes_pending = self.proposer.pending() as u64;
         snapshot
     }
 

@@ -116,6 +116,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
         members: members.clone(),
         voters: consensus.voters.clone(),
         leadership: consensus.leadership.clone(),
+        proposer: consensus.proposer.clone(),
     };
 
     let metrics = if config.enable_prometheus {

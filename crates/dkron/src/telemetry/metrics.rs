@@ -57,6 +57,10 @@ pub const TLS_HANDSHAKES_REFUSED: &str = "dkron_tls_handshakes_refused_total";
 pub const AUDIT_DROPPED: &str = "dkron_audit_lines_dropped_total";
 /// HTTP requests refused by the ACLs, by `status` (401, 403).
 pub const ACL_REFUSED: &str = "dkron_acl_refused_total";
+/// Client writes refused with 503 because the leader is behind (`dkron_core::admission`).
+pub const WRITES_SHED: &str = "dkron_writes_shed_total";
+/// Commands proposed on this server and waiting for the log.
+pub const WRITES_PENDING: &str = "dkron_raft_writes_pending";
 
 /// Histogram buckets in seconds: from a millisecond to ten minutes.
 const BUCKETS: &[f64] = &[
@@ -279,6 +283,19 @@ fn describe() {
         "Audit log lines dropped: the writer was stuck"
     );
     describe_counter!(ACL_REFUSED, "HTTP requests refused by the ACLs, by status");
+    describe_counter!(
+        WRITES_SHED,
+        "Client writes refused with 503 and Retry-After: the leader was behind"
+    );
+    describe_gauge!(
+        WRITES_PENDING,
+        "Commands proposed on this server and waiting for the log"
+    );
+}
+
+/// A client write was refused because the leader is behind.
+pub fn write_shed() {
+    counter!(WRITES_SHED).increment(1);
 }
 
 /// A finished execution: its outcome and how long it ran.
@@ -328,6 +345,7 @@ pub struct Snapshot {
     pub members_by_status: std::collections::BTreeMap<&'static str, u64>,
     pub voters: u64,
     pub leader: bool,
+    pub writes_pending: u64,
 }
 
 /// Sets the gauges from a snapshot.
@@ -341,6 +359,7 @@ pub fn set_gauges(snapshot: &Snapshot) {
     gauge!(RUNNING).set(snapshot.running as f64);
     gauge!(RAFT_VOTERS).set(snapshot.voters as f64);
     gauge!(IS_LEADER).set(if snapshot.leader { 1.0 } else { 0.0 });
+    gauge!(WRITES_PENDING).set(snapshot.writes_pending as f64);
 }
 
 /// Whether this node's RPC port takes connections from any host.
