@@ -88,9 +88,6 @@ pub async fn execute(
     run: &Run,
     connections: &Connections,
 ) -> Outcome {
-    if let Some((_, problem)) = validate_config(config).first() {
-        return Err(format!("{problem}\n"));
-    }
     let message = message(config, run).map_err(|(_, e)| format!("{e}\n"))?;
     let (project, topic) = (get(config, "project"), get(config, "topic"));
     let http = connections.pools().http.get_or_init(|| {

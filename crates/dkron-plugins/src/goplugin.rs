@@ -135,7 +135,7 @@ pub fn trusted(path: &Path) -> Result<(), String> {
     if meta.mode() & 0o022 != 0 {
         return Err("writable by its group or by anyone".to_owned());
     }
-    let me = nix_uid();
+    let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != me {
         return Err(format!(
             "owned by uid {}, not this user ({me}) or root",
@@ -143,19 +143,6 @@ pub fn trusted(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// This process's effective uid (from /proc, to need no libc binding here).
-fn nix_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 // ---- the host --------------------------------------------------------------------------

@@ -111,9 +111,6 @@ pub async fn execute(
     connections: &Connections,
     bound: Duration,
 ) -> Outcome {
-    if let Some((_, problem)) = validate_config(config).first() {
-        return Err(format!("{problem}\n"));
-    }
     let tls = get(config, "tlsEnable") == "true";
     let insecure = get(config, "tlsInsecureSkipVerify") == "true";
     let sasl = sasl(config).map_err(|e| format!("{e}\n"))?;

@@ -115,7 +115,9 @@ pub fn validate_config(
 }
 
 /// Publishes one run's message. `None` when `executor` is not one of this crate's. Never
-/// panics on bad input, never outlives the config's `timeout`.
+/// panics on bad input, never outlives the config's `timeout`. A config that does not pass
+/// [`validate_config`] (a job stored before a check existed, run parameters) fails the run
+/// with its first problem here, so no executor runs on one.
 pub async fn execute(
     executor: &str,
     config: &BTreeMap<String, String>,
@@ -131,6 +133,9 @@ pub async fn execute(
         Ok(d) => d,
         Err(e) => return EXECUTORS.contains(&executor).then(|| Err(format!("{e}\n"))),
     };
+    if let Some((_, problem)) = validate_config(executor, config)?.first() {
+        return Some(Err(format!("{problem}\n")));
+    }
     let work = async {
         let outcome: Option<Outcome> = match executor {
             #[cfg(feature = "nats")]

@@ -82,10 +82,6 @@ pub async fn execute(
     run: &Run,
     connections: &Connections,
 ) -> Outcome {
-    let problems = validate_config(config);
-    if let Some((_, message)) = problems.first() {
-        return Err(format!("{message}\n"));
-    }
     let servers = servers(get(config, "url")).map_err(|e| format!("{e}\n"))?;
     let (user, password) = (get(config, "userName"), get(config, "password"));
     let key = format!("{}\n{user}\n{password}", get(config, "url"));
@@ -100,20 +96,12 @@ pub async fn execute(
         }
         options.connect(servers.clone()).await
     };
-    let mut lease = pool
-        .get(&key, connect)
+    let lease = pool
+        .get_usable(&key, connect, |c| {
+            c.connection_state() != async_nats::connection::State::Disconnected
+        })
         .await
         .map_err(|e| format!("error connecting to NATS: {e}\n"))?;
-    if lease.conn.connection_state() == async_nats::connection::State::Disconnected {
-        // The server went away since the last run: connect again now rather than wait for
-        // the background reconnect within this run's bound.
-        pool.discard(&key, &lease.conn);
-        drop(lease);
-        lease = pool
-            .get(&key, connect)
-            .await
-            .map_err(|e| format!("error connecting to NATS: {e}\n"))?;
-    }
     let client = lease.conn.clone();
 
     let subject = get(config, "subject").to_owned();

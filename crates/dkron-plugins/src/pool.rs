@@ -118,6 +118,28 @@ impl<C: Conn> Pool<C> {
         Ok(Lease { conn, _held: held })
     }
 
+    /// Like [`Pool::get`], but a pooled connection `usable` finds stale (its broker went away
+    /// since the last run) is discarded and replaced by a fresh connect, once, rather than
+    /// left to reconnect in the background within this run's bound.
+    pub async fn get_usable<F, Fut, E>(
+        &self,
+        key: &str,
+        connect: F,
+        usable: impl Fn(&C) -> bool,
+    ) -> Result<Lease<C>, E>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<C, E>>,
+    {
+        let lease = self.get(key, &connect).await?;
+        if usable(&lease.conn) {
+            return Ok(lease);
+        }
+        self.discard(key, &lease.conn);
+        drop(lease);
+        self.get(key, connect).await
+    }
+
     /// Drops `conn` from the pool (it was found broken), so the next run connects anew.
     pub fn discard(&self, key: &str, conn: &C) {
         let removed = {
@@ -324,6 +346,33 @@ mod tests {
         // Discarding a connection that is no longer the pool's leaves the new one alone.
         pool.discard("a", &conn);
         assert_eq!(pool.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_connection_is_replaced_before_a_run_uses_it() {
+        let pool = Pool::<Fake>::default();
+        let first = pool
+            .get("a", || async { Ok::<_, ()>(fake()) })
+            .await
+            .unwrap();
+        let stale = first.conn.clone();
+        drop(first);
+        let fresh = pool
+            .get_usable("a", || async { Ok::<_, ()>(fake()) }, |c| !c.same(&stale))
+            .await
+            .unwrap();
+        assert!(!fresh.conn.same(&stale));
+        tokio::task::yield_now().await;
+        assert_eq!(
+            stale.0.load(Ordering::Acquire),
+            1,
+            "the stale one was closed"
+        );
+        let again = pool
+            .get_usable("a", || async { Ok::<_, ()>(fake()) }, |_| true)
+            .await
+            .unwrap();
+        assert!(again.conn.same(&fresh.conn), "a usable one is kept");
     }
 
     #[tokio::test(start_paused = true)]

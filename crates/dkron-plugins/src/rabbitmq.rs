@@ -125,9 +125,6 @@ pub async fn execute(
     run: &Run,
     connections: &Connections,
 ) -> Outcome {
-    if let Some((_, problem)) = validate_config(config).first() {
-        return Err(format!("{problem}\n"));
-    }
     let message = message(config).map_err(|(_, e)| format!("{e}\n"))?;
     let url = get(config, "url");
     let pool = &connections.pools().rabbitmq;
@@ -135,18 +132,10 @@ pub async fn execute(
         let properties = ConnectionProperties::default().with_connection_name("dkron".into());
         Connection::connect(url, properties).await.map(Arc::new)
     };
-    let mut lease = pool
-        .get(url, connect)
+    let lease = pool
+        .get_usable(url, connect, |c| c.status().connected())
         .await
         .map_err(|e| format!("RabbitMQ: cannot connect: {e}\n"))?;
-    if !lease.conn.status().connected() {
-        pool.discard(url, &lease.conn);
-        drop(lease);
-        lease = pool
-            .get(url, connect)
-            .await
-            .map_err(|e| format!("RabbitMQ: cannot connect: {e}\n"))?;
-    }
     let conn = lease.conn.clone();
     let channel = match conn.create_channel().await {
         Ok(c) => c,
