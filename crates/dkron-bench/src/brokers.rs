@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::sink::Hit;
-use crate::{Dkron, free_port, summarize};
+use crate::{Dkron, free_port};
 
 /// A nats-server on loopback, killed when dropped.
 struct NatsServer {
@@ -130,32 +130,15 @@ pub async fn bench(client: &reqwest::Client, n: usize) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let to = Timestamp::now() - jiff::SignedDuration::from_secs(3);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let in_window: Vec<Hit> = hits
-        .lock()
-        .expect("hits lock")
-        .iter()
-        .filter(|h| h.scheduled >= from && h.scheduled < to)
-        .cloned()
-        .collect();
-    let unique: std::collections::BTreeSet<_> = in_window
-        .iter()
-        .map(|h| (h.job.clone(), h.scheduled))
-        .collect();
-    let whole = |t: Timestamp| t.as_second() + i64::from(t.subsec_nanosecond() > 0);
-    let expected = n as i64 * (whole(to) - whole(from));
-    let l = summarize(
-        in_window
-            .iter()
-            .map(|h| h.arrived.duration_since(h.scheduled).as_secs_f64() * 1000.0)
-            .collect(),
-    );
+    let crate::SameSecond {
+        lateness: l,
+        expected,
+        duplicates,
+    } = crate::same_second(&hits.lock().expect("hits lock"), n, from, to);
     let connections = server.dkron_connections(client).await?;
     println!(
         "| same-second fires, N = {n}, nats to a local nats-server | {} of {expected} due runs, {} duplicates, {connections} connection(s) | p50 **{:.1} ms**, p99 **{:.1} ms** | p99 ≤ 1.5× http's |",
-        l.count,
-        in_window.len() - unique.len(),
-        l.p50,
-        l.p99,
+        l.count, duplicates, l.p50, l.p99,
     );
     drop(dkron);
     drop(server);
