@@ -170,7 +170,14 @@ async fn writes_through_a_follower_reach_every_server() {
     let mut statuses = vec![a.status, b.status, c.status];
     statuses.sort();
     assert_eq!(statuses, [200, 409, 409], "{a:#?} {b:#?} {c:#?}");
-    assert_eq!(follower.executions("exclusive").await.len(), 1);
+    // The run may have been asked of another server: wait for the follower to apply it.
+    let runs = wait_until(
+        Duration::from_secs(10),
+        "the follower to apply the run",
+        async || Some(follower.executions("exclusive").await).filter(|e| !e.is_empty()),
+    )
+    .await;
+    assert_eq!(runs.len(), 1);
 
     // A restore through a follower lands on every server.
     let dump = json!([{"name": "restored", "schedule": "@every 1h", "executor": "shell",
