@@ -242,6 +242,12 @@ impl Membership {
         self.view.borrow().clone()
     }
 
+    /// Reads the member list in place (no copy: a leader asks for an address on every run).
+    /// `f` must not wait: gossip cannot publish a change while it runs.
+    pub fn with_members<T>(&self, f: impl FnOnce(&[Member]) -> T) -> T {
+        f(&self.view.borrow())
+    }
+
     /// A receiver that sees the member list after every change.
     pub fn subscribe(&self) -> watch::Receiver<Vec<Member>> {
         self.view.clone()

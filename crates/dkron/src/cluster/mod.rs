@@ -100,10 +100,11 @@ impl Members {
 
     /// Where a member's RPC port is (its `rpc_addr` tag), if it may be placed on.
     pub fn rpc_addr(&self, name: &str) -> Option<String> {
-        self.all()
-            .into_iter()
-            .find(|m| m.name == name)
-            .and_then(|m| m.tags.get("rpc_addr").cloned())
+        self.gossip.with_members(|all| {
+            all.iter()
+                .find(|m| m.name == name)
+                .and_then(|m| m.tags.get("rpc_addr").cloned())
+        })
     }
 
     /// Alive servers of this node's region, by name, with their RPC address.

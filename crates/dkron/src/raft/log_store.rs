@@ -15,7 +15,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{LogId, NodeId, StorageError, TypeConfig, read_err, write_err};
+use super::{LogId, NodeId, StorageError, TypeConfig, codec, read_err, write_err};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -129,7 +129,7 @@ impl LogStore {
             if !entries.is_empty() && bytes > max_bytes {
                 break;
             }
-            entries.push(serde_json::from_slice(value).map_err(read_err)?);
+            entries.push(codec::decode(value).map_err(read_err)?);
         }
         Ok(entries)
     }
@@ -144,8 +144,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let table = txn.open_table(LOGS).map_err(read_err)?;
         let last = match table.last().map_err(read_err)? {
             Some((_, v)) => {
-                let entry: Entry<TypeConfig> =
-                    serde_json::from_slice(v.value()).map_err(read_err)?;
+                let entry: Entry<TypeConfig> = codec::decode(v.value()).map_err(read_err)?;
                 Some(entry.log_id)
             }
             None => last_purged,
@@ -191,7 +190,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut table = txn.open_table(LOGS).map_err(write_err)?;
             for entry in entries {
-                let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
+                let bytes = codec::encode(&entry).map_err(write_err)?;
                 table
                     .insert(entry.log_id.index, bytes.as_slice())
                     .map_err(write_err)?;
@@ -249,8 +248,14 @@ mod tests {
                     log_id: LogId::new(CommittedLeaderId::new(1, 0), i),
                     payload: EntryPayload::Blank,
                 };
-                let bytes = serde_json::to_vec(&entry).unwrap();
-                size = bytes.len();
+                // The first half as an earlier version wrote them (JSON): a log that spans an
+                // upgrade is read whole.
+                let bytes = if i <= n / 2 {
+                    serde_json::to_vec(&entry).unwrap()
+                } else {
+                    codec::encode(&entry).unwrap()
+                };
+                size = size.max(bytes.len());
                 table.insert(i, bytes.as_slice()).unwrap();
             }
         }
@@ -274,6 +279,14 @@ mod tests {
         assert_eq!(
             indexes(&store.read_range(range, 2 * size + 1).unwrap()),
             [3, 4]
+        );
+        assert_eq!(
+            indexes(
+                &store
+                    .read_range((Bound::Unbounded, Bound::Unbounded), usize::MAX)
+                    .unwrap()
+            ),
+            (1..=10).collect::<Vec<_>>()
         );
         // An entry bigger than the bound still goes, alone: replication never stalls.
         assert_eq!(indexes(&store.read_range(range, 1).unwrap()), [3]);

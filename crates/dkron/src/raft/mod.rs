@@ -17,6 +17,7 @@
 //! A one-server cluster is a one-voter Raft group, so adding servers later adds members
 //! rather than replacing storage. openraft's own handle never leaves this module.
 
+mod codec;
 mod leadership;
 // openraft fixes the storage error type (224 bytes); our helpers must return it as is.
 #[allow(clippy::result_large_err)]

@@ -106,7 +106,7 @@ impl StateReader {
         let mut out = Vec::new();
         for item in table.range(lo.as_str()..hi.as_str())? {
             let (_, v) = item?;
-            out.push(serde_json::from_slice(v.value())?);
+            out.push(super::codec::decode(v.value())?);
         }
         Ok(out)
     }
@@ -116,7 +116,7 @@ impl StateReader {
         let table = txn.open_table(EXECUTIONS)?;
         let key = execution_key(job, id);
         Ok(match table.get(key.as_str())? {
-            Some(v) => Some(serde_json::from_slice(v.value())?),
+            Some(v) => Some(super::codec::decode(v.value())?),
             None => None,
         })
     }

@@ -1,5 +1,5 @@
-//! Snapshots of the state machine: the core's state plus every execution record, as one JSON
-//! document in `snapshot.bin` (a metadata line, then the data). Built on a low-priority
+//! Snapshots of the state machine: the core's state plus every execution record, in
+//! `snapshot.bin` (a JSON metadata line, then the data in MessagePack; see `codec.rs`). Built on a low-priority
 //! thread of its own from one consistent point, so building never stalls `apply` or the
 //! scheduler; the applied state is made durable first, so openraft may purge the log behind it.
 
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::reader::Shared;
 use super::state_machine::{EXECUTIONS, StateMachine};
-use super::{NodeId, ServerNode, StorageError, TypeConfig, read_err, write_err};
+use super::{NodeId, ServerNode, StorageError, TypeConfig, codec, read_err, write_err};
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct SnapshotData {
@@ -101,11 +101,11 @@ fn build_snapshot_blocking(shared: &Shared) -> Result<Snapshot<TypeConfig>, Stor
         let table = read_txn.open_table(EXECUTIONS).map_err(read_err)?;
         for item in table.iter().map_err(read_err)? {
             let (_, v) = item.map_err(read_err)?;
-            executions.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+            executions.push(codec::decode(v.value()).map_err(read_err)?);
         }
     }
     drop(read_txn);
-    let data = serde_json::to_vec(&SnapshotData { state, executions }).map_err(write_err)?;
+    let data = codec::encode(&SnapshotData { state, executions }).map_err(write_err)?;
     let snapshot_id = match applied.0 {
         Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, data.len()),
         None => format!("0-0-{}", data.len()),

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 use super::reader::{Shared, StateReader};
 use super::snapshot::{SnapshotData, read_snapshot_file, write_snapshot_file};
-use super::{LogId, NodeId, ServerNode, StorageError, TypeConfig, read_err, write_err};
+use super::{LogId, NodeId, ServerNode, StorageError, TypeConfig, codec, read_err, write_err};
 use crate::clock;
 
 pub(super) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
@@ -126,7 +126,7 @@ fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Membership))> {
     let mut entries = Vec::new();
     for item in jobs.iter()? {
         let (k, v) = item?;
-        let entry: JobEntry = serde_json::from_slice(v.value())?;
+        let entry: JobEntry = codec::decode(v.value())?;
         entries.push((k.value().to_string(), entry));
     }
     Ok((
@@ -149,30 +149,79 @@ fn put_json<T: Serialize>(
     Ok(())
 }
 
-/// Writes one effect of an applied command.
+/// Puts a job entry or an execution record (MessagePack; see `codec.rs`).
+fn put_record<T: Serialize>(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+    value: &T,
+) -> Result<(), StorageError> {
+    let bytes = codec::encode(value).map_err(write_err)?;
+    let mut t = txn.open_table(table).map_err(write_err)?;
+    t.insert(key, bytes.as_slice()).map_err(write_err)?;
+    Ok(())
+}
+
+/// What an applied batch leaves to write once, at its end: a job claimed and finished in one
+/// batch, or a thousand finishes counted in one day, are each written once, in their final
+/// state, not once per command (the profile of a leader at 2,000 runs/s spent a fifth of its
+/// CPU in `apply`, most of it re-encoding the same job entries).
+#[derive(Default)]
+struct Deferred {
+    jobs: BTreeSet<String>,
+    days: BTreeSet<jiff::civil::Date>,
+    acl: bool,
+}
+
+impl Deferred {
+    /// Writes each job, day and the ACL state as the state has it now (absent: removed).
+    fn write(self, txn: &WriteTransaction, state: &State) -> Result<(), StorageError> {
+        for name in &self.jobs {
+            match state.entry(name) {
+                Some(entry) => put_record(txn, JOBS, name, entry)?,
+                None => {
+                    txn.open_table(JOBS)
+                        .map_err(write_err)?
+                        .remove(name.as_str())
+                        .map_err(write_err)?;
+                }
+            }
+        }
+        for day in &self.days {
+            match state.stats().day(*day) {
+                Some(count) => put_json(txn, STATS, &day.to_string(), &count)?,
+                None => {
+                    txn.open_table(STATS)
+                        .map_err(write_err)?
+                        .remove(day.to_string().as_str())
+                        .map_err(write_err)?;
+                }
+            }
+        }
+        if self.acl {
+            put_json(txn, SM_META, ACL, state.acl())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes one effect of an applied command: the execution records now, in order; what only
+/// says "this changed" (the state has the value) once, at the batch's end ([`Deferred`]).
 fn write_effect(
     txn: &WriteTransaction,
-    state: &State,
+    deferred: &mut Deferred,
     effect: &Effect,
 ) -> Result<(), StorageError> {
     match effect {
-        Effect::PutJob(name) => match state.entry(name) {
-            Some(entry) => put_json(txn, JOBS, name, entry)?,
-            None => {
-                txn.open_table(JOBS)
-                    .map_err(write_err)?
-                    .remove(name.as_str())
-                    .map_err(write_err)?;
-            }
-        },
-        Effect::RemoveJob(name) => {
-            txn.open_table(JOBS)
-                .map_err(write_err)?
-                .remove(name.as_str())
-                .map_err(write_err)?;
+        Effect::PutJob(name) | Effect::RemoveJob(name) => {
+            deferred.jobs.insert(name.clone());
         }
+        Effect::PutStats(day) | Effect::RemoveStats(day) => {
+            deferred.days.insert(*day);
+        }
+        Effect::PutAcl => deferred.acl = true,
         Effect::PutExecution(e) => {
-            put_json(txn, EXECUTIONS, &execution_key(&e.job_name, &e.id), e)?
+            put_record(txn, EXECUTIONS, &execution_key(&e.job_name, &e.id), e)?
         }
         Effect::DeleteExecutionsOf(job) => {
             let (lo, hi) = job_range(job);
@@ -193,18 +242,6 @@ fn write_effect(
             for key in oldest {
                 t.remove(key.as_str()).map_err(write_err)?;
             }
-        }
-        Effect::PutAcl => put_json(txn, SM_META, ACL, state.acl())?,
-        Effect::PutStats(day) => {
-            if let Some(count) = state.stats().day(*day) {
-                put_json(txn, STATS, &day.to_string(), &count)?;
-            }
-        }
-        Effect::RemoveStats(day) => {
-            txn.open_table(STATS)
-                .map_err(write_err)?
-                .remove(day.to_string().as_str())
-                .map_err(write_err)?;
         }
     }
     Ok(())
@@ -247,6 +284,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             txn.set_durability(Durability::None).map_err(write_err)?;
         }
         let mut applied = shared.applied.lock().expect("applied lock").clone();
+        let mut deferred = Deferred::default();
         {
             let mut state = shared.state.write().expect("state lock");
             for entry in entries {
@@ -260,7 +298,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(command) => {
                         let (response, effects) = state.apply(command);
                         for effect in &effects {
-                            write_effect(&txn, &state, effect)?;
+                            write_effect(&txn, &mut deferred, effect)?;
                             if let Some(job) = effect_job(effect) {
                                 touched.insert(job.to_string());
                             }
@@ -269,6 +307,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
             }
+            deferred.write(&txn, &state)?;
             put_json(&txn, SM_META, PAUSED, &state.paused())?;
         }
         put_json(&txn, SM_META, LAST_APPLIED, &applied.0)?;
@@ -299,7 +338,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let data: SnapshotData = serde_json::from_slice(&bytes).map_err(read_err)?;
+        let data: SnapshotData = codec::decode(&bytes).map_err(read_err)?;
         let shared = self.shared();
         let _serial = shared.apply_lock.lock().expect("apply lock");
         let txn = shared.db.begin_write().map_err(write_err)?;
@@ -310,10 +349,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         for (name, entry) in data.state.entries() {
-            put_json(&txn, JOBS, name, entry)?;
+            put_record(&txn, JOBS, name, entry)?;
         }
         for e in &data.executions {
-            put_json(&txn, EXECUTIONS, &execution_key(&e.job_name, &e.id), e)?;
+            put_record(&txn, EXECUTIONS, &execution_key(&e.job_name, &e.id), e)?;
         }
         put_json(&txn, SM_META, PAUSED, &data.state.paused())?;
         put_json(&txn, SM_META, ACL, data.state.acl())?;
