@@ -107,6 +107,19 @@ impl DueQueue {
         self.refresh(state, name, now);
     }
 
+    /// The nominal time of the oldest occurrence still queued whose claim time has come: the
+    /// scheduler has not taken it yet (a pass takes a bounded number). `None`: none is waiting.
+    pub fn oldest_waiting(&self, now: Timestamp) -> Option<Timestamp> {
+        self.by_time
+            .iter()
+            .take_while(|(claim_at, _)| *claim_at <= now)
+            .filter_map(|(_, name)| self.next_of.get(name).map(|(_, fire)| *fire))
+            // Claim times differ from nominal times by at most CLAIM_AHEAD, so the oldest is
+            // among the first; a bound keeps this cheap when thousands are overdue.
+            .take(64)
+            .min()
+    }
+
     /// When the first queued occurrence becomes claimable.
     pub fn next_claim_at(&self) -> Option<Timestamp> {
         self.by_time.first().map(|(t, _)| *t)
@@ -138,6 +151,16 @@ pub fn catch_up_skips(state: &State, now: Timestamp) -> Vec<Command> {
         .collect()
 }
 
+/// How far behind schedule the leader is at `now`: the age of the oldest occurrence that is
+/// owed and not yet decided — still queued (`waiting`), or claimed with the claim not yet
+/// answered by the log (`claiming`). Zero when nothing owed is past its nominal time.
+pub fn behind(now: Timestamp, waiting: Option<Timestamp>, claiming: Option<Timestamp>) -> Duration {
+    let Some(oldest) = waiting.into_iter().chain(claiming).min() else {
+        return Duration::ZERO;
+    };
+    Duration::try_from(now.duration_since(oldest)).unwrap_or(Duration::ZERO)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +184,51 @@ mod tests {
             });
         }
         state
+    }
+
+    #[test]
+    fn how_far_behind_is_the_age_of_the_oldest_undecided_occurrence() {
+        let now = ts("2026-01-01T00:01:00Z");
+        assert_eq!(behind(now, None, None), Duration::ZERO);
+        // Claimed ahead of its nominal time: on time.
+        assert_eq!(
+            behind(now, None, Some(ts("2026-01-01T00:01:00.4Z"))),
+            Duration::ZERO
+        );
+        assert_eq!(
+            behind(
+                now,
+                Some(ts("2026-01-01T00:00:57Z")),
+                Some(ts("2026-01-01T00:00:59Z"))
+            ),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            behind(
+                now,
+                Some(ts("2026-01-01T00:00:59.5Z")),
+                Some(ts("2026-01-01T00:00:48Z"))
+            ),
+            Duration::from_secs(12)
+        );
+    }
+
+    #[test]
+    fn the_oldest_waiting_occurrence_is_one_whose_claim_time_came() {
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let state = state_with(&[("allow", "allow"), ("forbid", "forbid")], t0);
+        let q = DueQueue::new(&state, t0);
+        assert_eq!(q.oldest_waiting(ts("2026-01-01T00:00:09Z")), None);
+        // Only the allow job's claim window opened: its nominal time, not the claim time.
+        assert_eq!(
+            q.oldest_waiting(ts("2026-01-01T00:00:09.6Z")),
+            Some(ts("2026-01-01T00:00:10Z"))
+        );
+        // Both overdue, neither taken: the oldest nominal.
+        assert_eq!(
+            q.oldest_waiting(ts("2026-01-01T00:00:30Z")),
+            Some(ts("2026-01-01T00:00:10Z"))
+        );
     }
 
     #[test]

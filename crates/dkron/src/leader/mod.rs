@@ -20,6 +20,7 @@
 mod attempt;
 mod claim;
 mod dispatch;
+mod lag;
 mod moves;
 pub mod notify;
 pub mod processors;
@@ -34,6 +35,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 pub use dispatch::{Dispatch, LEASE};
+pub use lag::Lag;
 
 use crate::clock::SharedClock;
 use crate::cluster::Members;
@@ -55,6 +57,8 @@ pub struct Parts {
     pub rpc: RpcClient,
     pub outputs: OutputStore,
     pub clock: SharedClock,
+    /// Where the scheduler says how far behind schedule it is.
+    pub lag: Lag,
 }
 
 /// The leader's shared context: handles, and the runs this process is carrying.
@@ -85,6 +89,7 @@ pub struct Leader {
     /// occurrence from the ledger again.
     resync: Mutex<BTreeSet<String>>,
     resync_wake: Notify,
+    lag: Lag,
 }
 
 impl Leader {
@@ -106,6 +111,7 @@ impl Leader {
             in_flight: Mutex::new(HashSet::new()),
             resync: Mutex::new(BTreeSet::new()),
             resync_wake: Notify::new(),
+            lag: parts.lag,
         })
     }
 

@@ -70,6 +70,7 @@ impl Leader {
                     self.spawn_run(async move { leader.claim_occurrences(occurrences).await });
                 }
             }
+            self.lag.set_waiting(queue.oldest_waiting(now));
             let dirty = self.state.take_dirty();
             let resync = self.take_resync();
             for name in &dirty {
@@ -90,7 +91,10 @@ impl Leader {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.state.changed() => {}
                 _ = self.resync_wake.notified() => {}
-                () = watch.lost() => return,
+                () = watch.lost() => {
+                    self.lag.set_waiting(None);
+                    return;
+                }
             }
         }
     }

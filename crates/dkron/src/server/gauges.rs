@@ -1,4 +1,5 @@
-//! Gauges (jobs by status, runs in progress, members, voters, leadership), refreshed every
+//! Gauges (jobs by status, runs in progress, members, voters, leadership, how far behind
+//! schedule the scheduler is), refreshed every
 //! 5 s for StatsD and read fresh by `GET /metrics`, and the leader-change counter.
 
 use std::time::Duration;
@@ -9,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::api::ApiError;
+use crate::clock::SharedClock;
 use crate::cluster::Members;
+use crate::leader::Lag;
 use crate::raft::{Leadership, Proposer, StateReader, Voters};
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics::{self, Snapshot};
@@ -22,6 +25,8 @@ pub struct Gauges {
     pub voters: Voters,
     pub leadership: Leadership,
     pub proposer: Proposer,
+    pub lag: Lag,
+    pub clock: SharedClock,
 }
 
 impl Gauges {
@@ -65,6 +70,7 @@ impl Gauges {
         snapshot.voters = self.voters.ids().len() as u64;
         snapshot.leader = self.leadership.is_leader();
         snapshot.writes_pending = self.proposer.pending() as u64;
+        snapshot.behind_seconds = self.lag.behind(self.clock.now()).as_secs_f64();
         snapshot
     }
 

@@ -98,6 +98,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
             .with_executors(&config.executors)
             .with_plugins(plugins.clone()),
     );
+    let lag = crate::leader::Lag::default();
     let leader = Leader::new(
         Parts {
             proposer: consensus.proposer.clone(),
@@ -108,10 +109,13 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
             rpc: rpc.clone(),
             outputs: outputs.clone(),
             clock: clock.clone(),
+            lag: lag.clone(),
         },
         &config,
     );
     let gauges = gauges::Gauges {
+        lag: lag.clone(),
+        clock: clock.clone(),
         state: consensus.state.clone(),
         members: members.clone(),
         voters: consensus.voters.clone(),

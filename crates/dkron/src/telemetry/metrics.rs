@@ -61,6 +61,9 @@ pub const ACL_REFUSED: &str = "dkron_acl_refused_total";
 pub const WRITES_SHED: &str = "dkron_writes_shed_total";
 /// Commands proposed on this server and waiting for the log.
 pub const WRITES_PENDING: &str = "dkron_raft_writes_pending";
+/// On the leader, the age in seconds of the oldest scheduled occurrence that is owed and not
+/// yet claimed (0 when on time, and on followers).
+pub const SCHEDULER_BEHIND: &str = "dkron_scheduler_behind_seconds";
 
 /// Histogram buckets in seconds: from a millisecond to ten minutes.
 const BUCKETS: &[f64] = &[
@@ -291,6 +294,10 @@ fn describe() {
         WRITES_PENDING,
         "Commands proposed on this server and waiting for the log"
     );
+    describe_gauge!(
+        SCHEDULER_BEHIND,
+        "Age of the oldest scheduled occurrence owed and not yet claimed (0: on time)"
+    );
 }
 
 /// A client write was refused because the leader is behind.
@@ -346,6 +353,7 @@ pub struct Snapshot {
     pub voters: u64,
     pub leader: bool,
     pub writes_pending: u64,
+    pub behind_seconds: f64,
 }
 
 /// Sets the gauges from a snapshot.
@@ -360,6 +368,7 @@ pub fn set_gauges(snapshot: &Snapshot) {
     gauge!(RAFT_VOTERS).set(snapshot.voters as f64);
     gauge!(IS_LEADER).set(if snapshot.leader { 1.0 } else { 0.0 });
     gauge!(WRITES_PENDING).set(snapshot.writes_pending as f64);
+    gauge!(SCHEDULER_BEHIND).set(snapshot.behind_seconds);
 }
 
 /// Whether this node's RPC port takes connections from any host.

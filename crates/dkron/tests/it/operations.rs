@@ -55,6 +55,7 @@ async fn prometheus_metrics_count_executions_jobs_and_raft() {
         "dkron_executions_running 0",
         "dkron_raft_is_leader 1",
         "dkron_raft_voters 1",
+        "dkron_scheduler_behind_seconds 0",
         "dkron_members{status=\"alive\"} 1",
         "dkron_raft_commit_seconds_count",
         "dkron_raft_leader_changes_total",
