@@ -50,11 +50,13 @@ impl Leader {
                 runs: o.runs.clone(),
             })
             .collect();
-        self.lag.claiming(occurrences.iter().map(|o| o.nominal));
+        let claiming = self
+            .lag
+            .claiming(occurrences.iter().map(|o| o.nominal).collect());
         // Proposed here or not at all: a deposed leader's claims must not reach its
         // successor, whose own catch-up decides those occurrences.
         let written = self.write_all(commands, true).await;
-        self.lag.answered(occurrences.iter().map(|o| o.nominal));
+        drop(claiming);
         let mut answers = written.unwrap_or_default().into_iter();
         if let Some(first) = occurrences.first() {
             tracing::debug!(

@@ -31,20 +31,34 @@ impl Lag {
         self.0.lock().expect("lag lock").waiting = waiting;
     }
 
-    pub(super) fn claiming(&self, nominals: impl IntoIterator<Item = Timestamp>) {
+    /// Counts these claims as unanswered until the guard is dropped — when the log answered,
+    /// or when the claiming task ended any other way, so none is counted forever.
+    pub(super) fn claiming(&self, nominals: Vec<Timestamp>) -> Claiming {
         let mut inner = self.0.lock().expect("lag lock");
-        for t in nominals {
-            *inner.claiming.entry(t).or_default() += 1;
+        for t in &nominals {
+            *inner.claiming.entry(*t).or_default() += 1;
+        }
+        Claiming {
+            lag: self.clone(),
+            nominals,
         }
     }
+}
 
-    pub(super) fn answered(&self, nominals: impl IntoIterator<Item = Timestamp>) {
-        let mut inner = self.0.lock().expect("lag lock");
-        for t in nominals {
-            if let Some(n) = inner.claiming.get_mut(&t) {
+/// Claims counted by [`Lag::claiming`] until dropped.
+pub(super) struct Claiming {
+    lag: Lag,
+    nominals: Vec<Timestamp>,
+}
+
+impl Drop for Claiming {
+    fn drop(&mut self) {
+        let mut inner = self.lag.0.lock().expect("lag lock");
+        for t in &self.nominals {
+            if let Some(n) = inner.claiming.get_mut(t) {
                 *n -= 1;
                 if *n == 0 {
-                    inner.claiming.remove(&t);
+                    inner.claiming.remove(t);
                 }
             }
         }
@@ -65,17 +79,19 @@ mod tests {
         let (t1, t2) = (ts("2026-01-01T00:00:01Z"), ts("2026-01-01T00:00:02Z"));
         let now = ts("2026-01-01T00:00:05Z");
         assert_eq!(lag.behind(now), Duration::ZERO);
-        lag.claiming([t1, t1, t2]);
+        let first = lag.claiming(vec![t1]);
+        let second = lag.claiming(vec![t1]);
+        let third = lag.claiming(vec![t2]);
         assert_eq!(lag.behind(now), Duration::from_secs(4));
         // One of the two t1 claims answered: the other still holds the age.
-        lag.answered([t1]);
+        drop(first);
         assert_eq!(lag.behind(now), Duration::from_secs(4));
-        lag.answered([t1]);
+        drop(second);
         assert_eq!(lag.behind(now), Duration::from_secs(3));
         lag.set_waiting(Some(ts("2026-01-01T00:00:00Z")));
         assert_eq!(lag.behind(now), Duration::from_secs(5));
         lag.set_waiting(None);
-        lag.answered([t2]);
+        drop(third);
         assert_eq!(lag.behind(now), Duration::ZERO);
     }
 }

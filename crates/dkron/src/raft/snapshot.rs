@@ -1,7 +1,8 @@
 //! Snapshots of the state machine: the core's state plus every execution record, in
-//! `snapshot.bin` (a JSON metadata line, then the data in MessagePack; see `codec.rs`). Built on a low-priority
-//! thread of its own from one consistent point, so building never stalls `apply` or the
-//! scheduler; the applied state is made durable first, so openraft may purge the log behind it.
+//! `snapshot.bin` (a JSON metadata line, then the data in MessagePack; see `codec.rs`). Built
+//! on a low-priority thread of its own from one consistent point, so building never stalls
+//! `apply` or the scheduler; the applied state is made durable first, so openraft may purge
+//! the log behind it.
 
 use std::io::Cursor;
 use std::path::Path;

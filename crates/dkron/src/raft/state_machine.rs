@@ -143,10 +143,12 @@ fn put_json<T: Serialize>(
     key: &str,
     value: &T,
 ) -> Result<(), StorageError> {
-    let bytes = serde_json::to_vec(value).map_err(write_err)?;
-    let mut t = txn.open_table(table).map_err(write_err)?;
-    t.insert(key, bytes.as_slice()).map_err(write_err)?;
-    Ok(())
+    put_bytes(
+        txn,
+        table,
+        key,
+        &serde_json::to_vec(value).map_err(write_err)?,
+    )
 }
 
 /// Puts a job entry or an execution record (MessagePack; see `codec.rs`).
@@ -156,9 +158,27 @@ fn put_record<T: Serialize>(
     key: &str,
     value: &T,
 ) -> Result<(), StorageError> {
-    let bytes = codec::encode(value).map_err(write_err)?;
+    put_bytes(txn, table, key, &codec::encode(value).map_err(write_err)?)
+}
+
+fn put_bytes(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
     let mut t = txn.open_table(table).map_err(write_err)?;
-    t.insert(key, bytes.as_slice()).map_err(write_err)?;
+    t.insert(key, bytes).map_err(write_err)?;
+    Ok(())
+}
+
+fn remove_key(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+) -> Result<(), StorageError> {
+    let mut t = txn.open_table(table).map_err(write_err)?;
+    t.remove(key).map_err(write_err)?;
     Ok(())
 }
 
@@ -179,23 +199,14 @@ impl Deferred {
         for name in &self.jobs {
             match state.entry(name) {
                 Some(entry) => put_record(txn, JOBS, name, entry)?,
-                None => {
-                    txn.open_table(JOBS)
-                        .map_err(write_err)?
-                        .remove(name.as_str())
-                        .map_err(write_err)?;
-                }
+                None => remove_key(txn, JOBS, name)?,
             }
         }
         for day in &self.days {
+            let key = day.to_string();
             match state.stats().day(*day) {
-                Some(count) => put_json(txn, STATS, &day.to_string(), &count)?,
-                None => {
-                    txn.open_table(STATS)
-                        .map_err(write_err)?
-                        .remove(day.to_string().as_str())
-                        .map_err(write_err)?;
-                }
+                Some(count) => put_json(txn, STATS, &key, &count)?,
+                None => remove_key(txn, STATS, &key)?,
             }
         }
         if self.acl {
