@@ -16,11 +16,20 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::command::Command;
-use crate::occurrence::plan_catch_up;
+use crate::occurrence::{Late, SkipReason, plan_catch_up, plan_late};
 use crate::state::State;
 
 /// How long before its nominal time an `allow` occurrence is claimed.
 pub const CLAIM_AHEAD: Duration = Duration::from_millis(500);
+
+/// An owed occurrence taken off the queue, decided ([`plan_late`]): the skips to record first,
+/// then the occurrence to claim, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub job: String,
+    pub skips: Vec<(Timestamp, SkipReason)>,
+    pub claim: Option<Timestamp>,
+}
 
 #[derive(Debug, Default)]
 pub struct DueQueue {
@@ -60,18 +69,32 @@ impl DueQueue {
         }
     }
 
-    /// The next occurrence whose claim time has come, as (nominal fire time, job), taken off
-    /// the queue with the job's following occurrence queued in its place.
-    pub fn pop_claimable(&mut self, state: &State, now: Timestamp) -> Option<(Timestamp, String)> {
+    /// The next occurrence whose claim time has come, taken off the queue and decided: on
+    /// time it is claimed; late, the job's catch-up policy and deadline decide ([`plan_late`]).
+    /// The job's following occurrence is queued in its place.
+    pub fn pop_claimable(&mut self, state: &State, now: Timestamp) -> Option<Due> {
         let (claim_at, name) = self.by_time.first()?.clone();
         if claim_at > now {
             return None;
         }
         self.by_time.pop_first();
         let (_, fire) = self.next_of.remove(&name)?;
-        self.last_fired.insert(name.clone(), fire);
+        let Late { skips, claim } = state.entry(&name).map_or(
+            Late {
+                skips: Vec::new(),
+                claim: Some(fire),
+            },
+            |entry| plan_late(entry, fire, now),
+        );
+        let decided = claim.or(skips.last().map(|(through, _)| *through));
+        self.last_fired
+            .insert(name.clone(), decided.unwrap_or(fire));
         self.refresh(state, &name, now);
-        Some((fire, name))
+        Some(Due {
+            job: name,
+            skips,
+            claim,
+        })
     }
 
     /// Recomputes a job's next fire from `state`: the first occurrence after the fire ledger
@@ -170,6 +193,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Pops an occurrence that is claimed as is (no skips), as (nominal, job).
+    fn pop(q: &mut DueQueue, state: &State, now: Timestamp) -> Option<(Timestamp, String)> {
+        let due = q.pop_claimable(state, now)?;
+        assert!(due.skips.is_empty(), "{due:?}");
+        Some((due.claim.expect("claimed"), due.job))
+    }
+
     fn state_with(jobs: &[(&str, &str)], now: Timestamp) -> State {
         let mut state = State::default();
         for (name, concurrency) in jobs {
@@ -238,21 +268,15 @@ mod tests {
         let mut q = DueQueue::new(&state, t0);
         let fire = ts("2026-01-01T00:00:10Z");
         // Before the claim window nothing is claimable.
-        assert!(
-            q.pop_claimable(&state, ts("2026-01-01T00:00:09.4Z"))
-                .is_none()
-        );
+        assert!(pop(&mut q, &state, ts("2026-01-01T00:00:09.4Z")).is_none());
         // Inside the window only the allow job is, with its nominal time.
         assert_eq!(
-            q.pop_claimable(&state, ts("2026-01-01T00:00:09.6Z")),
+            pop(&mut q, &state, ts("2026-01-01T00:00:09.6Z")),
             Some((fire, "allow".to_string()))
         );
-        assert!(
-            q.pop_claimable(&state, ts("2026-01-01T00:00:09.9Z"))
-                .is_none()
-        );
+        assert!(pop(&mut q, &state, ts("2026-01-01T00:00:09.9Z")).is_none());
         assert_eq!(
-            q.pop_claimable(&state, fire),
+            pop(&mut q, &state, fire),
             Some((fire, "forbid".to_string()))
         );
         // Each job's following occurrence is queued in its place, never the same one twice.
@@ -268,20 +292,52 @@ mod tests {
         let later = ts("2026-01-01T00:00:25Z");
         let mut q = DueQueue::new(&state, later);
         assert_eq!(
-            q.pop_claimable(&state, later).map(|(t, _)| t),
+            pop(&mut q, &state, later).map(|(t, _)| t),
             Some(ts("2026-01-01T00:00:10Z"))
         );
         assert_eq!(
-            q.pop_claimable(&state, later).map(|(t, _)| t),
+            pop(&mut q, &state, later).map(|(t, _)| t),
             Some(ts("2026-01-01T00:00:20Z"))
         );
-        assert!(q.pop_claimable(&state, later).is_none());
+        assert!(pop(&mut q, &state, later).is_none());
         // A refused claim: searched from the ledger again, the 10 s occurrence is owed again.
         q.resync(&state, "j", later);
         assert_eq!(
-            q.pop_claimable(&state, later).map(|(t, _)| t),
+            pop(&mut q, &state, later).map(|(t, _)| t),
             Some(ts("2026-01-01T00:00:10Z"))
         );
+    }
+
+    #[test]
+    fn a_queue_that_fell_behind_decides_by_the_catch_up_policy_and_owes_nothing_twice() {
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let mut state = State::default();
+        let job: Job = serde_json::from_str(
+            r#"{"name":"j","schedule":"@every 10s","catchup":"latest","executor":"shell","executor_config":{"command":"true"}}"#,
+        )
+        .unwrap();
+        state.apply(Command::SetJob {
+            job: Box::new(job),
+            now: t0,
+            refuse_when_paused: false,
+        });
+        let mut q = DueQueue::new(&state, t0);
+        // The scheduler stalled until 00:35: 00:10 and 00:20 are skipped, 00:30 claimed.
+        let now = ts("2026-01-01T00:00:35Z");
+        assert_eq!(
+            q.pop_claimable(&state, now),
+            Some(Due {
+                job: "j".into(),
+                skips: vec![(
+                    ts("2026-01-01T00:00:30Z") - SignedDuration::from_nanos(1),
+                    SkipReason::Behind
+                )],
+                claim: Some(ts("2026-01-01T00:00:30Z")),
+            })
+        );
+        // Back on time: the next one owed is 00:40, claimable ahead of it.
+        assert!(q.pop_claimable(&state, now).is_none());
+        assert_eq!(q.next_claim_at(), Some(ts("2026-01-01T00:00:39.5Z")));
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum SkipReason {
     Disabled,
     /// The job's schedule or time zone changed.
     Rescheduled,
+    /// The leader was behind schedule (overloaded, stalled) and a newer occurrence of the job
+    /// was already due; `catchup: latest` or `none` ran only the newest.
+    Behind,
 }
 
 impl SkipReason {
@@ -46,6 +49,9 @@ impl SkipReason {
             }
             SkipReason::Disabled => "the job was disabled",
             SkipReason::Rescheduled => "the job's schedule or time zone changed",
+            SkipReason::Behind => {
+                "the leader was behind schedule and a newer occurrence was already due; catchup is latest or none, so only the newest ran"
+            }
         }
     }
 }
@@ -122,6 +128,82 @@ pub fn plan_catch_up(entry: &JobEntry, lead_start: Timestamp) -> Option<(Timesta
         skip = Some((before, SkipReason::CatchupLatest));
     }
     skip
+}
+
+/// What a running leader decides for a job whose owed occurrence `owed` it takes at `now`,
+/// when it is late: the leader fell behind (overload, a stall) rather than being absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Late {
+    /// Skips to record first, in order: every occurrence after the ledger through each
+    /// `Timestamp` did not run, for the reason.
+    pub skips: Vec<(Timestamp, SkipReason)>,
+    /// The occurrence to claim now; `None`: nothing is due once the skips are recorded (the
+    /// job's next occurrence, if any, is later).
+    pub claim: Option<Timestamp>,
+}
+
+/// Occurrences one [`plan_late`] searches at most (an `@every 1s` job a whole deadline behind
+/// would be hundreds of thousands), so one decision stays cheap; the queue takes the rest next.
+const MAX_LATE_STEPS: usize = 1_000;
+
+/// The decision for a late owed occurrence, with the same rules as a new leader's catch-up,
+/// applied while leading: whatever the policy, occurrences later than `catchup_deadline` (an
+/// `@after` job's grace) are skipped, `past_deadline`; then with `catchup: latest` or `none`,
+/// when a newer occurrence is already due too, only the newest due runs and the older ones
+/// are skipped, `behind` (`none` runs the newest too: the leader did not miss it, it is late
+/// by less than one period); `all` runs each owed occurrence, late.
+pub fn plan_late(entry: &JobEntry, owed: Timestamp, now: Timestamp) -> Late {
+    let on_time = Late {
+        skips: Vec::new(),
+        claim: Some(owed),
+    };
+    if owed >= now {
+        return on_time;
+    }
+    let Some(compiled) = entry.compile() else {
+        return on_time;
+    };
+    let deadline = compiled
+        .after_window()
+        .map_or_else(|| entry.job.catchup_deadline(), |(_, grace)| grace);
+    let mut skips = Vec::new();
+    let mut claim = owed;
+    if let Ok(horizon) = now.checked_sub(deadline)
+        && owed <= horizon
+    {
+        skips.push((horizon, SkipReason::PastDeadline));
+        match entry.next_fire(&compiled, horizon).filter(|t| *t <= now) {
+            Some(t) => claim = t,
+            // Nothing owed within the deadline: the queue looks for the next one.
+            None => return Late { skips, claim: None },
+        }
+    }
+    let policy = entry.job.catchup.as_str();
+    if policy == CATCHUP_LATEST || policy == CATCHUP_NONE {
+        let mut newest = claim;
+        for _ in 0..MAX_LATE_STEPS {
+            match entry.next_fire(&compiled, newest).filter(|t| *t <= now) {
+                Some(t) => newest = t,
+                None => break,
+            }
+        }
+        if entry.next_fire(&compiled, newest).is_some_and(|t| t <= now) {
+            // Still more due than one decision searches: skip what was searched; the
+            // queue takes the rest next.
+            skips.push((newest, SkipReason::Behind));
+            return Late { skips, claim: None };
+        }
+        if newest != claim
+            && let Ok(before) = newest.checked_sub(SignedDuration::from_nanos(1))
+        {
+            skips.push((before, SkipReason::Behind));
+            claim = newest;
+        }
+    }
+    Late {
+        skips,
+        claim: Some(claim),
+    }
 }
 
 /// The next `count` fire times of a job strictly after `after` (fewer if it stops firing:
@@ -265,6 +347,159 @@ mod tests {
         );
         // Nothing owed yet.
         assert_eq!(plan_catch_up(e, ts("2026-01-01T00:09:00Z")), None);
+    }
+
+    #[test]
+    fn a_late_occurrence_runs_late_under_all_and_only_the_newest_under_latest_or_none() {
+        let t = |s: &str| ts(&format!("2026-01-01T00:{s}Z"));
+        let s = state_with(r#"{"name":"j","schedule":"@every 10s"}"#);
+        let all = &s.jobs["j"];
+        // On time, or claimed ahead: nothing to decide.
+        for now in ["00:09.6", "00:10"] {
+            let late = plan_late(all, t("00:10"), t(now));
+            assert_eq!(
+                late,
+                Late {
+                    skips: vec![],
+                    claim: Some(t("00:10"))
+                }
+            );
+        }
+        // Two periods behind: `all` runs the owed one, late; the queue owes the next ones.
+        assert_eq!(
+            plan_late(all, t("00:10"), t("00:35")),
+            Late {
+                skips: vec![],
+                claim: Some(t("00:10"))
+            }
+        );
+        for policy in ["latest", "none"] {
+            let s = state_with(&format!(
+                r#"{{"name":"j","schedule":"@every 10s","catchup":"{policy}"}}"#
+            ));
+            // 00:10, 00:20 and 00:30 are due: 00:30 runs, the others are skipped.
+            assert_eq!(
+                plan_late(&s.jobs["j"], t("00:10"), t("00:35")),
+                Late {
+                    skips: vec![(
+                        t("00:30") - SignedDuration::from_nanos(1),
+                        SkipReason::Behind
+                    )],
+                    claim: Some(t("00:30")),
+                },
+                "{policy}"
+            );
+            // Late, but the only one due: it runs.
+            assert_eq!(
+                plan_late(&s.jobs["j"], t("00:10"), t("00:19")),
+                Late {
+                    skips: vec![],
+                    claim: Some(t("00:10"))
+                },
+                "{policy}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_late_occurrence_past_the_deadline_is_skipped_whatever_the_policy() {
+        let at = |s: &str| ts(&format!("2026-01-01T{s}Z"));
+        let s = state_with(r#"{"name":"j","schedule":"@every 10s","catchup_deadline":"1m"}"#);
+        // Five minutes behind: everything up to a minute ago is past the deadline; the first
+        // occurrence within it runs.
+        assert_eq!(
+            plan_late(&s.jobs["j"], at("00:00:10"), at("00:05:00")),
+            Late {
+                skips: vec![(at("00:04:00"), SkipReason::PastDeadline)],
+                claim: Some(at("00:04:10")),
+            }
+        );
+        let s = state_with(
+            r#"{"name":"j","schedule":"@every 10s","catchup":"latest","catchup_deadline":"1m"}"#,
+        );
+        assert_eq!(
+            plan_late(&s.jobs["j"], at("00:00:10"), at("00:05:00")),
+            Late {
+                skips: vec![
+                    (at("00:04:00"), SkipReason::PastDeadline),
+                    (
+                        at("00:05:00") - SignedDuration::from_nanos(1),
+                        SkipReason::Behind
+                    ),
+                ],
+                claim: Some(at("00:05:00")),
+            }
+        );
+        // Nothing due within the deadline: only the skip, the queue looks for the next one.
+        let s = state_with(r#"{"name":"j","schedule":"@every 1h","catchup_deadline":"1m"}"#);
+        assert_eq!(
+            plan_late(&s.jobs["j"], at("01:00:00"), at("01:10:00")),
+            Late {
+                skips: vec![(at("01:09:00"), SkipReason::PastDeadline)],
+                claim: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_late_decision_searches_a_bounded_number_of_occurrences() {
+        let s = state_with(r#"{"name":"j","schedule":"@every 1s","catchup":"latest"}"#);
+        let (owed, now) = (ts("2026-01-01T00:00:01Z"), ts("2026-01-01T00:50:00Z"));
+        let late = plan_late(&s.jobs["j"], owed, now);
+        // The first thousand searched are skipped, none claimed; the rest is decided next.
+        assert_eq!(
+            late,
+            Late {
+                skips: vec![(ts("2026-01-01T00:16:41Z"), SkipReason::Behind)],
+                claim: None,
+            }
+        );
+    }
+
+    #[test]
+    fn the_late_decisions_are_accepted_by_the_ledger_in_order() {
+        let mut s = state_with(
+            r#"{"name":"j","schedule":"@every 10s","catchup":"latest","catchup_deadline":"1m"}"#,
+        );
+        let (owed, now) = (ts("2026-01-01T00:00:10Z"), ts("2026-01-01T00:05:00Z"));
+        let late = plan_late(&s.jobs["j"], owed, now);
+        let mut commands: Vec<Command> = late
+            .skips
+            .iter()
+            .map(|&(through, reason)| Command::SkipOccurrences {
+                job: "j".into(),
+                through,
+                reason,
+            })
+            .collect();
+        commands.push(Command::ClaimOccurrence {
+            job: "j".into(),
+            nominal: late.claim.unwrap(),
+            runs: vec![],
+        });
+        let (r, _) = s.apply(Command::Batch { commands });
+        let Response::Batch { responses } = r else {
+            panic!("{r:?}")
+        };
+        assert!(
+            responses
+                .iter()
+                .all(|r| !matches!(r, Response::Rejected { .. })),
+            "{responses:?}"
+        );
+        assert_eq!(s.jobs["j"].fired_through, Some(now));
+        let (views, _) = verdicts(&s.jobs["j"], &[], owed, now, 100);
+        let reason = |i: usize| match &views[i].outcome {
+            Outcome::Skipped { reason, .. } => Some(*reason),
+            _ => None,
+        };
+        assert_eq!(views.len(), 30);
+        assert_eq!(reason(0), Some(SkipReason::PastDeadline));
+        assert_eq!(reason(23), Some(SkipReason::PastDeadline));
+        assert_eq!(reason(24), Some(SkipReason::Behind));
+        assert_eq!(reason(28), Some(SkipReason::Behind));
+        // The claimed one: no eligible node in this test.
+        assert_eq!(reason(29), Some(SkipReason::NoTarget));
     }
 
     #[test]

@@ -33,22 +33,36 @@ pub(super) fn no_target(job: &Job) {
 }
 
 impl Leader {
-    /// Claims scheduled occurrences in the fire ledger, all in one log entry, then starts the
-    /// runs of each occurrence the ledger granted.
-    pub(super) async fn claim_occurrences(self: Arc<Self>, occurrences: Vec<Occurrence>) {
+    /// Records `skips` (late occurrences the scheduler decided not to run) and claims scheduled
+    /// occurrences in the fire ledger, all in one log entry, then starts the runs of each
+    /// occurrence the ledger granted.
+    pub(super) async fn claim_occurrences(
+        self: Arc<Self>,
+        skips: Vec<Command>,
+        occurrences: Vec<Occurrence>,
+    ) {
         let t0 = self.clock.now();
         // Tracked before the claim commits, so a concurrent orphan sweep never mistakes these
         // runs for ones lost by a restart.
         for run in occurrences.iter().flat_map(|o| &o.runs) {
             self.track(run, true);
         }
-        let commands = occurrences
+        let skipped_jobs: Vec<String> = skips
             .iter()
-            .map(|o| Command::ClaimOccurrence {
+            .filter_map(|c| match c {
+                Command::SkipOccurrences { job, .. } => Some(job.clone()),
+                _ => None,
+            })
+            .collect();
+        // Skips first: a job's skip and the claim of its newest occurrence are contiguous in
+        // the ledger only in that order.
+        let commands = skips
+            .into_iter()
+            .chain(occurrences.iter().map(|o| Command::ClaimOccurrence {
                 job: o.job.clone(),
                 nominal: o.nominal,
                 runs: o.runs.clone(),
-            })
+            }))
             .collect();
         let claiming = self
             .lag
@@ -57,7 +71,23 @@ impl Leader {
         // successor, whose own catch-up decides those occurrences.
         let written = self.write_all(commands, true).await;
         drop(claiming);
-        let mut answers = written.unwrap_or_default().into_iter();
+        let written = written.ok();
+        let mut answers = written.into_iter().flatten();
+        for job in &skipped_jobs {
+            match answers.next() {
+                Some(Response::Skipped) => {}
+                // Recorded by an entry before this one: nothing left to skip.
+                Some(Response::Rejected {
+                    error: ApplyError::AlreadySkipped { .. },
+                }) => {}
+                // Not written (said by `write_all`): still owed.
+                None => self.resync_schedule(job),
+                Some(other) => {
+                    warn!(job = %job, response = ?other, "late occurrences not recorded as skipped; the scheduler decides them again");
+                    self.resync_schedule(job);
+                }
+            }
+        }
         if let Some(first) = occurrences.first() {
             tracing::debug!(
                 occurrences = occurrences.len(),

@@ -6,7 +6,9 @@
 //! the ledger, not from "now": occurrences that fell due while no leader existed (a failover,
 //! a restart) are fired late, once each, in order. Before that, each job's catch-up policy
 //! (`catchup`, `catchup_deadline`) decides which of them not to run, and those are recorded as
-//! skipped (`SkipOccurrences`).
+//! skipped (`SkipOccurrences`). The same rules hold while it leads: when it falls behind
+//! (overload, a stall), each late occurrence is decided by `due::DueQueue::pop_claimable`
+//! (`occurrence::plan_late`), and what it skips is recorded in the entry of the claims.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,24 +66,38 @@ impl Leader {
         }
         let claims = Arc::new(Semaphore::new(CLAIMS_IN_FLIGHT));
         let claim_answered = Arc::new(tokio::sync::Notify::new());
+        let mut behind = BehindLog::default();
         loop {
             let now = self.clock.now();
             // One read of the state per job, not one for the whole pass: `apply` waits for
             // the state's write lock, and a pass may parse thousands of schedules.
-            let mut fired = Vec::new();
+            let (mut fired, mut skips, mut taken) = (Vec::new(), Vec::new(), 0);
             let slot = claims.clone().try_acquire_owned().ok();
             while slot.is_some()
-                && fired.len() < MAX_PER_PASS
+                && taken < MAX_PER_PASS
                 && let Some(due) = self.state.read(|s| queue.pop_claimable(s, now))
             {
-                fired.push(due);
+                taken += 1;
+                for (through, reason) in due.skips {
+                    skips.push(Command::SkipOccurrences {
+                        job: due.job.clone(),
+                        through,
+                        reason,
+                    });
+                }
+                if let Some(nominal) = due.claim {
+                    fired.push((nominal, due.job));
+                }
             }
-            if let (false, Some(slot)) = (fired.is_empty(), slot) {
+            if !skips.is_empty() {
+                behind.skipped(skips.len(), self.clock.instant());
+            }
+            if let (false, Some(slot)) = (taken == 0, slot) {
                 let occurrences = self.plan_occurrences(fired, now);
-                if !occurrences.is_empty() {
+                if !occurrences.is_empty() || !skips.is_empty() {
                     let (leader, answered) = (self.clone(), claim_answered.clone());
                     self.spawn_run(async move {
-                        leader.claim_occurrences(occurrences).await;
+                        leader.claim_occurrences(skips, occurrences).await;
                         drop(slot);
                         answered.notify_one();
                     });
@@ -154,5 +170,33 @@ impl Leader {
                 })
             })
             .collect()
+    }
+}
+
+/// Says, at most every [`BehindLog::EVERY`], how many late occurrences the scheduler skipped
+/// (by catch-up policy or deadline) since it last said so: under overload that is every pass.
+#[derive(Default)]
+struct BehindLog {
+    skipped: usize,
+    said_at: Option<tokio::time::Instant>,
+}
+
+impl BehindLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn skipped(&mut self, n: usize, now: tokio::time::Instant) {
+        self.skipped += n;
+        if self
+            .said_at
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::EVERY)
+        {
+            return;
+        }
+        warn!(
+            skip_records = self.skipped,
+            "the scheduler is behind schedule: late occurrences were skipped by their jobs' catch-up policy (latest, none) or catchup_deadline; dkron_scheduler_behind_seconds says how far behind, GET /v1/jobs/<job>/occurrences which were skipped. Fewer jobs, longer intervals or faster disks bring it back on time"
+        );
+        self.skipped = 0;
+        self.said_at = Some(now);
     }
 }

@@ -34,6 +34,15 @@ async fn server_with(
     join: Option<String>,
     adjust: impl Fn(&mut dkron::config::AgentConfig),
 ) -> Server {
+    server_on(name, join, adjust, dkron::clock::system()).await
+}
+
+async fn server_on(
+    name: &str,
+    join: Option<String>,
+    adjust: impl Fn(&mut dkron::config::AgentConfig),
+    clock: dkron::clock::SharedClock,
+) -> Server {
     let _ = client(); // installs the TLS provider
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = node_config(name, &dir.path().join("data"));
@@ -43,7 +52,7 @@ async fn server_with(
         config.join = vec![seed];
     }
     adjust(&mut config);
-    let handle = dkron::server::start(config, dkron::clock::system())
+    let handle = dkron::server::start(config, clock)
         .await
         .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));
     let api = Api::new(handle.http_addr());
@@ -59,7 +68,15 @@ async fn three_servers() -> Vec<Server> {
 }
 
 async fn three_servers_with(adjust: impl Fn(&mut dkron::config::AgentConfig)) -> Vec<Server> {
-    let first = server_with("s1", None, &adjust).await;
+    three_servers_on(adjust, dkron::clock::system()).await
+}
+
+/// Three servers reading one clock.
+async fn three_servers_on(
+    adjust: impl Fn(&mut dkron::config::AgentConfig),
+    clock: dkron::clock::SharedClock,
+) -> Vec<Server> {
+    let first = server_on("s1", None, &adjust, clock.clone()).await;
     let first_node = first.h();
     first
         .handle
@@ -70,8 +87,8 @@ async fn three_servers_with(adjust: impl Fn(&mut dkron::config::AgentConfig)) ->
         .expect("s1 leads");
     let seed = first_node.members().advertise_addr().to_string();
     let others = [
-        server_with("s2", Some(seed.clone()), &adjust).await,
-        server_with("s3", Some(seed), &adjust).await,
+        server_on("s2", Some(seed.clone()), &adjust, clock.clone()).await,
+        server_on("s3", Some(seed), &adjust, clock).await,
     ];
     // The leader admits servers it learns of by gossip: learner, then voter.
     wait_until(Duration::from_secs(20), "three voters", async || {
@@ -1181,4 +1198,144 @@ async fn a_new_server_catches_up_from_a_snapshot_when_the_log_is_purged() {
         "{purged_now:?} {purged:?} {snapshot:?}"
     );
     assert_eq!(late.api.job("snap-00").await["name"], "snap-00");
+}
+
+/// What became of each occurrence of `job` in `[from, to]`: `ran`, `pending`, or `skipped`
+/// with its reason.
+async fn outcomes(api: &Api, job: &str, from: jiff::Timestamp, to: jiff::Timestamp) -> Vec<String> {
+    let r = api
+        .get(&format!("/v1/jobs/{job}/occurrences?from={from}&to={to}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.array()
+        .iter()
+        .map(|o| {
+            let reason = o["reason"].as_str().unwrap_or("");
+            format!("{} {reason}", o["outcome"].as_str().unwrap_or("?"))
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+/// A leader that falls behind schedule while it leads (overloaded or stalled; here every
+/// server's clock jumps five minutes, as if the leader had claimed nothing for that long)
+/// decides each late occurrence by its job's catch-up policy, records the verdicts in the
+/// replicated state, runs none twice, and is back on time after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_behind_schedule_decides_late_occurrences_by_policy_and_recovers() {
+    use dkron::clock::Clock;
+    /// Wall time that jumps when told; monotonic time (timeouts, failure detection) does not.
+    #[derive(Default)]
+    struct JumpingWall(std::sync::atomic::AtomicI64);
+    impl JumpingWall {
+        fn advance(&self, by: Duration) {
+            self.0
+                .fetch_add(by.as_secs() as i64, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    impl Clock for JumpingWall {
+        fn now(&self) -> jiff::Timestamp {
+            dkron::clock::wall()
+                + jiff::SignedDuration::from_secs(self.0.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    }
+    let clock = std::sync::Arc::new(JumpingWall::default());
+    let servers = three_servers_on(|_| {}, clock.clone()).await;
+    let leader = leader_index(&servers).await;
+    let api = &servers[leader].api;
+    let follower = &servers[(leader + 1) % 3].api;
+    let jobs = [
+        ("all", "all", "1h"),
+        ("latest", "latest", "1h"),
+        ("none", "none", "1h"),
+        ("deadline", "all", "1m"),
+    ];
+    for (name, catchup, deadline) in jobs {
+        let mut job = shell_job(name, "@every 10s", "true");
+        job["tags"] = json!({"server": "true:1"});
+        job["catchup"] = catchup.into();
+        job["catchup_deadline"] = deadline.into();
+        let r = api.post("/v1/jobs", &job).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let start = clock.now();
+    clock.advance(Duration::from_secs(300));
+    let jumped = clock.now();
+
+    // Everything owed through the jump gets decided, and a follower knows each verdict.
+    let decided = wait_until(
+        Duration::from_secs(30),
+        "the late occurrences decided",
+        async || {
+            let mut all = Vec::new();
+            for (job, ..) in jobs {
+                let list = outcomes(follower, job, start, jumped).await;
+                if list.len() < 25 || list.iter().any(|o| o == "pending") {
+                    return None;
+                }
+                all.push(list);
+            }
+            Some(all)
+        },
+    )
+    .await;
+    let count = |list: &[String], what: &str| list.iter().filter(|o| *o == what).count();
+    // `all`: every occurrence ran, late.
+    assert_eq!(
+        count(&decided[0], "ran"),
+        decided[0].len(),
+        "{:?}",
+        decided[0]
+    );
+    // `latest` and `none`: the older ones were skipped as behind; the newest ran.
+    for list in &decided[1..3] {
+        let ran = count(list, "ran");
+        assert!((1..=2).contains(&ran), "{list:?}");
+        assert_eq!(count(list, "skipped behind"), list.len() - ran, "{list:?}");
+        assert_eq!(list.last().map(String::as_str), Some("ran"), "{list:?}");
+    }
+    // A one-minute deadline: what was later than that was skipped, the last minute ran.
+    let deadline = &decided[3];
+    let past = count(deadline, "skipped past_deadline");
+    assert!((5..=8).contains(&(deadline.len() - past)), "{deadline:?}");
+    assert!(
+        deadline[..past]
+            .iter()
+            .all(|o| o == "skipped past_deadline")
+            && deadline[past..].iter().all(|o| o == "ran"),
+        "{deadline:?}"
+    );
+
+    // Back on time: the occurrences after the jump run, none skipped, none twice.
+    wait_until(
+        Duration::from_secs(40),
+        "two on-time runs of every job",
+        async || {
+            for (job, ..) in jobs {
+                let after = outcomes(api, job, jumped, clock.now()).await;
+                if count(&after, "ran") < 2 {
+                    return None;
+                }
+                assert!(
+                    after.iter().all(|o| o == "ran" || o == "pending"),
+                    "{job}: {after:?}"
+                );
+            }
+            Some(())
+        },
+    )
+    .await;
+    for (job, ..) in jobs {
+        let mut times: Vec<String> = api
+            .executions(job)
+            .await
+            .iter()
+            .filter_map(|e| e["scheduled_at"].as_str().map(str::to_string))
+            .collect();
+        let runs = times.len();
+        times.sort();
+        times.dedup();
+        assert_eq!(times.len(), runs, "{job}: an occurrence ran twice");
+    }
 }
