@@ -152,6 +152,15 @@ impl JobEntry {
     }
 }
 
+/// Frees an emptied map's storage: a `BTreeMap` keeps its root node when its last entry is
+/// removed (for `running`, eleven execution slots, about 3 KB), and most jobs are idle most of
+/// the time, so with 10,000 jobs that was 30 MB of empty nodes.
+fn release_if_empty<K, V>(map: &mut BTreeMap<K, V>) {
+    if map.is_empty() {
+        *map = BTreeMap::new();
+    }
+}
+
 /// Every job with its bookkeeping, and the pause flag. The shell reads it only through the
 /// queries below and changes it only through [`State::apply`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -698,6 +707,7 @@ impl State {
             });
         }
         entry.running.remove(&execution.id);
+        release_if_empty(&mut entry.running);
         let finished = execution.finished_at;
         if let Some(at) = finished.or(execution.started_at) {
             let (day, dropped) = self.stats.record(at, execution.success);
@@ -746,6 +756,7 @@ impl State {
                 STATUS_PARTIALLY_FAILED
             };
             entry.groups.remove(&execution.group);
+            release_if_empty(&mut entry.groups);
             entry.job.status = status.to_string();
             outcome.group_done = true;
             outcome.status = status.to_string();

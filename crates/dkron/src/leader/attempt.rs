@@ -29,17 +29,20 @@ impl Leader {
     /// or triggers the children, as the state machine decided. `resumed`: the run was
     /// started under a previous leader, whose order may have reached its node.
     #[tracing::instrument(name = "execution", skip_all, fields(job = %execution.job_name, execution_id = %execution.id, node = %execution.node_name))]
-    pub(super) async fn execute_claimed(
-        self: Arc<Self>,
-        mut execution: Execution,
-        mut resumed: bool,
-    ) {
+    pub(super) async fn execute_claimed(self: Arc<Self>, execution: Execution, resumed: bool) {
         // Claimed ahead of time: wait for the nominal instant.
         if let Some(start) = execution.started_at
             && let Ok(wait) = Duration::try_from(start.duration_since(self.clock.now()))
         {
             tokio::time::sleep(wait).await;
         }
+        // Boxed: most of a run's life is the wait above, and a thousand runs wait at once;
+        // the attempt's larger state exists only once it starts.
+        Box::pin(self.attempts(execution, resumed)).await;
+    }
+
+    /// The attempts of a claimed run, from its nominal instant: deliver, record, retry.
+    async fn attempts(self: Arc<Self>, mut execution: Execution, mut resumed: bool) {
         // The job's status before this trigger, for `notify_on: on_change` (read once: a
         // failed attempt that is retried notifies nobody, so its status is not the one to
         // compare with).
@@ -64,32 +67,33 @@ impl Leader {
             // a resumption; retries are new runs.
             let fresh = !resumed;
             resumed = false;
-            let result = match self.deliver(&execution, order, fresh).await {
+            let result = match Box::pin(self.deliver(&execution, order, fresh)).await {
                 Ok(result) => result,
-                Err(Undelivered(failure)) => match self.move_undelivered(&execution, moves).await {
-                    Move::Moved(to) => {
-                        execution = *to;
-                        moves += 1;
-                        moved = true;
-                        continue;
+                Err(Undelivered(failure)) => {
+                    match Box::pin(self.move_undelivered(&execution, moves)).await {
+                        Move::Moved(to) => {
+                            execution = *to;
+                            moves += 1;
+                            moved = true;
+                            continue;
+                        }
+                        Move::Nowhere => RunResult {
+                            success: false,
+                            output: failure,
+                            stopped: false,
+                        },
+                        // Whether the move committed is unknown, or another leader owns the run
+                        // now: that leader resumes it and records its result; recording one here
+                        // could finish it twice.
+                        Move::Abandoned => {
+                            self.track(&execution, false);
+                            return;
+                        }
                     }
-                    Move::Nowhere => RunResult {
-                        success: false,
-                        output: failure,
-                        stopped: false,
-                    },
-                    // Whether the move committed is unknown, or another leader owns the run
-                    // now: that leader resumes it and records its result; recording one here
-                    // could finish it twice.
-                    Move::Abandoned => {
-                        self.track(&execution, false);
-                        return;
-                    }
-                },
+                }
             };
-            let Some(outcome) = self
-                .record(&job, &execution, result, &previous_status)
-                .await
+            let Some(outcome) =
+                Box::pin(self.record(&job, &execution, result, &previous_status)).await
             else {
                 return;
             };
@@ -98,7 +102,7 @@ impl Leader {
                 let wait = retry_backoff(attempt);
                 info!(job = %job.name, attempt, wait_ms = wait.as_millis() as u64, "run failed; retrying");
                 tokio::time::sleep(wait).await;
-                let Some(next) = self.claim_retry(&execution, attempt).await else {
+                let Some(next) = Box::pin(self.claim_retry(&execution, attempt)).await else {
                     return;
                 };
                 execution = next;
@@ -264,6 +268,20 @@ impl Leader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of the future an async fn of three arguments returns.
+    fn future_size<A, B, C, F: Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Runs are claimed ahead of their nominal instant and wait for it as tasks, thousands at
+    /// once at 2,000 runs/s; the delivery and recording state is boxed until the run starts
+    /// (it was 5 KB per waiting run before).
+    #[test]
+    fn a_run_waiting_for_its_nominal_instant_holds_little_memory() {
+        let size = future_size(Leader::execute_claimed);
+        assert!(size <= 1536, "execute_claimed's future is {size} bytes");
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
