@@ -35,8 +35,6 @@ mod voters;
 
 use std::collections::BTreeMap;
 use std::fmt;
-// The macro's default snapshot type names `Cursor` unqualified.
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -70,6 +68,8 @@ openraft::declare_raft_types!(
         R = Response,
         Node = ServerNode,
         AsyncRuntime = runtime::Runtime,
+        // Streamed from and to disk (see `snapshot.rs`).
+        SnapshotData = tokio::fs::File,
 );
 
 pub type NodeId = u64;

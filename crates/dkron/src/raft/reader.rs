@@ -19,8 +19,8 @@ use super::state_machine::{EXECUTIONS, Membership, execution_key, job_range};
 /// What the state machine, its snapshot builder and its readers share.
 pub(super) struct Shared {
     pub(super) db: Database,
-    /// The current snapshot: one JSON line of metadata, then the data. Kept outside redb so
-    /// writing tens of megabytes never holds the write lock that `apply` needs.
+    /// The current snapshot (`snapshot.data`, see `snapshot.rs`). Kept outside redb so
+    /// writing it never holds the write lock that `apply` needs.
     pub(super) snapshot_path: PathBuf,
     /// When `apply` last committed durably (see `state_machine::DURABLE_EVERY`).
     pub(super) last_durable: Mutex<Instant>,

@@ -8,7 +8,6 @@
 //! [`StateReader`](super::StateReader); snapshots are built and installed in `snapshot.rs`.
 
 use std::collections::BTreeSet;
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -24,7 +23,6 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::reader::{Shared, StateReader};
-use super::snapshot::{SnapshotData, read_snapshot_file, write_snapshot_file};
 use super::{LogId, NodeId, ServerNode, StorageError, TypeConfig, codec, read_err, write_err};
 use crate::clock;
 
@@ -32,15 +30,15 @@ pub(super) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs
 pub(super) const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("executions");
 pub(super) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 /// Daily execution counts, by UTC day (`2026-01-28`).
-const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
+pub(super) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
 
 /// The longest `apply` goes without a durable commit.
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
-const LAST_APPLIED: &str = "last_applied";
-const MEMBERSHIP: &str = "membership";
-const PAUSED: &str = "paused";
-const ACL: &str = "acl";
+pub(super) const LAST_APPLIED: &str = "last_applied";
+pub(super) const MEMBERSHIP: &str = "membership";
+pub(super) const PAUSED: &str = "paused";
+pub(super) const ACL: &str = "acl";
 
 pub(super) type Membership = StoredMembership<NodeId, ServerNode>;
 
@@ -74,7 +72,7 @@ impl StateMachine {
             reader: StateReader {
                 inner: Arc::new(Shared {
                     db,
-                    snapshot_path: path.with_file_name("snapshot.bin"),
+                    snapshot_path: super::snapshot::data_path(path),
                     last_durable: Mutex::new(clock::monotonic()),
                     state: RwLock::new(state),
                     apply_lock: Mutex::new(()),
@@ -95,7 +93,7 @@ impl StateMachine {
     }
 }
 
-fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Membership))> {
+pub(super) fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Membership))> {
     let txn = db.begin_read()?;
     let meta = txn.open_table(SM_META)?;
     let get = |key: &str| -> anyhow::Result<Option<Vec<u8>>> {
@@ -137,7 +135,7 @@ fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Membership))> {
     ))
 }
 
-fn put_json<T: Serialize>(
+pub(super) fn put_json<T: Serialize>(
     txn: &WriteTransaction,
     table: TableDefinition<&str, &[u8]>,
     key: &str,
@@ -339,53 +337,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = super::snapshot::receiving(&self.shared().snapshot_path)
+            .await
+            .map_err(write_err)?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, ServerNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let data: SnapshotData = codec::decode(&bytes).map_err(read_err)?;
-        let shared = self.shared();
-        let _serial = shared.apply_lock.lock().expect("apply lock");
-        let txn = shared.db.begin_write().map_err(write_err)?;
-        {
-            for table in [JOBS, EXECUTIONS, STATS] {
-                let mut t = txn.open_table(table).map_err(write_err)?;
-                t.retain(|_, _| false).map_err(write_err)?;
-            }
-        }
-        for (name, entry) in data.state.entries() {
-            put_record(&txn, JOBS, name, entry)?;
-        }
-        for e in &data.executions {
-            put_record(&txn, EXECUTIONS, &execution_key(&e.job_name, &e.id), e)?;
-        }
-        put_json(&txn, SM_META, PAUSED, &data.state.paused())?;
-        put_json(&txn, SM_META, ACL, data.state.acl())?;
-        for (day, count) in data.state.stats().days() {
-            put_json(&txn, STATS, &day.to_string(), count)?;
-        }
-        put_json(&txn, SM_META, LAST_APPLIED, &meta.last_log_id)?;
-        put_json(&txn, SM_META, MEMBERSHIP, &meta.last_membership)?;
-        txn.commit().map_err(write_err)?;
-        write_snapshot_file(&shared.snapshot_path, meta, &bytes).map_err(write_err)?;
-        let names: BTreeSet<String> = data.state.job_names().cloned().collect();
-        *shared.state.write().expect("state lock") = data.state;
-        *shared.applied.lock().expect("applied lock") =
-            (meta.last_log_id, meta.last_membership.clone());
-        shared.dirty.lock().expect("dirty lock").extend(names);
-        shared.changed.notify_one();
-        Ok(())
+        use tokio::io::AsyncWriteExt;
+        // openraft wrote the chunks through tokio's buffered file.
+        snapshot.flush().await.map_err(write_err)?;
+        let file = snapshot.into_std().await;
+        let (reader, meta) = (self.reader(), meta.clone());
+        tokio::task::spawn_blocking(move || {
+            super::snapshot::install_blocking(&reader.inner, &meta, file)
+        })
+        .await
+        .map_err(write_err)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let path = self.shared().snapshot_path.clone();
-        tokio::task::spawn_blocking(move || read_snapshot_file(&path))
+        tokio::task::spawn_blocking(move || super::snapshot::current_snapshot(&path))
             .await
             .map_err(read_err)?
             .map_err(read_err)
