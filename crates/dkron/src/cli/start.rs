@@ -49,7 +49,6 @@ pub(super) fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    limit_malloc_arenas();
     // Storage calls (redb commits, fsync) block the worker that makes them; a few workers
     // more than cores keep the scheduler and starting runs moving meanwhile.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
@@ -138,16 +137,6 @@ fn log_reload(result: anyhow::Result<()>) {
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "SIGHUP: could not reload the configuration; the current one stays. Fix the file and send SIGHUP again")
         }
-    }
-}
-
-/// glibc gives each thread its own malloc arena (up to 8 per core), each keeping freed
-/// memory; two arenas keep the footprint small at no measurable cost for this workload.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator tuning; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
