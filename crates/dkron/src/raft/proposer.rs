@@ -21,13 +21,16 @@ use crate::clock;
 use crate::rpc::RpcClient;
 use crate::rpc::wire::{Committed, WriteError};
 
-/// Most commands packed into one log entry.
-const MAX_BATCH: usize = 512;
+/// Most commands packed into one log entry. At 4,000 runs/s on three servers of two cores
+/// the queue is never empty, so every entry is full and this bounds the log's throughput:
+/// 512 kept the leader 52 s behind after six minutes of 20,000 jobs `@every 5s`; with 2,048
+/// it ran all 240,000 due runs of a minute, under 3 s late.
+const MAX_BATCH: usize = 2048;
 /// Log entries proposed at once; more queue up and form the next batch.
 const MAX_IN_FLIGHT: usize = 2;
-/// Commands waiting for the log beyond which client writes are refused (`admission`): eight
-/// full batches, a few seconds of work for a leader that keeps up.
-pub const WRITE_QUEUE: usize = MAX_BATCH * 8;
+/// Commands waiting for the log beyond which client writes are refused (`admission`): about
+/// a second of work for a leader that keeps up.
+pub const WRITE_QUEUE: usize = 4096;
 /// How long a follower waits for its own state machine to catch up with a write it forwarded.
 const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
 
