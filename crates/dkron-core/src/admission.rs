@@ -4,7 +4,9 @@
 //! skips — always queues: refusing it would drop a scheduled occurrence or lose a result.
 //! Client writes (jobs, pause, ACLs, deleting executions) are refused with a retry delay
 //! once `capacity` commands already wait, so an API caller gets a 503 with `Retry-After`
-//! instead of a request that hangs behind a backlog it cannot see.
+//! instead of a request that hangs behind a backlog it cannot see. Except what takes load off:
+//! deleting a job, or saving it disabled. An overloaded cluster that refused those could not
+//! be brought back by its operator (measured: 0 of 10,000 deletes in 180 s at 20,000 jobs).
 
 use crate::command::Command;
 
@@ -24,8 +26,10 @@ const MAX_RETRY_AFTER_S: u64 = 30;
 /// Whether a client asked for this command (and may be told to come back later).
 pub fn sheddable(command: &Command) -> bool {
     match command {
+        // Takes load off: never refused.
+        Command::DeleteJob { .. } => false,
+        Command::SetJob { job, .. } if job.disabled => false,
         Command::SetJob { .. }
-        | Command::DeleteJob { .. }
         | Command::ToggleJob { .. }
         | Command::DeleteExecutions { .. }
         | Command::SetPaused { .. }
@@ -103,6 +107,31 @@ mod tests {
             Admission::Shed { retry_after_s: 30 }
         );
         assert_eq!(admit(&create(), 0, 0), Admission::Shed { retry_after_s: 1 });
+    }
+
+    #[test]
+    fn what_takes_load_off_is_never_shed() {
+        let delete = Command::DeleteJob { name: "j".into() };
+        assert_eq!(admit(&delete, 1_000_000, 10), Admission::Queue);
+        let Command::SetJob {
+            job,
+            now,
+            refuse_when_paused,
+        } = create()
+        else {
+            unreachable!()
+        };
+        let disable = Command::SetJob {
+            job: Box::new(crate::job::Job {
+                disabled: true,
+                ..*job
+            }),
+            now,
+            refuse_when_paused,
+        };
+        assert_eq!(admit(&disable, 1_000_000, 10), Admission::Queue);
+        // An enabled job's save is shed as before.
+        assert!(sheddable(&create()));
     }
 
     #[test]

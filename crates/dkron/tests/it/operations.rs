@@ -630,6 +630,7 @@ async fn notifications_carry_the_whole_output() {
 async fn an_overloaded_leader_sheds_client_writes_but_keeps_scheduling() {
     let node = TestNode::start().await;
     node.create(&shell_job("ticker", "@every 1s", "true")).await;
+    node.create(&shell_job("spare", "@every 1s", "true")).await;
     node.wait_finished("ticker", 1, BOUND).await;
 
     // Overloaded on demand: no client write may queue behind what waits.
@@ -654,6 +655,15 @@ async fn an_overloaded_leader_sheds_client_writes_but_keeps_scheduling() {
         404,
         "nothing was written"
     );
+    // What takes load off is taken even now, or the operator could not end the overload:
+    // deleting a job, saving one disabled.
+    let deleted = node.delete("/v1/jobs/spare").await;
+    assert_eq!(deleted.status, 200, "{deleted:#?}");
+    assert_eq!(node.get("/v1/jobs/spare").await.status, 404);
+    let mut quiet = shell_job("quiet", "@every 1s", "true");
+    quiet["disabled"] = true.into();
+    let saved = node.post("/v1/jobs", &quiet).await;
+    assert_eq!(saved.status, 201, "{saved:#?}");
 
     // The scheduler's claims and the results are not client writes: the job keeps running.
     let before = node.executions("ticker").await.len();
