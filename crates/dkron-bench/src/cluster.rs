@@ -18,6 +18,8 @@ pub struct Server {
     pub gossip: u16,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// Agent flags of this bench's own (after `BENCH_AGENT_FLAGS`).
+    pub extra_args: Vec<String>,
 }
 
 impl Server {
@@ -29,6 +31,7 @@ impl Server {
             gossip: free_port()?,
             dir,
             child: None,
+            extra_args: Vec::new(),
         })
     }
 
@@ -47,7 +50,8 @@ impl Server {
                 std::env::var("BENCH_AGENT_FLAGS")
                     .unwrap_or_default()
                     .split_whitespace(),
-            );
+            )
+            .args(&self.extra_args);
         match join {
             Some(port) => cmd.arg(format!("--join=127.0.0.1:{port}")),
             None => cmd.arg("--bootstrap-expect=1"),
@@ -109,8 +113,23 @@ pub async fn start_cluster(
     prefix: &str,
     count: usize,
 ) -> anyhow::Result<Vec<Server>> {
+    start_cluster_with(client, root, prefix, count, &[]).await
+}
+
+/// [`start_cluster`] with more agent flags for every server.
+pub async fn start_cluster_with(
+    client: &reqwest::Client,
+    root: &Path,
+    prefix: &str,
+    count: usize,
+    extra_args: &[&str],
+) -> anyhow::Result<Vec<Server>> {
     let mut servers: Vec<Server> = (1..=count)
-        .map(|i| Server::new(format!("{prefix}{i}"), root.join(format!("{prefix}{i}"))))
+        .map(|i| {
+            let mut s = Server::new(format!("{prefix}{i}"), root.join(format!("{prefix}{i}")))?;
+            s.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+            Ok(s)
+        })
         .collect::<anyhow::Result<_>>()?;
     let seed = servers[0].gossip;
     servers[0].spawn(None)?;

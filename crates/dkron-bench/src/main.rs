@@ -3,6 +3,8 @@
 //! `cargo run --release -p dkron-bench -- [all|creates|spread|same-second|rss|failover [kills]]`
 //! and the fault-injection suite against containers: `dkron-bench faults [jobs] [kills]`;
 //! scale on a loopback cluster: `dkron-bench scale N EVERY_S SECONDS SERVERS` (`scale.rs`);
+//! overload and recovery: `dkron-bench overload HIGH LOW EVERY_S SECONDS SERVERS [CATCHUP]`
+//! (`overload.rs`);
 //! the nats executor against nats-server: `dkron-bench nats [N]` (`brokers.rs`).
 //!
 //! Each scenario starts the release `dkron` binary on a fresh data dir and free loopback ports,
@@ -16,6 +18,7 @@ mod brokers;
 mod cluster;
 mod failover;
 mod faults;
+mod overload;
 mod scale;
 mod sink;
 mod verdict;
@@ -456,6 +459,27 @@ async fn main() -> anyhow::Result<()> {
             .pool_max_idle_per_host(64)
             .build()?;
         return scale::bench(&client, shape).await;
+    }
+    if scenario == "overload" {
+        let usage = "overload HIGH LOW EVERY_S SECONDS SERVERS [CATCHUP]";
+        let arg = |i: usize, what: &str| -> anyhow::Result<u64> {
+            args.get(i)
+                .with_context(|| format!("{usage}: no {what}"))?
+                .parse()
+                .with_context(|| format!("{what} must be a whole number"))
+        };
+        let shape = overload::Shape {
+            high: arg(1, "HIGH")? as usize,
+            low: arg(2, "LOW")? as usize,
+            every_s: arg(3, "EVERY_S")?.max(1),
+            seconds: arg(4, "SECONDS")?,
+            servers: arg(5, "SERVERS")?.max(1) as usize,
+            catchup: args.get(6).cloned().unwrap_or_else(|| "latest".into()),
+        };
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?;
+        return overload::bench(&client, shape).await;
     }
     // BENCH_TOKEN: the ACL token to send, for a node started with ACLs on (BENCH_AGENT_FLAGS).
     let mut client = reqwest::Client::builder().pool_max_idle_per_host(64);

@@ -22,9 +22,11 @@ use crate::percentile;
 use crate::sink::{Hit, Sink};
 
 /// Linux's USER_HZ, the unit of /proc/<pid>/stat's CPU times, on every mainstream kernel.
-const TICKS_PER_SECOND: f64 = 100.0;
+pub const TICKS_PER_SECOND: f64 = 100.0;
 /// Lateness buckets, by nominal time.
 const BUCKET: SignedDuration = SignedDuration::from_secs(10);
+/// How long creates while the jobs fire are tried, at most.
+const CREATE_WHILE_FIRING_FOR: Duration = Duration::from_secs(60);
 /// How long after the window's end a run may still arrive before it counts as missing.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -47,7 +49,7 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
     let jobs: Vec<Value> = (0..shape.jobs)
         .map(|i| fire_job(&format!("j{i}"), every, &sink.url()))
         .collect();
-    let created = create(client, leader, jobs, "jobs").await?;
+    let created = create(client, leader, jobs, "jobs", None).await?;
 
     // One whole period for every job to have its first run behind it.
     tokio::time::sleep(Duration::from_secs(every + 2)).await;
@@ -67,7 +69,15 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
                         "executor_config": {"command": "true"}})
         })
         .collect();
-    let created_while_firing = create(client, leader, extra, "jobs while firing").await?;
+    // Bounded: a leader that sheds every client write (503) must not hold the bench forever.
+    let created_while_firing = create(
+        client,
+        leader,
+        extra,
+        "jobs while firing",
+        Some(CREATE_WHILE_FIRING_FOR),
+    )
+    .await?;
     tokio::time::sleep(GRACE).await;
 
     let rss: Vec<String> = servers
@@ -112,7 +122,7 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
     Ok(())
 }
 
-fn fire_job(name: &str, every_s: u64, sink: &str) -> Value {
+pub fn fire_job(name: &str, every_s: u64, sink: &str) -> Value {
     json!({
         "name": name,
         "schedule": format!("@every {every_s}s"),
@@ -122,7 +132,10 @@ fn fire_job(name: &str, every_s: u64, sink: &str) -> Value {
     })
 }
 
-async fn leader<'a>(client: &reqwest::Client, servers: &'a [Server]) -> anyhow::Result<&'a Server> {
+pub async fn leader<'a>(
+    client: &reqwest::Client,
+    servers: &'a [Server],
+) -> anyhow::Result<&'a Server> {
     let name = leader_of(client, servers).await.context("no leader")?;
     servers
         .iter()
@@ -131,12 +144,14 @@ async fn leader<'a>(client: &reqwest::Client, servers: &'a [Server]) -> anyhow::
 }
 
 /// Creates `jobs` through `server` with 64 requests in flight, retrying a 503 after its
-/// `Retry-After`; answers creates per second. Progress on stderr every 5 s.
-async fn create(
+/// `Retry-After`, until all are created or `bound` passed; answers creates per second.
+/// Progress on stderr every 5 s.
+pub async fn create(
     client: &reqwest::Client,
     server: &Server,
     jobs: Vec<Value>,
     what: &str,
+    bound: Option<Duration>,
 ) -> anyhow::Result<f64> {
     let total = jobs.len();
     let queue = Arc::new(tokio::sync::Mutex::new(jobs));
@@ -173,6 +188,8 @@ async fn create(
     }
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
+    let give_up = tokio::time::sleep(bound.unwrap_or(Duration::MAX));
+    tokio::pin!(give_up);
     loop {
         tokio::select! {
             next = workers.join_next() => match next {
@@ -184,9 +201,15 @@ async fn create(
                 done.load(std::sync::atomic::Ordering::Relaxed),
                 started.elapsed().as_secs_f64()
             ),
+            () = &mut give_up => {
+                eprintln!("gave up creating {what} after {:.0} s", started.elapsed().as_secs_f64());
+                workers.abort_all();
+                break;
+            }
         }
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    let created = done.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(created as f64 / started.elapsed().as_secs_f64())
 }
 
 /// What the sink saw of N jobs `@every` over `[from, to)`.

@@ -1,0 +1,245 @@
+//! `dkron-bench overload HIGH LOW EVERY_S SECONDS SERVERS [CATCHUP]`: HIGH http jobs
+//! `@every EVERY_S s` (catch-up policy CATCHUP, default `latest`) on a loopback cluster of
+//! SERVERS servers, more than it can run on time; watched SECONDS; then all but LOW of them are
+//! deleted, and the bench measures how long until the leader is on time again and how late
+//! the remaining jobs run for the next 30 s.
+//!
+//! Reported: how far behind the leader got (`dkron_scheduler_behind_seconds`, every 2 s, on
+//! every server), whether every server is still running and a leader answers, what became of
+//! a sample of the occurrences due while overloaded (ran, skipped with a reason, or neither:
+//! silently dropped), how long the deletes took (client writes are shed while the leader is
+//! behind), the time from the last delete to being on time (behind ≤ 1 s), and lateness after.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
+
+use crate::cluster::{Server, start_cluster_with};
+use crate::scale::{create, fire_job, judge, leader};
+use crate::sink::Sink;
+
+pub struct Shape {
+    pub high: usize,
+    pub low: usize,
+    pub every_s: u64,
+    pub seconds: u64,
+    pub servers: usize,
+    pub catchup: String,
+}
+
+/// On time again: the leader at most this far behind, in three samples in a row.
+const ON_TIME_S: f64 = 1.0;
+/// How long the bench waits for the deletes, and then for the leader to be on time.
+const PHASE_BOUND: Duration = Duration::from_secs(180);
+/// Occurrences looked up per job sampled, jobs sampled.
+const SAMPLED_JOBS: usize = 200;
+const AFTER_WINDOW: Duration = Duration::from_secs(30);
+
+pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?.keep();
+    eprintln!("servers' data and logs in {}", root.display());
+    let mut servers =
+        start_cluster_with(client, &root, "s", shape.servers, &["--enable-prometheus"]).await?;
+    let sink = Sink::start().await?;
+    let leader = leader(client, &servers).await?;
+    let every = shape.every_s;
+    let jobs: Vec<Value> = (0..shape.high)
+        .map(|i| {
+            let mut job = fire_job(&format!("j{i}"), every, &sink.url());
+            job["catchup"] = shape.catchup.clone().into();
+            job
+        })
+        .collect();
+    create(client, leader, jobs, "jobs", None).await?;
+
+    let overloaded_from = Timestamp::now();
+    let mut max_behind: f64 = 0.0;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(shape.seconds) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let behind = behind(client, &servers).await;
+        max_behind = max_behind.max(behind);
+        eprintln!(
+            "overloaded for {:.0} s: leader {behind:.1} s behind",
+            watch.elapsed().as_secs_f64()
+        );
+    }
+    let overloaded_to = Timestamp::now();
+
+    let deleting = Instant::now();
+    let deleted = delete(
+        client,
+        leader,
+        (shape.low..shape.high).map(|i| format!("j{i}")),
+    )
+    .await?;
+    let delete_s = deleting.elapsed().as_secs_f64();
+
+    let recovering = Instant::now();
+    let mut in_a_row = 0;
+    let mut recovered = None;
+    while recovering.elapsed() < PHASE_BOUND {
+        let behind = behind(client, &servers).await;
+        max_behind = max_behind.max(behind);
+        in_a_row = if behind <= ON_TIME_S { in_a_row + 1 } else { 0 };
+        if in_a_row == 3 {
+            recovered = Some(recovering.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let after_from = Timestamp::now();
+    tokio::time::sleep(AFTER_WINDOW).await;
+    let after_to = Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let kept: Vec<_> = sink
+        .hits()
+        .into_iter()
+        .filter(|h| h.job[1..].parse::<usize>().is_ok_and(|i| i < shape.low))
+        .collect();
+    let after = judge(
+        &kept,
+        shape.low,
+        SignedDuration::from_secs(every as i64),
+        after_from,
+        after_to,
+    );
+
+    // What became of the occurrences due while overloaded, for a sample of the kept jobs.
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for i in (0..shape.low).step_by((shape.low / SAMPLED_JOBS).max(1)) {
+        let url = format!(
+            "{}/v1/jobs/j{i}/occurrences?from={overloaded_from}&to={overloaded_to}&limit=1000",
+            leader.base()
+        );
+        let Some(list) = crate::cluster::get_json(client, &url).await else {
+            *outcomes.entry("unanswered".into()).or_default() += 1;
+            continue;
+        };
+        for o in list.as_array().into_iter().flatten() {
+            let outcome = o["outcome"].as_str().unwrap_or("?");
+            let key = match o["reason"].as_str() {
+                Some(reason) => format!("{outcome} {reason}"),
+                None => outcome.to_string(),
+            };
+            *outcomes.entry(key).or_default() += 1;
+        }
+    }
+    let mut alive = 0;
+    for s in servers.iter_mut() {
+        if let Some(child) = s.child.as_mut()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            alive += 1;
+        }
+    }
+    let leads = crate::cluster::leader_of(client, &servers).await.is_some();
+    let outcomes: Vec<String> = outcomes.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    println!(
+        "| overload: {} → {} jobs `@every {every}s` (catchup {}), {} servers, {} s overloaded | {alive} of {} servers running, leader {}; at most {max_behind:.1} s behind | occurrences while overloaded (sample): {} | {deleted} deletes in {delete_s:.0} s; on time {} after the last | then {} of {} due runs, {} duplicates, {} missing, p99 {:.0} ms |",
+        shape.high,
+        shape.low,
+        shape.catchup,
+        shape.servers,
+        shape.seconds,
+        servers.len(),
+        if leads { "answers" } else { "**missing**" },
+        outcomes.join(", "),
+        recovered.map_or("**not within 180 s**".to_string(), |s| format!("{s:.0} s")),
+        after.runs,
+        after.due,
+        after.duplicates,
+        after.missing,
+        after.p99,
+    );
+    Ok(())
+}
+
+/// How far behind schedule the leader is: the largest `dkron_scheduler_behind_seconds` any
+/// server reports (only the leader's is not zero).
+async fn behind(client: &reqwest::Client, servers: &[Server]) -> f64 {
+    let mut worst: f64 = 0.0;
+    for s in servers {
+        let Ok(r) = client
+            .get(format!("{}/metrics", s.base()))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let text = r.text().await.unwrap_or_default();
+        if let Some(v) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("dkron_scheduler_behind_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            worst = worst.max(v);
+        }
+    }
+    worst
+}
+
+/// Deletes `names` through `server`, 64 at a time, retrying a 503 after its `Retry-After`;
+/// answers how many were deleted within [`PHASE_BOUND`].
+async fn delete(
+    client: &reqwest::Client,
+    server: &Server,
+    names: impl Iterator<Item = String>,
+) -> anyhow::Result<usize> {
+    let queue = Arc::new(tokio::sync::Mutex::new(names.collect::<Vec<_>>()));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (queue, done, client) = (queue.clone(), done.clone(), client.clone());
+        let base = server.base();
+        workers.spawn(async move {
+            loop {
+                let Some(name) = queue.lock().await.pop() else {
+                    return Ok::<(), anyhow::Error>(());
+                };
+                loop {
+                    let r = client
+                        .delete(format!("{base}/v1/jobs/{name}"))
+                        .send()
+                        .await
+                        .context("deleting a job")?;
+                    match r.status().as_u16() {
+                        200 | 404 => break,
+                        503 => {
+                            let wait = r
+                                .headers()
+                                .get("retry-after")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse::<f64>().ok())
+                                .unwrap_or(0.1);
+                            tokio::time::sleep(Duration::from_secs_f64(wait.min(5.0))).await;
+                        }
+                        status => anyhow::bail!("delete answered {status}"),
+                    }
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    let bound = tokio::time::sleep(PHASE_BOUND);
+    tokio::pin!(bound);
+    loop {
+        tokio::select! {
+            next = workers.join_next() => match next {
+                Some(result) => result??,
+                None => break,
+            },
+            () = &mut bound => {
+                eprintln!("gave up deleting after {} s", PHASE_BOUND.as_secs());
+                workers.abort_all();
+                break;
+            }
+        }
+    }
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed))
+}
