@@ -294,8 +294,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let mut applied = shared.applied.lock().expect("applied lock").clone();
         let mut deferred = Deferred::default();
+        // Held until the records are committed: a reader that sees the new state (a ledger
+        // past an occurrence) must find its execution records in `state.redb` too.
+        let mut state = shared.state.write().expect("state lock");
         {
-            let mut state = shared.state.write().expect("state lock");
             for entry in entries {
                 applied.0 = Some(entry.log_id);
                 match entry.payload {
@@ -322,6 +324,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         put_json(&txn, SM_META, LAST_APPLIED, &applied.0)?;
         put_json(&txn, SM_META, MEMBERSHIP, &applied.1)?;
         txn.commit().map_err(write_err)?;
+        drop(state);
         if durable {
             *shared.last_durable.lock().expect("durable lock") = clock::monotonic();
         }
