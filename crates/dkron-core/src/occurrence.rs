@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::job::{CATCHUP_LATEST, CATCHUP_NONE, Execution};
-use crate::state::JobEntry;
+use crate::state::{CompiledSchedule, JobEntry};
 
 /// Why occurrences did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +84,14 @@ pub fn record_skip(skips: &mut VecDeque<Skip>, skip: Skip) {
     }
 }
 
+/// How late an owed occurrence of `entry` may still run: its `catchup_deadline`, or for
+/// `@after` its grace (past it, the occurrence never runs).
+fn catch_up_deadline(entry: &JobEntry, compiled: &CompiledSchedule) -> SignedDuration {
+    compiled
+        .after_window()
+        .map_or_else(|| entry.job.catchup_deadline(), |(_, grace)| grace)
+}
+
 /// The catch-up decision for one job when a leader's scheduler starts at `lead_start`: which
 /// owed occurrences (after the ledger, due before `lead_start`) are not run, as one skip
 /// `(ledger, through]`. `None`: run everything owed.
@@ -94,10 +102,7 @@ pub fn plan_catch_up(entry: &JobEntry, lead_start: Timestamp) -> Option<(Timesta
     if first >= lead_start {
         return None;
     }
-    // `@after`'s grace is its deadline: past it, the occurrence never runs.
-    let deadline = compiled
-        .after_window()
-        .map_or_else(|| entry.job.catchup_deadline(), |(_, grace)| grace);
+    let deadline = catch_up_deadline(entry, &compiled);
     let horizon = lead_start.checked_sub(deadline).ok()?;
     // Everything at or before the horizon is past the deadline, whatever the policy.
     let mut skip = (first <= horizon).then_some((horizon.max(ledger), SkipReason::PastDeadline));
@@ -163,9 +168,7 @@ pub fn plan_late(entry: &JobEntry, owed: Timestamp, now: Timestamp) -> Late {
     let Some(compiled) = entry.compile() else {
         return on_time;
     };
-    let deadline = compiled
-        .after_window()
-        .map_or_else(|| entry.job.catchup_deadline(), |(_, grace)| grace);
+    let deadline = catch_up_deadline(entry, &compiled);
     let mut skips = Vec::new();
     let mut claim = owed;
     if let Ok(horizon) = now.checked_sub(deadline)
