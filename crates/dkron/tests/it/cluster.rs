@@ -1200,24 +1200,6 @@ async fn a_new_server_catches_up_from_a_snapshot_when_the_log_is_purged() {
     assert_eq!(late.api.job("snap-00").await["name"], "snap-00");
 }
 
-/// What became of each occurrence of `job` in `[from, to]`: `ran`, `pending`, or `skipped`
-/// with its reason.
-async fn outcomes(api: &Api, job: &str, from: jiff::Timestamp, to: jiff::Timestamp) -> Vec<String> {
-    let r = api
-        .get(&format!("/v1/jobs/{job}/occurrences?from={from}&to={to}"))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.array()
-        .iter()
-        .map(|o| {
-            let reason = o["reason"].as_str().unwrap_or("");
-            format!("{} {reason}", o["outcome"].as_str().unwrap_or("?"))
-                .trim()
-                .to_string()
-        })
-        .collect()
-}
-
 /// A leader that falls behind schedule while it leads (overloaded or stalled; here every
 /// server's clock jumps five minutes, as if the leader had claimed nothing for that long)
 /// decides each late occurrence by its job's catch-up policy, records the verdicts in the
@@ -1270,7 +1252,7 @@ async fn a_leader_behind_schedule_decides_late_occurrences_by_policy_and_recover
         async || {
             let mut all = Vec::new();
             for (job, ..) in jobs {
-                let list = outcomes(follower, job, start, jumped).await;
+                let list = follower.outcomes(job, start, jumped).await;
                 if list.len() < 25 || list.iter().any(|o| o == "pending") {
                     return None;
                 }
@@ -1313,7 +1295,7 @@ async fn a_leader_behind_schedule_decides_late_occurrences_by_policy_and_recover
         "two on-time runs of every job",
         async || {
             for (job, ..) in jobs {
-                let after = outcomes(api, job, jumped, clock.now()).await;
+                let after = api.outcomes(job, jumped, clock.now()).await;
                 if count(&after, "ran") < 2 {
                     return None;
                 }

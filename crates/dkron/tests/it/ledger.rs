@@ -107,27 +107,11 @@ async fn catch_up_policies_decide_and_the_occurrences_api_says_why() {
         "latest ran {latest_run}"
     );
 
-    let from = (start + SignedDuration::from_mins(5)).to_string();
-    let to = (start + SignedDuration::from_mins(45)).to_string();
-    let outcomes = |job: &'static str| {
-        let (from, to) = (from.clone(), to.clone());
-        let node = &node;
-        async move {
-            let r = node
-                .get(&format!("/v1/jobs/{job}/occurrences?from={from}&to={to}"))
-                .await;
-            assert_eq!(r.status, 200, "{}", r.text);
-            r.array()
-                .iter()
-                .map(|o| {
-                    let reason = o["reason"].as_str().unwrap_or("");
-                    format!("{} {reason}", o["outcome"].as_str().unwrap())
-                        .trim()
-                        .to_string()
-                })
-                .collect::<Vec<_>>()
-        }
-    };
+    let (from, to) = (
+        start + SignedDuration::from_mins(5),
+        start + SignedDuration::from_mins(45),
+    );
+    let outcomes = |job: &'static str| node.outcomes(job, from, to);
     assert_eq!(
         outcomes("latest").await,
         [

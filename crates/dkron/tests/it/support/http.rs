@@ -179,6 +179,29 @@ impl Api {
         r.array().clone()
     }
 
+    /// What became of each occurrence of `job` in `[from, to]`: `ran`, `pending`,
+    /// `no_record`, or `skipped` and its reason (`skipped behind`).
+    pub async fn outcomes(
+        &self,
+        job: &str,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+    ) -> Vec<String> {
+        let r = self
+            .get(&format!("/v1/jobs/{job}/occurrences?from={from}&to={to}"))
+            .await;
+        assert_eq!(r.status, 200, "occurrences of {job}: {}", r.text);
+        r.array()
+            .iter()
+            .map(|o| {
+                let reason = o["reason"].as_str().unwrap_or("");
+                format!("{} {reason}", o["outcome"].as_str().unwrap_or("?"))
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// Waits until `job` has at least `n` finished executions and returns them all.
     pub async fn wait_finished(&self, job: &str, n: usize, timeout: Duration) -> Vec<Value> {
         wait_until(
