@@ -11,15 +11,13 @@
 //! behind), the time from the last delete to being on time (behind ≤ 1 s), and lateness after.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 use crate::cluster::{Server, start_cluster_with};
-use crate::scale::{create, fire_job, judge, leader};
+use crate::scale::{create, fire_job, judge, leader, send_all};
 use crate::sink::Sink;
 
 pub struct Shape {
@@ -71,10 +69,14 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
     let overloaded_to = Timestamp::now();
 
     let deleting = Instant::now();
-    let deleted = delete(
+    let base = leader.base();
+    let (deleted, _) = send_all(
         client,
-        leader,
-        (shape.low..shape.high).map(|i| format!("j{i}")),
+        (shape.low..shape.high).map(|i| format!("j{i}")).collect(),
+        move |c, name| c.delete(format!("{base}/v1/jobs/{name}")),
+        &[200, 404],
+        "deletes",
+        Some(PHASE_BOUND),
     )
     .await?;
     let delete_s = deleting.elapsed().as_secs_f64();
@@ -182,64 +184,4 @@ async fn behind(client: &reqwest::Client, servers: &[Server]) -> f64 {
         }
     }
     worst
-}
-
-/// Deletes `names` through `server`, 64 at a time, retrying a 503 after its `Retry-After`;
-/// answers how many were deleted within [`PHASE_BOUND`].
-async fn delete(
-    client: &reqwest::Client,
-    server: &Server,
-    names: impl Iterator<Item = String>,
-) -> anyhow::Result<usize> {
-    let queue = Arc::new(tokio::sync::Mutex::new(names.collect::<Vec<_>>()));
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..64 {
-        let (queue, done, client) = (queue.clone(), done.clone(), client.clone());
-        let base = server.base();
-        workers.spawn(async move {
-            loop {
-                let Some(name) = queue.lock().await.pop() else {
-                    return Ok::<(), anyhow::Error>(());
-                };
-                loop {
-                    let r = client
-                        .delete(format!("{base}/v1/jobs/{name}"))
-                        .send()
-                        .await
-                        .context("deleting a job")?;
-                    match r.status().as_u16() {
-                        200 | 404 => break,
-                        503 => {
-                            let wait = r
-                                .headers()
-                                .get("retry-after")
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| v.parse::<f64>().ok())
-                                .unwrap_or(0.1);
-                            tokio::time::sleep(Duration::from_secs_f64(wait.min(5.0))).await;
-                        }
-                        status => anyhow::bail!("delete answered {status}"),
-                    }
-                }
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-    }
-    let bound = tokio::time::sleep(PHASE_BOUND);
-    tokio::pin!(bound);
-    loop {
-        tokio::select! {
-            next = workers.join_next() => match next {
-                Some(result) => result??,
-                None => break,
-            },
-            () = &mut bound => {
-                eprintln!("gave up deleting after {} s", PHASE_BOUND.as_secs());
-                workers.abort_all();
-                break;
-            }
-        }
-    }
-    Ok(done.load(std::sync::atomic::Ordering::Relaxed))
 }

@@ -143,9 +143,7 @@ pub async fn leader<'a>(
         .context("the leader is not one of ours")
 }
 
-/// Creates `jobs` through `server` with 64 requests in flight, retrying a 503 after its
-/// `Retry-After`, until all are created or `bound` passed; answers creates per second.
-/// Progress on stderr every 5 s.
+/// Creates `jobs` through `server` ([`send_all`]); answers creates per second.
 pub async fn create(
     client: &reqwest::Client,
     server: &Server,
@@ -153,23 +151,49 @@ pub async fn create(
     what: &str,
     bound: Option<Duration>,
 ) -> anyhow::Result<f64> {
-    let total = jobs.len();
-    let queue = Arc::new(tokio::sync::Mutex::new(jobs));
+    let url = format!("{}/v1/jobs", server.base());
+    let (created, seconds) = send_all(
+        client,
+        jobs,
+        move |c, job| c.post(&url).json(job),
+        &[201],
+        what,
+        bound,
+    )
+    .await?;
+    Ok(created as f64 / seconds)
+}
+
+/// Sends one request per item, made by `request`, with 64 in flight, retrying a 503 after its
+/// `Retry-After`, until each is answered with a status in `ok` or `bound` passed (then the
+/// rest are given up); answers how many were answered `ok`, and in how many seconds.
+/// Progress on stderr every 5 s.
+pub async fn send_all<T: Send + 'static>(
+    client: &reqwest::Client,
+    items: Vec<T>,
+    request: impl Fn(&reqwest::Client, &T) -> reqwest::RequestBuilder + Send + Sync + 'static,
+    ok: &'static [u16],
+    what: &str,
+    bound: Option<Duration>,
+) -> anyhow::Result<(usize, f64)> {
+    let total = items.len();
+    let queue = Arc::new(tokio::sync::Mutex::new(items));
+    let request = Arc::new(request);
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..64 {
-        let (queue, done, client) = (queue.clone(), done.clone(), client.clone());
-        let url = format!("{}/v1/jobs", server.base());
+        let (queue, done, client, request) =
+            (queue.clone(), done.clone(), client.clone(), request.clone());
         workers.spawn(async move {
             loop {
-                let Some(job) = queue.lock().await.pop() else {
+                let Some(item) = queue.lock().await.pop() else {
                     return Ok::<(), anyhow::Error>(());
                 };
                 loop {
-                    let r = client.post(&url).json(&job).send().await?;
+                    let r = request(&client, &item).send().await?;
                     match r.status().as_u16() {
-                        201 => break,
+                        status if ok.contains(&status) => break,
                         503 => {
                             let wait = r
                                 .headers()
@@ -179,7 +203,7 @@ pub async fn create(
                                 .unwrap_or(0.1);
                             tokio::time::sleep(Duration::from_secs_f64(wait.min(5.0))).await;
                         }
-                        status => bail!("create answered {status}: {}", r.text().await?),
+                        status => bail!("answered {status}: {}", r.text().await?),
                     }
                 }
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -197,19 +221,19 @@ pub async fn create(
                 None => break,
             },
             _ = tick.tick() => eprintln!(
-                "created {} of {total} {what} in {:.0} s",
+                "{} of {total} {what} in {:.0} s",
                 done.load(std::sync::atomic::Ordering::Relaxed),
                 started.elapsed().as_secs_f64()
             ),
             () = &mut give_up => {
-                eprintln!("gave up creating {what} after {:.0} s", started.elapsed().as_secs_f64());
+                eprintln!("gave up on {what} after {:.0} s", started.elapsed().as_secs_f64());
                 workers.abort_all();
                 break;
             }
         }
     }
-    let created = done.load(std::sync::atomic::Ordering::Relaxed);
-    Ok(created as f64 / started.elapsed().as_secs_f64())
+    let answered = done.load(std::sync::atomic::Ordering::Relaxed);
+    Ok((answered, started.elapsed().as_secs_f64()))
 }
 
 /// What the sink saw of N jobs `@every` over `[from, to)`.
