@@ -282,16 +282,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         let mut touched = BTreeSet::new();
         let mut txn = shared.db.begin_write().map_err(write_err)?;
-        // Mostly not fsynced: the Raft log already holds these entries durably, and openraft
-        // re-applies from it after a crash. Snapshot building commits durably (which persists
-        // every earlier commit) before the log behind the snapshot may be purged. But redb
-        // keeps non-durable pages in memory until a durable commit, so one commit a second
-        // is durable to keep memory bounded (and restarts short).
-        let durable =
-            clock::since(*shared.last_durable.lock().expect("durable lock")) >= DURABLE_EVERY;
-        if !durable {
-            txn.set_durability(Durability::None).map_err(write_err)?;
-        }
+        // Not fsynced under the state lock: the Raft log already holds these entries durably,
+        // and openraft re-applies from it after a crash. Snapshot building commits durably
+        // (which persists every earlier commit) before the log behind the snapshot may be
+        // purged. But redb keeps non-durable pages in memory until a durable commit, so once
+        // a second an empty durable commit follows, after the state lock is released: readers
+        // of the state never wait for an fsync.
+        txn.set_durability(Durability::None).map_err(write_err)?;
         let mut applied = shared.applied.lock().expect("applied lock").clone();
         let mut deferred = Deferred::default();
         // Held until the records are committed: a reader that sees the new state (a ledger
@@ -325,7 +322,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         put_json(&txn, SM_META, MEMBERSHIP, &applied.1)?;
         txn.commit().map_err(write_err)?;
         drop(state);
-        if durable {
+        if clock::since(*shared.last_durable.lock().expect("durable lock")) >= DURABLE_EVERY {
+            // Persists every non-durable commit before it (redb's `Durability::None`).
+            shared
+                .db
+                .begin_write()
+                .map_err(write_err)?
+                .commit()
+                .map_err(write_err)?;
             *shared.last_durable.lock().expect("durable lock") = clock::monotonic();
         }
         *shared.applied.lock().expect("applied lock") = applied;
