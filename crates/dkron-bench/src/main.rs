@@ -4,7 +4,8 @@
 //! and the fault-injection suite against containers: `dkron-bench faults [jobs] [kills]`;
 //! scale on a loopback cluster: `dkron-bench scale N EVERY_S SECONDS SERVERS` (`scale.rs`);
 //! overload and recovery: `dkron-bench overload HIGH LOW EVERY_S SECONDS SERVERS [CATCHUP]`
-//! (`overload.rs`);
+//! (`overload.rs`); memory as history grows: `dkron-bench history N RUNS EVERY_S SERVERS`
+//! (`history.rs`);
 //! the nats executor against nats-server: `dkron-bench nats [N]` (`brokers.rs`).
 //!
 //! Each scenario starts the release `dkron` binary on a fresh data dir and free loopback ports,
@@ -18,6 +19,7 @@ mod brokers;
 mod cluster;
 mod failover;
 mod faults;
+mod history;
 mod overload;
 mod scale;
 mod sink;
@@ -424,6 +426,14 @@ async fn floor(url: String, n: usize, seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The whole number at `args[i]`, named `what` in the error along with the scenario's `usage`.
+fn whole(args: &[String], i: usize, usage: &str, what: &str) -> anyhow::Result<u64> {
+    args.get(i)
+        .with_context(|| format!("{usage}: no {what}"))?
+        .parse()
+        .with_context(|| format!("{usage}: {what} must be a whole number"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // reqwest is built without a default TLS provider in this workspace.
@@ -442,31 +452,29 @@ async fn main() -> anyhow::Result<()> {
         let client = with_token(reqwest::Client::builder(), faults::ACL_TOKEN)?.build()?;
         return faults::run(&client, jobs, kills).await;
     }
+    let bench_client = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+    };
     if scenario == "scale" {
-        let arg = |i: usize, what: &str| -> anyhow::Result<u64> {
-            args.get(i)
-                .with_context(|| format!("scale N EVERY_S SECONDS SERVERS: no {what}"))?
-                .parse()
-                .with_context(|| format!("{what} must be a whole number"))
-        };
+        let arg = |i, what| whole(&args, i, "scale N EVERY_S SECONDS SERVERS", what);
         let shape = scale::Shape {
             jobs: arg(1, "N")? as usize,
             every_s: arg(2, "EVERY_S")?.max(1),
             seconds: arg(3, "SECONDS")?,
             servers: arg(4, "SERVERS")?.max(1) as usize,
         };
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()?;
-        return scale::bench(&client, shape).await;
+        return scale::bench(&bench_client()?, shape).await;
     }
     if scenario == "overload" {
-        let usage = "overload HIGH LOW EVERY_S SECONDS SERVERS [CATCHUP]";
-        let arg = |i: usize, what: &str| -> anyhow::Result<u64> {
-            args.get(i)
-                .with_context(|| format!("{usage}: no {what}"))?
-                .parse()
-                .with_context(|| format!("{what} must be a whole number"))
+        let arg = |i, what| {
+            whole(
+                &args,
+                i,
+                "overload HIGH LOW EVERY_S SECONDS SERVERS [CATCHUP]",
+                what,
+            )
         };
         let shape = overload::Shape {
             high: arg(1, "HIGH")? as usize,
@@ -476,10 +484,17 @@ async fn main() -> anyhow::Result<()> {
             servers: arg(5, "SERVERS")?.max(1) as usize,
             catchup: args.get(6).cloned().unwrap_or_else(|| "latest".into()),
         };
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()?;
-        return overload::bench(&client, shape).await;
+        return overload::bench(&bench_client()?, shape).await;
+    }
+    if scenario == "history" {
+        let arg = |i, what| whole(&args, i, "history N RUNS EVERY_S SERVERS", what);
+        let shape = history::Shape {
+            jobs: arg(1, "N")?.max(1) as usize,
+            runs: arg(2, "RUNS")? as usize,
+            every_s: arg(3, "EVERY_S")?.max(1),
+            servers: arg(4, "SERVERS")?.max(1) as usize,
+        };
+        return history::bench(&bench_client()?, shape).await;
     }
     // BENCH_TOKEN: the ACL token to send, for a node started with ACLs on (BENCH_AGENT_FLAGS).
     let mut client = reqwest::Client::builder().pool_max_idle_per_host(64);

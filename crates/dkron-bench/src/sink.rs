@@ -67,6 +67,11 @@ impl Sink {
         format!("http://{}/", self.addr)
     }
 
+    /// How many requests carrying a nominal time arrived.
+    pub fn count(&self) -> usize {
+        self.hits.lock().expect("sink lock").len()
+    }
+
     pub fn hits(&self) -> Vec<Hit> {
         self.hits.lock().expect("sink lock").clone()
     }
