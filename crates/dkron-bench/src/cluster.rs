@@ -105,6 +105,19 @@ impl Server {
     }
 }
 
+/// Every server's RSS, as `s1 212 MB, s2 142 MB, …` (or why it could not be read).
+pub fn rss_of(servers: &[Server]) -> String {
+    servers
+        .iter()
+        .map(|s| {
+            s.rss_kib()
+                .map(|k| format!("{} {:.0} MB", s.name, k as f64 / 1024.0))
+                .unwrap_or_else(|e| format!("{} {e}", s.name))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Starts `count` servers named `<prefix>1..` under `root` and waits until all are voters
 /// and every one knows the leader.
 pub async fn start_cluster(

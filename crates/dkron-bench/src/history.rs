@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::cluster::{Server, get_json, leader_of, start_cluster, wait};
+use crate::cluster::{get_json, leader_of, rss_of, start_cluster, wait};
 use crate::scale::{create, fire_job, leader};
 use crate::sink::Sink;
 
@@ -114,18 +114,6 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
         growing.join("; "),
     );
     Ok(())
-}
-
-fn rss_of(servers: &[Server]) -> String {
-    servers
-        .iter()
-        .map(|s| {
-            s.rss_kib()
-                .map(|k| format!("{} {:.0} MB", s.name, k as f64 / 1024.0))
-                .unwrap_or_else(|e| format!("{} {e}", s.name))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Executions stored, estimated from 100 jobs spread over all of them (the list endpoint

@@ -80,14 +80,7 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
     .await?;
     tokio::time::sleep(GRACE).await;
 
-    let rss: Vec<String> = servers
-        .iter()
-        .map(|s| {
-            s.rss_kib()
-                .map(|k| format!("{} {:.0} MB", s.name, k as f64 / 1024.0))
-                .unwrap_or_else(|e| format!("{} {e}", s.name))
-        })
-        .collect();
+    let rss = crate::cluster::rss_of(&servers);
     let judged = judge(
         &sink.hits(),
         shape.jobs,
@@ -114,7 +107,7 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
         judged.p99,
         judged.max,
         trend.join(" / "),
-        rss.join(", "),
+        rss,
         leader_cpu * 100.0,
         created,
         created_while_firing,

@@ -294,30 +294,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Held until the records are committed: a reader that sees the new state (a ledger
         // past an occurrence) must find its execution records in `state.redb` too.
         let mut state = shared.state.write().expect("state lock");
-        {
-            for entry in entries {
-                applied.0 = Some(entry.log_id);
-                match entry.payload {
-                    EntryPayload::Blank => responses.push(Response::None),
-                    EntryPayload::Membership(m) => {
-                        applied.1 = StoredMembership::new(Some(entry.log_id), m);
-                        responses.push(Response::None);
-                    }
-                    EntryPayload::Normal(command) => {
-                        let (response, effects) = state.apply(command);
-                        for effect in &effects {
-                            write_effect(&txn, &mut deferred, effect)?;
-                            if let Some(job) = effect_job(effect) {
-                                touched.insert(job.to_string());
-                            }
+        for entry in entries {
+            applied.0 = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(Response::None),
+                EntryPayload::Membership(m) => {
+                    applied.1 = StoredMembership::new(Some(entry.log_id), m);
+                    responses.push(Response::None);
+                }
+                EntryPayload::Normal(command) => {
+                    let (response, effects) = state.apply(command);
+                    for effect in &effects {
+                        write_effect(&txn, &mut deferred, effect)?;
+                        if let Some(job) = effect_job(effect) {
+                            touched.insert(job.to_string());
                         }
-                        responses.push(response);
                     }
+                    responses.push(response);
                 }
             }
-            deferred.write(&txn, &state)?;
-            put_json(&txn, SM_META, PAUSED, &state.paused())?;
         }
+        deferred.write(&txn, &state)?;
+        put_json(&txn, SM_META, PAUSED, &state.paused())?;
         put_json(&txn, SM_META, LAST_APPLIED, &applied.0)?;
         put_json(&txn, SM_META, MEMBERSHIP, &applied.1)?;
         txn.commit().map_err(write_err)?;
