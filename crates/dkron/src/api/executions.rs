@@ -178,10 +178,9 @@ pub async fn occurrences(
             }
         },
     };
-    let Some(entry) = cx.state.entry(&job) else {
+    let Some((entry, executions)) = cx.state.entry_and_executions(&job)? else {
         return Err(ApiError::job_not_found(&job));
     };
-    let executions = cx.state.executions(&job)?;
     let (list, truncated) = dkron_core::occurrence::verdicts(&entry, &executions, from, to, limit);
     let mut headers = HeaderMap::new();
     headers.insert("X-Truncated", truncated.to_string().parse().expect("ascii"));

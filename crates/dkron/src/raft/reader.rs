@@ -25,6 +25,10 @@ pub(super) struct Shared {
     /// When `apply` last committed durably (see `state_machine::DURABLE_EVERY`).
     pub(super) last_durable: Mutex<Instant>,
     pub(super) state: RwLock<State>,
+    /// Written from an apply's first state change until its execution records are committed
+    /// (and by a snapshot's install); read by whoever joins the in-memory state with those
+    /// records, so they agree. The state lock itself is held for the in-memory apply only.
+    pub(super) records: RwLock<()>,
     /// Serialises `apply` with snapshot building, so a snapshot sees one consistent point.
     pub(super) apply_lock: Mutex<()>,
     pub(super) applied: Mutex<(Option<LogId>, Membership)>,
@@ -96,6 +100,19 @@ impl StateReader {
     /// Resolves when the state changed since the last call (one waiter: the scheduler).
     pub async fn changed(&self) {
         self.inner.changed.notified().await
+    }
+
+    /// The job with its bookkeeping and its stored executions, at one applied point: a ledger
+    /// past an occurrence comes with that occurrence's execution record.
+    pub fn entry_and_executions(
+        &self,
+        job: &str,
+    ) -> anyhow::Result<Option<(JobEntry, Vec<Execution>)>> {
+        let _agree = self.inner.records.read().expect("records lock poisoned");
+        let Some(entry) = self.entry(job) else {
+            return Ok(None);
+        };
+        Ok(Some((entry, self.executions(job)?)))
     }
 
     /// The stored executions of a job, oldest first.

@@ -337,6 +337,8 @@ pub(super) fn install_blocking(
     }
     put_json(&txn, SM_META, LAST_APPLIED, &meta.last_log_id)?;
     put_json(&txn, SM_META, MEMBERSHIP, &meta.last_membership)?;
+    // From the commit to the new state in memory, readers that join the two wait.
+    let records = shared.records.write().expect("records lock");
     txn.commit().map_err(write_err)?;
     drop(r);
     // The installed snapshot becomes this server's current one (a copy: openraft may hand
@@ -351,6 +353,7 @@ pub(super) fn install_blocking(
     let (state, _) = load(&shared.db).map_err(|e| read_err(io_error(format!("{e:#}"))))?;
     let names: std::collections::BTreeSet<String> = state.job_names().cloned().collect();
     *shared.state.write().expect("state lock") = state;
+    drop(records);
     *shared.applied.lock().expect("applied lock") =
         (meta.last_log_id, meta.last_membership.clone());
     shared.dirty.lock().expect("dirty lock").extend(names);

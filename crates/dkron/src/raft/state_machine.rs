@@ -76,6 +76,7 @@ impl StateMachine {
                     last_durable: Mutex::new(clock::monotonic()),
                     state: RwLock::new(state),
                     apply_lock: Mutex::new(()),
+                    records: RwLock::new(()),
                     applied: Mutex::new(applied),
                     dirty: Mutex::new(BTreeSet::new()),
                     changed: Notify::new(),
@@ -149,16 +150,6 @@ pub(super) fn put_json<T: Serialize>(
     )
 }
 
-/// Puts a job entry or an execution record (MessagePack; see `codec.rs`).
-fn put_record<T: Serialize>(
-    txn: &WriteTransaction,
-    table: TableDefinition<&str, &[u8]>,
-    key: &str,
-    value: &T,
-) -> Result<(), StorageError> {
-    put_bytes(txn, table, key, &codec::encode(value).map_err(write_err)?)
-}
-
 fn put_bytes(
     txn: &WriteTransaction,
     table: TableDefinition<&str, &[u8]>,
@@ -170,14 +161,64 @@ fn put_bytes(
     Ok(())
 }
 
-fn remove_key(
-    txn: &WriteTransaction,
-    table: TableDefinition<&str, &[u8]>,
-    key: &str,
-) -> Result<(), StorageError> {
-    let mut t = txn.open_table(table).map_err(write_err)?;
-    t.remove(key).map_err(write_err)?;
-    Ok(())
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// One change an applied batch makes to `state.redb`: encoded while the state lock is held,
+/// written after it is released, so readers of the state (the scheduler, every run) never
+/// wait for redb's B-trees.
+enum Write {
+    Put(Table, String, Vec<u8>),
+    Remove(Table, String),
+    DeleteExecutionsOf(String),
+    Prune { job: String, remove: usize },
+}
+
+impl Write {
+    fn record<T: Serialize>(table: Table, key: String, value: &T) -> Result<Write, StorageError> {
+        Ok(Write::Put(
+            table,
+            key,
+            codec::encode(value).map_err(write_err)?,
+        ))
+    }
+
+    fn json<T: Serialize>(table: Table, key: &str, value: &T) -> Result<Write, StorageError> {
+        let bytes = serde_json::to_vec(value).map_err(write_err)?;
+        Ok(Write::Put(table, key.to_string(), bytes))
+    }
+
+    fn apply(self, txn: &WriteTransaction) -> Result<(), StorageError> {
+        match self {
+            Write::Put(table, key, bytes) => put_bytes(txn, table, &key, &bytes),
+            Write::Remove(table, key) => {
+                let mut t = txn.open_table(table).map_err(write_err)?;
+                t.remove(key.as_str()).map_err(write_err)?;
+                Ok(())
+            }
+            Write::DeleteExecutionsOf(job) => {
+                let (lo, hi) = job_range(&job);
+                let mut t = txn.open_table(EXECUTIONS).map_err(write_err)?;
+                t.retain_in(lo.as_str()..hi.as_str(), |_, _| false)
+                    .map_err(write_err)?;
+                Ok(())
+            }
+            Write::Prune { job, remove } => {
+                let (lo, hi) = job_range(&job);
+                let mut t = txn.open_table(EXECUTIONS).map_err(write_err)?;
+                let oldest: Vec<String> = t
+                    .range(lo.as_str()..hi.as_str())
+                    .map_err(write_err)?
+                    .take(remove)
+                    .map(|item| item.map(|(k, _)| k.value().to_string()))
+                    .collect::<Result<_, _>>()
+                    .map_err(write_err)?;
+                for key in oldest {
+                    t.remove(key.as_str()).map_err(write_err)?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// What an applied batch leaves to write once, at its end: a job claimed and finished in one
@@ -192,32 +233,32 @@ struct Deferred {
 }
 
 impl Deferred {
-    /// Writes each job, day and the ACL state as the state has it now (absent: removed).
-    fn write(self, txn: &WriteTransaction, state: &State) -> Result<(), StorageError> {
-        for name in &self.jobs {
-            match state.entry(name) {
-                Some(entry) => put_record(txn, JOBS, name, entry)?,
-                None => remove_key(txn, JOBS, name)?,
-            }
+    /// Encodes each job, day and the ACL state as the state has it now (absent: removed).
+    fn encode(self, writes: &mut Vec<Write>, state: &State) -> Result<(), StorageError> {
+        for name in self.jobs {
+            writes.push(match state.entry(&name) {
+                Some(entry) => Write::record(JOBS, name, entry)?,
+                None => Write::Remove(JOBS, name),
+            });
         }
         for day in &self.days {
             let key = day.to_string();
-            match state.stats().day(*day) {
-                Some(count) => put_json(txn, STATS, &key, &count)?,
-                None => remove_key(txn, STATS, &key)?,
-            }
+            writes.push(match state.stats().day(*day) {
+                Some(count) => Write::json(STATS, &key, &count)?,
+                None => Write::Remove(STATS, key),
+            });
         }
         if self.acl {
-            put_json(txn, SM_META, ACL, state.acl())?;
+            writes.push(Write::json(SM_META, ACL, state.acl())?);
         }
         Ok(())
     }
 }
 
-/// Writes one effect of an applied command: the execution records now, in order; what only
+/// Encodes one effect of an applied command: the execution records now, in order; what only
 /// says "this changed" (the state has the value) once, at the batch's end ([`Deferred`]).
-fn write_effect(
-    txn: &WriteTransaction,
+fn encode_effect(
+    writes: &mut Vec<Write>,
     deferred: &mut Deferred,
     effect: &Effect,
 ) -> Result<(), StorageError> {
@@ -229,29 +270,16 @@ fn write_effect(
             deferred.days.insert(*day);
         }
         Effect::PutAcl => deferred.acl = true,
-        Effect::PutExecution(e) => {
-            put_record(txn, EXECUTIONS, &execution_key(&e.job_name, &e.id), e)?
-        }
-        Effect::DeleteExecutionsOf(job) => {
-            let (lo, hi) = job_range(job);
-            let mut t = txn.open_table(EXECUTIONS).map_err(write_err)?;
-            t.retain_in(lo.as_str()..hi.as_str(), |_, _| false)
-                .map_err(write_err)?;
-        }
-        Effect::PruneExecutions { job, remove } => {
-            let (lo, hi) = job_range(job);
-            let mut t = txn.open_table(EXECUTIONS).map_err(write_err)?;
-            let oldest: Vec<String> = t
-                .range(lo.as_str()..hi.as_str())
-                .map_err(write_err)?
-                .take(*remove)
-                .map(|item| item.map(|(k, _)| k.value().to_string()))
-                .collect::<Result<_, _>>()
-                .map_err(write_err)?;
-            for key in oldest {
-                t.remove(key.as_str()).map_err(write_err)?;
-            }
-        }
+        Effect::PutExecution(e) => writes.push(Write::record(
+            EXECUTIONS,
+            execution_key(&e.job_name, &e.id),
+            e,
+        )?),
+        Effect::DeleteExecutionsOf(job) => writes.push(Write::DeleteExecutionsOf(job.clone())),
+        Effect::PruneExecutions { job, remove } => writes.push(Write::Prune {
+            job: job.clone(),
+            remove: *remove,
+        }),
     }
     Ok(())
 }
@@ -291,8 +319,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         txn.set_durability(Durability::None).map_err(write_err)?;
         let mut applied = shared.applied.lock().expect("applied lock").clone();
         let mut deferred = Deferred::default();
-        // Held until the records are committed: a reader that sees the new state (a ledger
-        // past an occurrence) must find its execution records in `state.redb` too.
+        let mut writes = Vec::new();
+        // Held until the records are committed: a reader that joins the state with execution
+        // records (`StateReader::entry_and_executions`) sees both at one applied point.
+        let records = shared.records.write().expect("records lock");
+        // Held for the in-memory apply only; redb's work happens after it is released.
         let mut state = shared.state.write().expect("state lock");
         for entry in entries {
             applied.0 = Some(entry.log_id);
@@ -305,7 +336,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(command) => {
                     let (response, effects) = state.apply(command);
                     for effect in &effects {
-                        write_effect(&txn, &mut deferred, effect)?;
+                        encode_effect(&mut writes, &mut deferred, effect)?;
                         if let Some(job) = effect_job(effect) {
                             touched.insert(job.to_string());
                         }
@@ -314,12 +345,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
         }
-        deferred.write(&txn, &state)?;
-        put_json(&txn, SM_META, PAUSED, &state.paused())?;
+        deferred.encode(&mut writes, &state)?;
+        writes.push(Write::json(SM_META, PAUSED, &state.paused())?);
+        drop(state);
+        for write in writes {
+            write.apply(&txn)?;
+        }
         put_json(&txn, SM_META, LAST_APPLIED, &applied.0)?;
         put_json(&txn, SM_META, MEMBERSHIP, &applied.1)?;
         txn.commit().map_err(write_err)?;
-        drop(state);
+        drop(records);
         if clock::since(*shared.last_durable.lock().expect("durable lock")) >= DURABLE_EVERY {
             // Persists every non-durable commit before it (redb's `Durability::None`).
             shared
