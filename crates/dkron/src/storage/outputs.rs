@@ -10,7 +10,7 @@
 //! are made durable once a second: losing the last second of output in a crash only degrades
 //! a read to the replicated tail.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -137,8 +137,10 @@ impl OutputStore {
 /// The writer thread's state: per-job retention bookkeeping, loaded lazily.
 struct Writer {
     db: Arc<Database>,
-    /// Per job: kept outputs oldest first (key, size) and their total size.
-    kept: HashMap<String, (VecDeque<(String, usize)>, usize)>,
+    /// Per job: how many outputs are kept and their total size. Counts only, so memory
+    /// does not grow with history: the oldest is the first key of the job's range (ids
+    /// start with their start time).
+    kept: HashMap<String, (usize, usize)>,
     dirty_since: Option<Instant>,
     pending_close: Option<Op>,
 }
@@ -238,32 +240,36 @@ impl Writer {
                     } => {
                         if !self.kept.contains_key(job.as_str()) {
                             let (lo, hi) = job_range(job);
-                            let mut list = VecDeque::new();
-                            let mut bytes = 0;
+                            let (mut count, mut bytes) = (0, 0);
                             for item in table.range(lo.as_str()..hi.as_str())? {
-                                let (k, v) = item?;
-                                bytes += v.value().len();
-                                list.push_back((k.value().to_string(), v.value().len()));
+                                bytes += item?.1.value().len();
+                                count += 1;
                             }
-                            self.kept.insert(job.clone(), (list, bytes));
+                            self.kept.insert(job.clone(), (count, bytes));
                         }
                         let k = key(job, id);
-                        let size = output.len();
-                        table.insert(k.as_str(), output.as_bytes())?;
-                        let (list, bytes) = self.kept.get_mut(job.as_str()).expect("loaded above");
                         // The same run stored again replaces its output (counted once).
-                        if let Some(at) = list.iter().position(|(kept, _)| *kept == k) {
-                            let (_, old_size) = list.remove(at).expect("found");
-                            *bytes -= old_size;
+                        let replaced = table
+                            .insert(k.as_str(), output.as_bytes())?
+                            .map(|old| old.value().len());
+                        let (count, bytes) = self.kept.get_mut(job.as_str()).expect("loaded above");
+                        match replaced {
+                            Some(old_size) => *bytes -= old_size,
+                            None => *count += 1,
                         }
-                        list.push_back((k, size));
-                        *bytes += size;
-                        while list.len() > 1
-                            && (list.len() > KEEP_PER_JOB || *bytes > BYTES_PER_JOB)
-                        {
-                            let (old, old_size) = list.pop_front().expect("non-empty");
-                            table.remove(old.as_str())?;
-                            *bytes -= old_size;
+                        *bytes += output.len();
+                        while *count > 1 && (*count > KEEP_PER_JOB || *bytes > BYTES_PER_JOB) {
+                            let (lo, hi) = job_range(job);
+                            let oldest = match table.range(lo.as_str()..hi.as_str())?.next() {
+                                Some(item) => {
+                                    let (k, v) = item?;
+                                    (k.value().to_string(), v.value().len())
+                                }
+                                None => break,
+                            };
+                            table.remove(oldest.0.as_str())?;
+                            *count -= 1;
+                            *bytes -= oldest.1;
                         }
                     }
                     Op::DeleteJob { job, .. } => {
