@@ -13,6 +13,10 @@
 //! covers the run's due time, it is run only if this process was already up when the run was
 //! due (so the order was never delivered); otherwise it is refused as lost.
 //!
+//! Finished results stay in this process's memory only briefly when the journal keeps them
+//! on disk ([`table::RESULT_IN_MEMORY`]); a repeated order after that is answered from the
+//! journal, so memory does not grow with the run rate.
+//!
 //! Orders from a leader whose term is older than the newest seen are refused (fencing).
 //!
 //! - [`table`]: what to do with each order, decided from what this process has seen.
@@ -98,6 +102,7 @@ impl OrderExecutor {
     /// Records every run in `journal` before it starts, and asks it about resumed orders.
     pub fn with_journal(mut self, journal: StartJournal) -> OrderExecutor {
         self.journal = Some(Arc::new(journal));
+        self.table.lock().expect("orders lock").keep_results = table::RESULT_IN_MEMORY;
         self
     }
 
@@ -156,13 +161,21 @@ impl OrderExecutor {
                 order.fencing_token
             )));
         }
-        let started_here = match (&self.journal, order.started_at) {
-            (Some(journal), Some(due)) if order.resumed => {
-                // Vouched for only if due SKEW after the journal was created, so a data dir
-                // wiped under the same name does not make a run started before the wipe look
-                // never started: the same clock assumption as the process-start rule (a
-                // larger margin refused as lost every run resumed in a node's first minutes).
-                journal.started(&order.job_name, &order.execution_id, due, SKEW)
+        // Asked only of runs this process does not know: a repeated order for a run it
+        // forgot, or a run a new leader resumed. Vouched for only if due SKEW after the
+        // journal was created, so a data dir wiped under the same name does not make a run
+        // started before the wipe look never started: the same clock assumption as the
+        // process-start rule (a larger margin refused as lost every run resumed in a node's
+        // first minutes).
+        let known = || {
+            self.table
+                .lock()
+                .expect("orders lock")
+                .knows(&order.job_name, &order.execution_id)
+        };
+        let recorded = match (&self.journal, order.started_at) {
+            (Some(journal), Some(due)) if !known() => {
+                journal.recorded(&order.job_name, &order.execution_id, due, SKEW)
             }
             _ => None,
         };
@@ -170,7 +183,7 @@ impl OrderExecutor {
             &order,
             self.up_since,
             self.clock.now(),
-            started_here,
+            recorded,
         );
         match decision {
             Decision::Answer(result) => Ok(Begun::Finished(result)),
@@ -218,8 +231,8 @@ impl OrderExecutor {
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             // Durably recorded before it starts, so a restarted node never runs it twice.
-            if let Some((journal, due)) = journal
-                && let Err(e) = journal.mark(&ctx.job_name, &ctx.execution_id, due).await
+            if let Some((journal, due)) = &journal
+                && let Err(e) = journal.mark(&ctx.job_name, &ctx.execution_id, *due).await
             {
                 tracing::error!(job = %ctx.job_name, execution = %ctx.execution_id, error = %format!("{e:#}"), "cannot record a run's start in the start journal; the run is not started. Check the data dir's disk");
                 let result = RunResult {
@@ -244,6 +257,9 @@ impl OrderExecutor {
                     stopped: true,
                 },
             };
+            if let Some((journal, due)) = &journal {
+                journal.finish(&ctx.job_name, &ctx.execution_id, *due, &result);
+            }
             slot.finish(result.clone(), clock.now());
             let _ = tx.send(Some(result));
         });

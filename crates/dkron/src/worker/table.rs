@@ -9,6 +9,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::watch;
 
+use super::journal::Recorded;
 use crate::rpc::wire::{RunOrder, RunResult};
 
 /// How long a finished run's result is kept for a resumed order, and how long after its
@@ -18,6 +19,11 @@ pub const RESULT_RETENTION: Duration = Duration::from_secs(600);
 /// Output bytes kept across finished results; beyond it the oldest outputs are dropped (the
 /// leader that ordered the run normally has the output already).
 const KEPT_OUTPUT_BUDGET: usize = 8 << 20;
+
+/// How long a finished run's result stays in memory when the start journal keeps it on
+/// disk: long enough for the leader that ordered it to hear the answer; after that a
+/// repeated order is answered from the journal.
+pub const RESULT_IN_MEMORY: Duration = Duration::from_secs(10);
 
 /// Clock skew tolerated between the leader that stamped `started_at` and this node.
 pub(super) const SKEW: SignedDuration = SignedDuration::from_secs(1);
@@ -39,8 +45,8 @@ pub(super) enum Decision {
     Decline(String),
 }
 
-/// Orders seen by this process: running ones, and finished ones for [`RESULT_RETENTION`].
-#[derive(Default)]
+/// Orders seen by this process: running ones, and finished ones for `keep_results`
+/// ([`RESULT_RETENTION`], or [`RESULT_IN_MEMORY`] when the start journal keeps them).
 pub(super) struct Table {
     pub(super) slots: HashMap<Key, Slot>,
     /// How to stop each running run (with the reason that becomes its output).
@@ -52,16 +58,38 @@ pub(super) struct Table {
     pub(super) kept_output: usize,
     /// The node is shutting down: runs it does not know are declined.
     pub(super) closing: bool,
+    /// How long a finished run's result stays here.
+    pub(super) keep_results: Duration,
+}
+
+impl Default for Table {
+    fn default() -> Table {
+        Table {
+            slots: HashMap::new(),
+            stops: HashMap::new(),
+            live: HashMap::new(),
+            finished: VecDeque::new(),
+            kept_output: 0,
+            closing: false,
+            keep_results: RESULT_RETENTION,
+        }
+    }
 }
 
 impl Table {
-    /// `started_here`: what the start journal says of a resumed order (`None`: it cannot say).
+    /// Whether this process knows the run (running, or finished and still kept here).
+    pub(super) fn knows(&self, job: &str, id: &str) -> bool {
+        self.slots.contains_key(&(job.to_string(), id.to_string()))
+    }
+
+    /// `recorded`: what the start journal says of a run this process does not know (`None`:
+    /// it cannot say, or there is no journal).
     pub(super) fn decide(
         &mut self,
         order: &RunOrder,
         up_since: Timestamp,
         now: Timestamp,
-        started_here: Option<bool>,
+        recorded: Option<Recorded>,
     ) -> Decision {
         self.expire(now);
         let key = (order.job_name.clone(), order.execution_id.clone());
@@ -70,9 +98,21 @@ impl Table {
             Some(Slot::Done(result)) => return Decision::Answer(result.clone()),
             None => {}
         }
+        let started_here = match recorded {
+            // Finished here, and forgotten by this process since (or before a restart).
+            Some(Recorded::Finished(result)) => return Decision::Answer(result),
+            Some(Recorded::Started) => Some(true),
+            Some(Recorded::Never) => Some(false),
+            None => None,
+        };
         if self.closing {
             return Decision::Decline(
                 "this node is shutting down; the run was not started here".into(),
+            );
+        }
+        if started_here == Some(true) && !order.resumed {
+            return Decision::Refuse(
+                "this run was lost: it started on this node and its result is no longer known; it is closed as failed rather than run twice".into(),
             );
         }
         if order.resumed {
@@ -134,7 +174,7 @@ impl Table {
     }
 
     fn expire(&mut self, now: Timestamp) {
-        let retention = SignedDuration::try_from(RESULT_RETENTION).unwrap_or_default();
+        let retention = SignedDuration::try_from(self.keep_results).unwrap_or_default();
         while let Some((key, at)) = self.finished.front() {
             if *at + retention > now {
                 break;
@@ -229,7 +269,12 @@ mod tests {
         // Due before this process started: the journal says it never started, so it runs now.
         let due = "2025-12-31T23:59:30Z";
         assert!(matches!(
-            t.decide(&order("never", true, due), ts(UP), now, Some(false)),
+            t.decide(
+                &order("never", true, due),
+                ts(UP),
+                now,
+                Some(Recorded::Never)
+            ),
             Decision::Start(_)
         ));
         // It started in the previous process: lost, even if due while this one was up.
@@ -237,7 +282,7 @@ mod tests {
             &order("started", true, "2026-01-01T00:04:00Z"),
             ts(UP),
             now,
-            Some(true),
+            Some(Recorded::Started),
         );
         assert!(matches!(d, Decision::Refuse(ref m) if m.contains("started on this node")));
         // Past the retention it is refused whatever the journal says.
@@ -245,9 +290,43 @@ mod tests {
             &order("old", true, "2025-12-31T23:00:00Z"),
             ts(UP),
             now,
-            Some(false),
+            Some(Recorded::Never),
         );
         assert!(matches!(d, Decision::Refuse(_)));
+    }
+
+    #[test]
+    fn a_run_forgotten_here_is_answered_or_refused_from_the_journal_never_run_again() {
+        let mut t = Table {
+            keep_results: RESULT_IN_MEMORY,
+            ..Table::default()
+        };
+        let now = ts("2026-01-01T00:01:00Z");
+        let o = order("e1", false, "2026-01-01T00:01:00Z");
+        assert!(matches!(
+            t.decide(&o, ts(UP), now, Some(Recorded::Never)),
+            Decision::Start(_)
+        ));
+        t.finish(("j".into(), "e1".into()), result("out"), now);
+        assert!(t.knows("j", "e1"));
+        // Forgotten here once RESULT_IN_MEMORY passed: memory holds only recent results.
+        let later = now + SignedDuration::try_from(RESULT_IN_MEMORY).unwrap();
+        let recorded = Recorded::Finished(result("out"));
+        assert!(
+            matches!(t.decide(&o, ts(UP), later, Some(recorded)), Decision::Answer(r) if r == result("out"))
+        );
+        assert!(!t.knows("j", "e1"), "expired from memory");
+        assert!(t.finished.is_empty() && t.slots.is_empty());
+        // Started and its result not recorded (a write lost in a crash): lost, not run again,
+        // whether the order is a repeat of a fresh one or resumed by a new leader.
+        let d = t.decide(&o, ts(UP), later, Some(Recorded::Started));
+        assert!(matches!(d, Decision::Refuse(ref m) if m.contains("lost")));
+        let resumed = RunOrder {
+            resumed: true,
+            ..o.clone()
+        };
+        let d = t.decide(&resumed, ts(UP), later, Some(Recorded::Started));
+        assert!(matches!(d, Decision::Refuse(ref m) if m.contains("lost")));
     }
 
     #[test]

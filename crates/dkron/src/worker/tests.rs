@@ -46,9 +46,10 @@ pub(super) fn result(output: &str) -> RunResult {
     }
 }
 
-/// A node restarts: a resumed order for a run that started in the previous process is
-/// refused as lost; one for a run that never started runs now, although it was due before
-/// this process came up (the start journal says so).
+/// A node restarts: a resumed order for a run that finished in the previous process gets its
+/// result from the journal; one for a run that started there and never finished is refused
+/// as lost; one for a run that never started runs now, although it was due before this
+/// process came up (the start journal says so).
 #[tokio::test]
 async fn after_a_restart_the_journal_tells_started_runs_from_never_started_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,43 +58,68 @@ async fn after_a_restart_the_journal_tells_started_runs_from_never_started_ones(
     let t0 = ts("2026-01-01T00:00:00Z");
     let clock = crate::clock::ManualClock::starting_at(t0);
     let shared: SharedClock = clock.clone();
-    let run = |id: &str, resumed: bool, due: Timestamp| {
+    let run = |id: &str, resumed: bool, due: Timestamp, then: &str| {
         shell_order(
             id,
             resumed,
             &due.to_string(),
-            &format!("echo {id} >> {}", marker.display()),
+            &format!("echo {id} >> {}{then}", marker.display()),
         )
     };
-    let before = OrderExecutor::new(shared.clone())
-        .with_journal(StartJournal::open(&path, shared.clone()).unwrap());
-    let a_due = t0 + SignedDuration::from_secs(100);
-    assert!(
-        before
-            .execute(run("a", false, a_due))
-            .await
-            .unwrap()
-            .success
+    let before = Arc::new(
+        OrderExecutor::new(shared.clone())
+            .with_journal(StartJournal::open(&path, shared.clone()).unwrap()),
     );
+    let a_due = t0 + SignedDuration::from_secs(100);
+    let a = before.execute(run("a", false, a_due, "; echo out-a")).await;
+    assert!(a.unwrap().success);
+    // Started, then the process dies before it finishes.
+    let d_due = t0 + SignedDuration::from_secs(110);
+    let running = tokio::spawn({
+        let before = before.clone();
+        let order = run("d", false, d_due, "; sleep 30");
+        async move { before.execute(order).await }
+    });
+    let started = tokio::time::timeout(Duration::from_secs(10), async {
+        while !std::fs::read_to_string(&marker)
+            .unwrap_or_default()
+            .contains('d')
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    started.await.expect("d starts");
     before.abort_all();
+    let _ = running.await;
     before.close().await;
     drop(before);
 
     clock.set(t0 + SignedDuration::from_secs(200));
     let after = OrderExecutor::new(shared.clone())
         .with_journal(StartJournal::open(&path, shared.clone()).unwrap());
-    let lost = after.execute(run("a", true, a_due)).await.unwrap_err();
+    let answered = after.execute(run("a", true, a_due, "")).await.unwrap();
+    assert!(
+        answered.success && answered.output.contains("out-a"),
+        "{answered:?}"
+    );
+    let lost = after.execute(run("d", true, d_due, "")).await.unwrap_err();
     assert!(lost.reason.contains("started on this node"), "{lost:?}");
     let b_due = t0 + SignedDuration::from_secs(130);
-    assert!(after.execute(run("b", true, b_due)).await.unwrap().success);
+    assert!(
+        after
+            .execute(run("b", true, b_due, ""))
+            .await
+            .unwrap()
+            .success
+    );
     // Due before the journal existed, or within its margin after: it cannot vouch, so lost.
     let c_due = t0 + SignedDuration::from_millis(500);
-    let lost = after.execute(run("c", true, c_due)).await.unwrap_err();
+    let lost = after.execute(run("c", true, c_due, "")).await.unwrap_err();
     assert!(
         lost.reason.contains("restarted after the run was due"),
         "{lost:?}"
     );
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "a\nb\n");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "a\nd\nb\n");
 }
 
 #[tokio::test]
