@@ -1,8 +1,8 @@
 //! `dkron-bench history N RUNS EVERY_S SERVERS`: does a server's memory grow with the history
 //! it keeps? N http jobs `@every EVERY_S s` on a loopback cluster of SERVERS servers run until
 //! each has about RUNS executions (Dkron keeps at most 100 per job, so RUNS = 100 is the most
-//! history a job holds); every server's RSS is printed as the history grows, then with the
-//! scheduler paused and the runs in flight drained, then again after every server restarted
+//! history a job holds); every server's RSS is printed as the history grows, then with every
+//! job saved disabled and the runs in flight drained, then again after every server restarted
 //! on its data (the state loaded from disk, no run in flight).
 //!
 //! The target: with 10,000 jobs and 100 executions each (1,000,000 executions),
@@ -26,7 +26,7 @@ pub struct Shape {
 
 /// How often the growing history's RSS is printed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(30);
-/// Runs in flight when the scheduler pauses finish within their timeout; this is ample.
+/// Runs in flight when the jobs are disabled finish within their timeout; this is ample.
 const DRAIN: Duration = Duration::from_secs(15);
 /// After a restart, the allocator and the caches settle.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -71,16 +71,19 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
         }
     }
 
-    let leader_base = leader(client, &servers).await?.base();
-    let paused = client
-        .post(format!("{leader_base}/v1/pause"))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        paused.status().is_success(),
-        "pausing answered {}",
-        paused.status()
-    );
+    let leader_base = {
+        let leader = leader(client, &servers).await?;
+        // Saved disabled: the scheduler stops firing them (and such a save is never shed).
+        let disabled: Vec<Value> = (0..shape.jobs)
+            .map(|i| {
+                let mut job = fire_job(&format!("j{i}"), every, &sink.url());
+                job["disabled"] = Value::Bool(true);
+                job
+            })
+            .collect();
+        create(client, leader, disabled, "disables", None).await?;
+        leader.base()
+    };
     tokio::time::sleep(DRAIN).await;
     let stored = stored_executions(client, &leader_base, shape.jobs).await?;
     let idle = rss_of(&servers);
@@ -107,7 +110,7 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
     let restarted = rss_of(&servers);
 
     println!(
-        "| history: {} jobs `@every {every}s`, {} servers, {} runs | while the history grows: {} | paused, {stored} executions stored (sampled): {idle} | after restarting every server, {stored_after} stored: {restarted} |",
+        "| history: {} jobs `@every {every}s`, {} servers, {} runs | while the history grows: {} | disabled, {stored} executions stored (sampled): {idle} | after restarting every server, {stored_after} stored: {restarted} |",
         shape.jobs,
         shape.servers,
         sink.count(),

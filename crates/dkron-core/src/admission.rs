@@ -2,11 +2,12 @@
 //!
 //! The leader's own work — claiming occurrences, starting, finishing, moving runs, recording
 //! skips — always queues: refusing it would drop a scheduled occurrence or lose a result.
-//! Client writes (jobs, pause, ACLs, deleting executions) are refused with a retry delay
-//! once `capacity` commands already wait, so an API caller gets a 503 with `Retry-After`
-//! instead of a request that hangs behind a backlog it cannot see. Except what takes load off:
-//! deleting a job, or saving it disabled. An overloaded cluster that refused those could not
-//! be brought back by its operator (measured: 0 of 10,000 deletes in 180 s at 20,000 jobs).
+//! Client writes (jobs, ACLs, deleting executions) are refused with a retry delay once
+//! `capacity` commands already wait, so an API caller gets a 503 with `Retry-After` instead
+//! of a request that hangs behind a backlog it cannot see. Except what takes load off:
+//! deleting a job, saving it disabled, pausing submissions (which Dkron always answers 200).
+//! An overloaded cluster that refused those could not be brought back by its operator
+//! (measured: 0 of 10,000 deletes in 180 s at 20,000 jobs).
 
 use crate::command::Command;
 
@@ -29,10 +30,10 @@ pub fn sheddable(command: &Command) -> bool {
         // Takes load off: never refused.
         Command::DeleteJob { .. } => false,
         Command::SetJob { job, .. } if job.disabled => false,
+        Command::SetPaused { .. } => false,
         Command::SetJob { .. }
         | Command::ToggleJob { .. }
         | Command::DeleteExecutions { .. }
-        | Command::SetPaused { .. }
         | Command::Acl { .. } => true,
         Command::StartExecution { .. }
         | Command::MoveExecution { .. }
@@ -130,6 +131,10 @@ mod tests {
             refuse_when_paused,
         };
         assert_eq!(admit(&disable, 1_000_000, 10), Admission::Queue);
+        for paused in [true, false] {
+            let pause = Command::SetPaused { paused };
+            assert_eq!(admit(&pause, 1_000_000, 10), Admission::Queue);
+        }
         // An enabled job's save is shed as before.
         assert!(sheddable(&create()));
     }
