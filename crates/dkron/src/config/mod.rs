@@ -69,6 +69,11 @@ pub struct AgentConfig {
     #[serde(skip)]
     #[doc(hidden)]
     pub raft_snapshot_logs: u64,
+    /// Tests only, like `raft_snapshot_logs`: the least log growth, in bytes, after which a
+    /// server takes a snapshot (0: 64 MiB).
+    #[serde(skip)]
+    #[doc(hidden)]
+    pub raft_snapshot_bytes: u64,
     pub profile: String,
     pub disable_usage_stats: bool,
     /// Log line format: `text` (default) or `json`.
@@ -177,6 +182,7 @@ impl Default for AgentConfig {
             serf_reconnect_timeout: "24h".into(),
             raft_multiplier: 1,
             raft_snapshot_logs: 0,
+            raft_snapshot_bytes: 0,
             profile: "lan".into(),
             disable_usage_stats: false,
             log_format: "text".into(),

@@ -34,6 +34,7 @@ const LAST_PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    growth: Arc<super::compaction::LogGrowth>,
 }
 
 impl LogStore {
@@ -43,7 +44,15 @@ impl LogStore {
         txn.open_table(LOGS)?;
         txn.open_table(META)?;
         txn.commit()?;
-        Ok(LogStore { db: Arc::new(db) })
+        Ok(LogStore {
+            db: Arc::new(db),
+            growth: Arc::default(),
+        })
+    }
+
+    /// The count of bytes appended, for snapshots by log size (`compaction.rs`).
+    pub fn growth(&self) -> Arc<super::compaction::LogGrowth> {
+        self.growth.clone()
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -191,6 +200,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut table = txn.open_table(LOGS).map_err(write_err)?;
             for entry in entries {
                 let bytes = codec::encode(&entry).map_err(write_err)?;
+                self.growth.appended(bytes.len());
                 table
                     .insert(entry.log_id.index, bytes.as_slice())
                     .map_err(write_err)?;

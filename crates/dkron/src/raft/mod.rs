@@ -18,6 +18,7 @@
 //! rather than replacing storage. openraft's own handle never leaves this module.
 
 mod codec;
+mod compaction;
 mod leadership;
 // openraft fixes the storage error type (224 bytes); our helpers must return it as is.
 #[allow(clippy::result_large_err)]
@@ -97,6 +98,8 @@ pub struct Consensus {
     /// `/raft/*` and the consensus calls of `/rpc/*`, to merge into the RPC router.
     pub routes: axum::Router,
     raft: Raft,
+    /// Asks for snapshots by log size (`compaction.rs`).
+    compaction: tokio::task::JoinHandle<()>,
 }
 
 /// How this server takes part in consensus.
@@ -110,6 +113,9 @@ pub struct Settings<'a> {
     pub multiplier: u32,
     /// Tests only (`AgentConfig::raft_snapshot_logs`): snapshot every this many entries.
     pub snapshot_logs: u64,
+    /// Tests only (`AgentConfig::raft_snapshot_bytes`): the least log growth that asks for a
+    /// snapshot (0: [`compaction::MIN_LOG_BYTES`]).
+    pub snapshot_bytes: u64,
 }
 
 impl Consensus {
@@ -121,6 +127,7 @@ impl Consensus {
         let state_machine = state_machine::StateMachine::open(&dir.join("state.redb"))
             .context("opening the state store (state.redb)")?;
         let state = state_machine.reader();
+        let growth = log_store.growth();
         let id = node_id_for(&settings.me.name);
         let raft = Raft::new(
             id,
@@ -138,6 +145,16 @@ impl Consensus {
                 .context("bootstrapping a one-server cluster")?;
             tracing::info!(node = %settings.me.name, "bootstrapped a new single-server cluster");
         }
+        let floor = match settings.snapshot_bytes {
+            0 => compaction::MIN_LOG_BYTES,
+            n => n,
+        };
+        let compaction = tokio::spawn(compaction::watch(
+            raft.clone(),
+            growth,
+            snapshot::data_path(&dir.join("state.redb")),
+            floor,
+        ));
         let leadership = Leadership::new(raft.clone(), id, rpc.clone());
         let voters = Voters::new(raft.clone(), id);
         let proposer = Proposer::start(raft.clone(), settings.me.name.clone(), rpc.clone());
@@ -155,11 +172,13 @@ impl Consensus {
             voters,
             routes,
             raft,
+            compaction,
         })
     }
 
     /// Stops Raft, which flushes its storage.
     pub async fn shutdown(&self) {
+        self.compaction.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown reported an error");
         }

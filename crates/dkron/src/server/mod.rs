@@ -87,6 +87,7 @@ pub async fn start(config: AgentConfig, clock: SharedClock) -> anyhow::Result<Se
         bootstrap_alone: config.bootstrap_expect == 1,
         multiplier: config.raft_multiplier,
         snapshot_logs: config.raft_snapshot_logs,
+        snapshot_bytes: config.raft_snapshot_bytes,
     };
     let consensus = Consensus::start(settings, rpc.clone()).await?;
     let shutdown = Shutdown::default();

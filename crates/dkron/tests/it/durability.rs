@@ -206,6 +206,35 @@ async fn jobs_survive_sigkill_of_the_binary() {
     assert_eq!(r.names(), expected);
 }
 
+/// A snapshot is taken once the log outgrows a size, whatever its entry count: entries are
+/// batches, so 20,000 of them (openraft's count policy here) can be gigabytes. Here 64 KiB of
+/// log, about a hundred job writes, far from 20,000 entries; the next restart loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_outgrows_its_size_bound_is_snapshotted_and_purged() {
+    let mut node = TestNode::start_configured("compact", |c| {
+        c.raft_snapshot_bytes = 64 << 10;
+    })
+    .await;
+    assert_eq!(node.h().leadership().snapshot_and_purged().0, None);
+    let job = |i: usize| {
+        let mut j = shell_job(&format!("c{i:03}"), "@every 1h", "true");
+        j["metadata"] = json!({"padding": "x".repeat(512)});
+        j
+    };
+    for i in 0..150 {
+        node.create(&job(i)).await;
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "a snapshot taken for the log's size",
+        async || node.h().leadership().snapshot_and_purged().0.map(|_| ()),
+    )
+    .await;
+    node.restart().await;
+    let jobs = node.get("/v1/jobs").await.body;
+    assert_eq!(jobs.as_array().map(Vec::len), Some(150));
+}
+
 /// A node restarts from its Raft snapshot (taken every 10 entries here, the log behind it
 /// purged) with every job, execution and counter it had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
