@@ -98,41 +98,30 @@ impl Table {
             Some(Slot::Done(result)) => return Decision::Answer(result.clone()),
             None => {}
         }
-        let started_here = match recorded {
+        if let Some(Recorded::Finished(result)) = recorded {
             // Finished here, and forgotten by this process since (or before a restart).
-            Some(Recorded::Finished(result)) => return Decision::Answer(result),
-            Some(Recorded::Started) => Some(true),
-            Some(Recorded::Never) => Some(false),
-            None => None,
-        };
+            return Decision::Answer(result);
+        }
         if self.closing {
             return Decision::Decline(
                 "this node is shutting down; the run was not started here".into(),
             );
         }
-        if started_here == Some(true) && !order.resumed {
+        if recorded == Some(Recorded::Started) {
+            // A repeated order or a resumed one alike: never run twice.
             return Decision::Refuse(
-                "this run was lost: it started on this node and its result is no longer known; it is closed as failed rather than run twice".into(),
+                "this run was lost: it started on this node before its result could be kept (the node restarted, or the result was never recorded); it is closed as failed rather than run twice".into(),
             );
         }
         if order.resumed {
             let retention = SignedDuration::try_from(RESULT_RETENTION).unwrap_or_default();
-            match started_here {
-                Some(true) => {
-                    return Decision::Refuse(
-                        "this run was lost: it started on this node before the node restarted, and its result died with the process; it is closed as failed rather than run twice".into(),
-                    );
-                }
-                // Never started here: run it now, late, once.
-                Some(false) => {}
-                None => {
-                    let delivered_before = order.started_at.is_none_or(|t| t < up_since + SKEW);
-                    if delivered_before {
-                        return Decision::Refuse(
-                            "this run was lost: the node restarted after the run was due, so whether it ran is unknown; it is closed as failed rather than run twice".into(),
-                        );
-                    }
-                }
+            // Never started here (`Recorded::Never`): run it now, late, once. Without the
+            // journal's word, only if this process was up when it was due.
+            let delivered_before = order.started_at.is_none_or(|t| t < up_since + SKEW);
+            if recorded.is_none() && delivered_before {
+                return Decision::Refuse(
+                    "this run was lost: the node restarted after the run was due, so whether it ran is unknown; it is closed as failed rather than run twice".into(),
+                );
             }
             if order.started_at.is_some_and(|t| t < now - retention) {
                 return Decision::Refuse(
