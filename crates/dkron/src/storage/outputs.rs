@@ -238,8 +238,8 @@ impl Writer {
                     Op::Put {
                         job, id, output, ..
                     } => {
+                        let (lo, hi) = job_range(job);
                         if !self.kept.contains_key(job.as_str()) {
-                            let (lo, hi) = job_range(job);
                             let (mut count, mut bytes) = (0, 0);
                             for item in table.range(lo.as_str()..hi.as_str())? {
                                 bytes += item?.1.value().len();
@@ -259,7 +259,6 @@ impl Writer {
                         }
                         *bytes += output.len();
                         while *count > 1 && (*count > KEEP_PER_JOB || *bytes > BYTES_PER_JOB) {
-                            let (lo, hi) = job_range(job);
                             let oldest = match table.range(lo.as_str()..hi.as_str())?.next() {
                                 Some(item) => {
                                     let (k, v) = item?;
