@@ -195,19 +195,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let txn = self.db.begin_write().map_err(write_err)?;
-        {
-            let mut table = txn.open_table(LOGS).map_err(write_err)?;
-            for entry in entries {
-                let bytes = codec::encode(&entry).map_err(write_err)?;
-                self.growth.appended(bytes.len());
-                table
-                    .insert(entry.log_id.index, bytes.as_slice())
-                    .map_err(write_err)?;
-            }
-        }
-        // Durable before we say so: commit() fsyncs with redb's default immediate durability.
-        txn.commit().map_err(write_err)?;
+        // On a blocking thread: the fsync takes milliseconds to a quarter second when three
+        // servers share a disk, and on a runtime worker it stalled every timer and request
+        // scheduled there (runs fired late while their claims had long committed).
+        let (db, growth) = (self.db.clone(), self.growth.clone());
+        let entries: Vec<_> = entries.into_iter().collect();
+        tokio::task::spawn_blocking(move || append_blocking(&db, &growth, entries))
+            .await
+            .map_err(write_err)??;
         callback.log_io_completed(Ok(()));
         Ok(())
     }
@@ -224,8 +219,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Thousands of entries go at once after a snapshot: not on a runtime worker.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || purge_blocking(&db, log_id))
+            .await
+            .map_err(write_err)?
+    }
+}
+
+fn purge_blocking(db: &Database, log_id: LogId) -> Result<(), StorageError> {
+    {
         let bytes = serde_json::to_vec(&Some(log_id)).map_err(write_err)?;
-        let txn = self.db.begin_write().map_err(write_err)?;
+        let txn = db.begin_write().map_err(write_err)?;
         {
             // The pointer and the deletion commit together, so no hole is ever visible.
             let mut meta = txn.open_table(META).map_err(write_err)?;
@@ -238,6 +243,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         txn.commit().map_err(write_err)
     }
+}
+
+/// Writes `entries` in one transaction, durable before it returns: commit() fsyncs with
+/// redb's default immediate durability, so a 2xx means the entry is on disk.
+fn append_blocking(
+    db: &Database,
+    growth: &super::compaction::LogGrowth,
+    entries: Vec<Entry<TypeConfig>>,
+) -> Result<(), StorageError> {
+    let txn = db.begin_write().map_err(write_err)?;
+    {
+        let mut table = txn.open_table(LOGS).map_err(write_err)?;
+        for entry in entries {
+            let bytes = codec::encode(&entry).map_err(write_err)?;
+            growth.appended(bytes.len());
+            table
+                .insert(entry.log_id.index, bytes.as_slice())
+                .map_err(write_err)?;
+        }
+    }
+    txn.commit().map_err(write_err)
 }
 
 #[cfg(test)]

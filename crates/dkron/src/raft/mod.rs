@@ -11,6 +11,8 @@
 //! - `log_store.rs`: the Raft log, vote and committed pointer in `raft.redb` (fsynced appends).
 //! - `state_machine.rs`, `snapshot.rs`: the core's [`dkron_core::state::State`] persisted in
 //!   `state.redb` with the execution records; snapshots built from one consistent view.
+//! - `store_writer.rs`: the thread that writes applied batches to `state.redb` behind
+//!   `apply`, so no commit waits for redb or an fsync.
 //! - `network.rs`: Raft RPCs as MessagePack over HTTP to a peer's RPC port.
 //! - `runtime.rs`: openraft's runtime (tokio's), with no RPC timeout under one second.
 //!
@@ -32,6 +34,8 @@ mod runtime;
 mod snapshot;
 #[allow(clippy::result_large_err)]
 mod state_machine;
+#[allow(clippy::result_large_err)]
+mod store_writer;
 mod voters;
 
 use std::collections::BTreeMap;

@@ -11,23 +11,21 @@ use dkron_core::state::{JobEntry, State};
 use jiff::Timestamp;
 use redb::{Database, ReadableDatabase};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use super::LogId;
 use super::state_machine::{EXECUTIONS, Membership, execution_key, job_range};
 
 /// What the state machine, its snapshot builder and its readers share.
 pub(super) struct Shared {
-    pub(super) db: Database,
+    pub(super) db: Arc<Database>,
+    /// Writes what `apply` changed to `db`, behind it (`store_writer.rs`).
+    pub(super) writer: super::store_writer::StoreWriter,
     /// The current snapshot (`snapshot.data`, see `snapshot.rs`). Kept outside redb so
     /// writing it never holds the write lock that `apply` needs.
     pub(super) snapshot_path: PathBuf,
-    /// When `apply` last committed durably (see `state_machine::DURABLE_EVERY`).
-    pub(super) last_durable: Mutex<Instant>,
     pub(super) state: RwLock<State>,
-    /// Written from an apply's first state change until its execution records are committed
-    /// (and by a snapshot's install); read by whoever joins the in-memory state with those
-    /// records, so they agree. The state lock itself is held for the in-memory apply only.
+    /// Written by a snapshot's install from its commit until the in-memory state is
+    /// replaced; read by whoever joins the in-memory state with the records, so they agree.
     pub(super) records: RwLock<()>,
     /// Serialises `apply` with snapshot building, so a snapshot sees one consistent point.
     pub(super) apply_lock: Mutex<()>,
@@ -109,14 +107,25 @@ impl StateReader {
         job: &str,
     ) -> anyhow::Result<Option<(JobEntry, Vec<Execution>)>> {
         let _agree = self.inner.records.read().expect("records lock poisoned");
-        let Some(entry) = self.entry(job) else {
+        // No batch is applied while the read lock is held, and every batch the state
+        // reflects is queued: once the writer caught up, the records are at this point too.
+        let state = self.inner.state.read().expect("state lock poisoned");
+        self.inner.writer.caught_up()?;
+        let Some(entry) = state.entry(job).cloned() else {
             return Ok(None);
         };
-        Ok(Some((entry, self.executions(job)?)))
+        let executions = self.stored_executions(job)?;
+        drop(state);
+        Ok(Some((entry, executions)))
     }
 
-    /// The stored executions of a job, oldest first.
+    /// The stored executions of a job, oldest first, with every batch applied before the call.
     pub fn executions(&self, job: &str) -> anyhow::Result<Vec<Execution>> {
+        self.inner.writer.caught_up()?;
+        self.stored_executions(job)
+    }
+
+    fn stored_executions(&self, job: &str) -> anyhow::Result<Vec<Execution>> {
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(EXECUTIONS)?;
         let (lo, hi) = job_range(job);
@@ -129,6 +138,7 @@ impl StateReader {
     }
 
     pub fn execution(&self, job: &str, id: &str) -> anyhow::Result<Option<Execution>> {
+        self.inner.writer.caught_up()?;
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(EXECUTIONS)?;
         let key = execution_key(job, id);

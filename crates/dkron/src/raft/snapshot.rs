@@ -253,7 +253,8 @@ fn build_snapshot_blocking(shared: &Shared) -> Result<Snapshot<TypeConfig>, Stor
     // One consistent point: no apply runs while we make it durable and open the read txn.
     let (applied, read_txn) = {
         let _serial = shared.apply_lock.lock().expect("apply lock");
-        // The applied state must be durable before openraft purges the log behind it.
+        // Everything applied written, then durable, before openraft purges the log behind it.
+        shared.writer.caught_up()?;
         let flush = shared.db.begin_write().map_err(write_err)?;
         flush.commit().map_err(write_err)?;
         let applied = shared.applied.lock().expect("applied lock").clone();
@@ -313,6 +314,8 @@ pub(super) fn install_blocking(
         ))));
     }
     let _serial = shared.apply_lock.lock().expect("apply lock");
+    // Nothing applied before may land on top of the snapshot's records.
+    shared.writer.caught_up()?;
     let txn = shared.db.begin_write().map_err(write_err)?;
     for (_, table) in TABLES {
         let mut t = txn.open_table(table).map_err(write_err)?;

@@ -37,6 +37,10 @@ pub const LEADER_CHANGES: &str = "dkron_raft_leader_changes_total";
 pub const IS_LEADER: &str = "dkron_raft_is_leader";
 /// Time from proposing a write on the leader to its commit and apply, in seconds.
 pub const RAFT_COMMIT: &str = "dkron_raft_commit_seconds";
+/// Time this server's state machine took to apply committed entries, by `phase`: `memory`
+/// (the in-memory state, which readers wait for), `store` (writing `state.redb`) and `fsync`
+/// (its once-a-second durable commit).
+pub const RAFT_APPLY: &str = "dkron_raft_apply_seconds";
 /// Gossip members by `status`: alive, suspect, failed, left.
 pub const MEMBERS: &str = "dkron_members";
 /// Raft voters in the configuration.
@@ -174,7 +178,7 @@ pub fn install(config: &AgentConfig) -> anyhow::Result<()> {
     let sinks = sinks();
     if config.enable_prometheus && PROMETHEUS.get().is_none() {
         let mut builder = PrometheusBuilder::new();
-        for name in [EXECUTION_DURATION, FIRE_LATENESS, RAFT_COMMIT] {
+        for name in [EXECUTION_DURATION, FIRE_LATENESS, RAFT_COMMIT, RAFT_APPLY] {
             builder = builder.set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(name.into()),
                 BUCKETS,
@@ -265,6 +269,11 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time from proposing a write to its commit and apply"
     );
+    describe_histogram!(
+        RAFT_APPLY,
+        metrics::Unit::Seconds,
+        "Time the state machine took to apply committed entries, by phase (memory, store)"
+    );
     describe_gauge!(MEMBERS, "Gossip members by status");
     describe_gauge!(RAFT_VOTERS, "Voters in the Raft configuration");
     describe_counter!(NOTIFICATIONS, "Notifications sent, by kind and outcome");
@@ -325,6 +334,11 @@ pub fn fired_late(late: Duration) {
 /// A write committed `took` after it was proposed.
 pub fn committed(took: Duration) {
     metrics::histogram!(RAFT_COMMIT).record(took.as_secs_f64());
+}
+
+/// Committed entries were applied: `phase` took `took`.
+pub fn applied(phase: &'static str, took: Duration) {
+    metrics::histogram!(RAFT_APPLY, "phase" => phase).record(took.as_secs_f64());
 }
 
 /// A notification was sent or failed.

@@ -58,6 +58,8 @@ async fn prometheus_metrics_count_executions_jobs_and_raft() {
         "dkron_scheduler_behind_seconds 0",
         "dkron_members{status=\"alive\"} 1",
         "dkron_raft_commit_seconds_count",
+        "dkron_raft_apply_seconds_count{phase=\"memory\"}",
+        "dkron_raft_apply_seconds_count{phase=\"store\"}",
         "dkron_raft_leader_changes_total",
     ];
     // Polled: under `cargo test` other nodes in this process share the recorder, and a
