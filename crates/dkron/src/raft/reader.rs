@@ -27,7 +27,8 @@ pub(super) struct Shared {
     /// Written by a snapshot's install from its commit until the in-memory state is
     /// replaced; read by whoever joins the in-memory state with the records, so they agree.
     pub(super) records: RwLock<()>,
-    /// Serialises `apply` with snapshot building, so a snapshot sees one consistent point.
+    /// Serialises `apply` with installing a snapshot (building one needs no lock: it reads
+    /// `state.redb` between two of the state writer's transactions).
     pub(super) apply_lock: Mutex<()>,
     pub(super) applied: Mutex<(Option<LogId>, Membership)>,
     /// Jobs changed since the scheduler last looked.

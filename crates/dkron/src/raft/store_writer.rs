@@ -19,7 +19,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
 use serde::Serialize;
 
 use super::state_machine::{EXECUTIONS, LAST_APPLIED, MEMBERSHIP, Membership, SM_META, job_range};
@@ -123,6 +126,8 @@ struct Queue {
     written: u64,
     closed: bool,
     failed: Option<String>,
+    /// Snapshot builders waiting for a read transaction at a durable applied point.
+    reads: Vec<std::sync::mpsc::Sender<Result<ReadTransaction, String>>>,
 }
 
 struct Inner {
@@ -200,6 +205,25 @@ impl StoreWriter {
         self.inner.work.notify_one();
     }
 
+    /// A read transaction of `state.redb` at a durable applied point (for a snapshot: the log
+    /// behind it may be purged). `apply` is not held up meanwhile: the writer makes what it
+    /// wrote so far durable and opens the transaction before it writes again.
+    pub(super) fn durable_read(&self) -> Result<ReadTransaction, StorageError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut q = self.inner.lock();
+        if let Some(why) = &q.failed {
+            return Err(failed(why));
+        }
+        q.reads.push(tx);
+        drop(q);
+        self.inner.work.notify_one();
+        match rx.recv() {
+            Ok(Ok(txn)) => Ok(txn),
+            Ok(Err(why)) => Err(failed(&why)),
+            Err(_) => Err(failed("the writer stopped")),
+        }
+    }
+
     /// Waits until every batch queued before this call is written to `state.redb`.
     pub(super) fn caught_up(&self) -> Result<(), StorageError> {
         let mut q = self.inner.lock();
@@ -235,7 +259,7 @@ fn run(inner: &Inner, db: &Database) {
     let mut undurable = false;
     loop {
         let mut q = inner.lock();
-        while q.batches.is_empty() && !q.closed {
+        while q.batches.is_empty() && q.reads.is_empty() && !q.closed {
             if !undurable {
                 q = inner.work.wait(q).expect("store writer lock poisoned");
                 continue;
@@ -251,6 +275,7 @@ fn run(inner: &Inner, db: &Database) {
                 .0;
         }
         let batches = std::mem::take(&mut q.batches);
+        let reads = std::mem::take(&mut q.reads);
         let (bytes, closed, upto) = (q.bytes, q.closed, q.queued);
         drop(q);
         let mut result = Ok(());
@@ -260,7 +285,7 @@ fn run(inner: &Inner, db: &Database) {
             crate::telemetry::metrics::applied("store", clock::since(started));
             undurable = true;
         }
-        let due = closed || clock::since(last_durable) >= DURABLE_EVERY;
+        let due = closed || !reads.is_empty() || clock::since(last_durable) >= DURABLE_EVERY;
         if result.is_ok() && undurable && due {
             let started = clock::monotonic();
             // Persists every non-durable commit before it (redb's `Durability::None`).
@@ -271,6 +296,13 @@ fn run(inner: &Inner, db: &Database) {
             crate::telemetry::metrics::applied("fsync", clock::since(started));
             last_durable = clock::monotonic();
             undurable = false;
+        }
+        for read in reads {
+            let txn = match &result {
+                Ok(()) => db.begin_read().map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = read.send(txn);
         }
         let mut q = inner.lock();
         // Room for what `apply` queued meanwhile: only what was written is given back.
@@ -365,6 +397,27 @@ mod tests {
         assert_eq!(read(&db, "job").as_deref(), Some(&b"v50"[..]));
         assert_eq!(read(&db, "job37").as_deref(), Some(&b"x"[..]));
         assert_eq!(last_applied(&db), Some(50));
+    }
+
+    #[test]
+    fn a_durable_read_sees_everything_queued_before_it_at_one_applied_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        let writer = StoreWriter::start(db.clone()).unwrap();
+        for i in 1..=3 {
+            writer.queue(batch(i, "job", format!("v{i}").as_bytes()));
+        }
+        let txn = writer.durable_read().unwrap();
+        // Written after the read was opened: not in it.
+        writer.queue(batch(4, "job", b"v4"));
+        writer.caught_up().unwrap();
+        let meta = txn.open_table(SM_META).unwrap();
+        let id: Option<LogId<u64>> =
+            serde_json::from_slice(meta.get(LAST_APPLIED).unwrap().unwrap().value()).unwrap();
+        assert_eq!(id.map(|id| id.index), Some(3));
+        let jobs = txn.open_table(JOBS).unwrap();
+        assert_eq!(jobs.get("job").unwrap().unwrap().value(), b"v3");
+        assert_eq!(read(&db, "job").as_deref(), Some(&b"v4"[..]));
     }
 
     #[test]
