@@ -167,11 +167,16 @@ impl OrderExecutor {
         // started before the wipe look never started: the same clock assumption as the
         // process-start rule (a larger margin refused as lost every run resumed in a node's
         // first minutes).
+        // One instant for both looks at the table: a result past its time in memory is
+        // dropped before `knows` is asked, never between it and `decide` (which made a
+        // resumed order for a run finished over RESULT_IN_MEMORY ago, arriving before any
+        // other order, skip the journal and run again: seen after leader changes at 4,000
+        // runs/s).
+        let now = self.clock.now();
         let known = || {
-            self.table
-                .lock()
-                .expect("orders lock")
-                .knows(&order.job_name, &order.execution_id)
+            let mut table = self.table.lock().expect("orders lock");
+            table.expire(now);
+            table.knows(&order.job_name, &order.execution_id)
         };
         let recorded = match (&self.journal, order.started_at) {
             (Some(journal), Some(due)) if !known() => {
@@ -179,12 +184,11 @@ impl OrderExecutor {
             }
             _ => None,
         };
-        let decision = self.table.lock().expect("orders lock").decide(
-            &order,
-            self.up_since,
-            self.clock.now(),
-            recorded,
-        );
+        let decision =
+            self.table
+                .lock()
+                .expect("orders lock")
+                .decide(&order, self.up_since, now, recorded);
         match decision {
             Decision::Answer(result) => Ok(Begun::Finished(result)),
             Decision::Refuse(reason) => Err(Refusal::refused(reason)),

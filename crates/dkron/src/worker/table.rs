@@ -162,7 +162,7 @@ impl Table {
         }
     }
 
-    fn expire(&mut self, now: Timestamp) {
+    pub(super) fn expire(&mut self, now: Timestamp) {
         let retention = SignedDuration::try_from(self.keep_results).unwrap_or_default();
         while let Some((key, at)) = self.finished.front() {
             if *at + retention > now {

@@ -311,3 +311,35 @@ async fn a_node_limited_to_some_executors_refuses_orders_for_others_and_runs_not
     assert!(all.execute(o).await.unwrap().success);
     assert!(marker.exists());
 }
+
+#[tokio::test]
+async fn a_resumed_order_after_the_result_left_memory_is_answered_from_the_journal_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("runs");
+    let t0 = ts("2026-01-01T00:00:00Z");
+    let clock = crate::clock::ManualClock::starting_at(t0);
+    let shared: SharedClock = clock.clone();
+    let orders = OrderExecutor::new(shared.clone()).with_journal(
+        StartJournal::open(&dir.path().join("started.redb"), shared.clone()).unwrap(),
+    );
+    let due = t0 + SignedDuration::from_secs(100);
+    let command = format!("echo ran >> {}; echo out", marker.display());
+    clock.set(due);
+    let first = orders
+        .execute(shell_order("r", false, &due.to_string(), &command))
+        .await;
+    assert!(first.unwrap().success);
+    // Leaders change: no order at all reaches the node until the result left memory.
+    clock.advance(table::RESULT_IN_MEMORY + Duration::from_secs(5));
+    let mut resumed = shell_order("r", true, &due.to_string(), &command);
+    resumed.fencing_token = 4;
+    let again = tokio::time::timeout(Duration::from_secs(10), orders.execute(resumed))
+        .await
+        .expect("answered");
+    // From the journal: its result if already written there, else closed as lost.
+    match again {
+        Ok(result) => assert_eq!(result.output, "out\n"),
+        Err(refusal) => assert!(refusal.reason.contains("started on this node before")),
+    }
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+}
