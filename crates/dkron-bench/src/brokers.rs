@@ -102,6 +102,7 @@ async fn subscribe(url: &str) -> anyhow::Result<Arc<Mutex<Vec<Hit>>>> {
                     job: header("x-dkron-job").unwrap_or_default(),
                     scheduled,
                     arrived,
+                    run: String::new(),
                 });
             }
         }

@@ -88,6 +88,11 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
         from,
         to,
     );
+    // What tells a double run's cause: one execution id twice (a node ran one order twice),
+    // or two ids (the occurrence was claimed twice), and by which leaders' terms.
+    for (job, scheduled, runs) in duplicated(&sink.hits()).into_iter().take(10) {
+        println!("duplicate: job {job} at {scheduled}: {}", runs.join(", "));
+    }
     let trend: Vec<String> = judged
         .p99_by_bucket
         .iter()
@@ -113,6 +118,24 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
         created_while_firing,
     );
     Ok(())
+}
+
+/// Occurrences that arrived more than once: job, nominal time, and each arrival's run and
+/// arrival time.
+fn duplicated(hits: &[Hit]) -> Vec<(String, Timestamp, Vec<String>)> {
+    let mut by: std::collections::BTreeMap<(&str, Timestamp), Vec<&Hit>> = Default::default();
+    for h in hits {
+        by.entry((h.job.as_str(), h.scheduled)).or_default().push(h);
+    }
+    by.into_iter()
+        .filter(|(_, hs)| hs.len() > 1)
+        .map(|((job, at), hs)| {
+            let runs = hs
+                .iter()
+                .map(|h| format!("{} arrived {}", h.run, h.arrived));
+            (job.to_string(), at, runs.collect())
+        })
+        .collect()
 }
 
 pub fn fire_job(name: &str, every_s: u64, sink: &str) -> Value {
@@ -323,6 +346,7 @@ mod tests {
             job: job.into(),
             scheduled,
             arrived: scheduled + SignedDuration::from_millis(late_ms),
+            run: String::new(),
         }
     }
 
@@ -369,6 +393,10 @@ mod tests {
         let j = judged(&hits, 2);
         assert_eq!((j.runs, j.duplicates, j.missing), (8, 1, 0));
         assert_eq!(j.max, 3000.0);
+        let dups = duplicated(&hits);
+        assert_eq!(dups.len(), 1);
+        assert_eq!((dups[0].0.as_str(), dups[0].1), ("b", t(110, 900)));
+        assert_eq!(dups[0].2.len(), 2);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub struct Hit {
     pub job: String,
     pub scheduled: Timestamp,
     pub arrived: Timestamp,
+    /// `X-Dkron-Execution-Id` and `X-Dkron-Fencing-Token` as `id@token`: which run of the
+    /// occurrence, sent by which leader's term (what tells two arrivals of one apart).
+    pub run: String,
 }
 
 pub struct Sink {
@@ -39,16 +42,23 @@ impl Sink {
                         .get("x-dkron-scheduled-time")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<Timestamp>().ok());
-                    let job = headers
-                        .get("x-dkron-job")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
                     if let Some(scheduled) = scheduled {
                         recorded.lock().expect("sink lock").push(Hit {
-                            job,
+                            job: header("x-dkron-job"),
                             scheduled,
                             arrived,
+                            run: format!(
+                                "{}@{}",
+                                header("x-dkron-execution-id"),
+                                header("x-dkron-fencing-token")
+                            ),
                         });
                     }
                     "ok"
