@@ -102,15 +102,17 @@ impl Table {
             // Finished here, and forgotten by this process since (or before a restart).
             return Decision::Answer(result);
         }
-        if self.closing {
-            return Decision::Decline(
-                "this node is shutting down; the run was not started here".into(),
-            );
-        }
+        // Before the shutdown's decline: a declined fresh order may go to another node, and
+        // this one started here already.
         if recorded == Some(Recorded::Started) {
             // A repeated order or a resumed one alike: never run twice.
             return Decision::Refuse(
                 "this run was lost: it started on this node before its result could be kept (the node restarted, or the result was never recorded); it is closed as failed rather than run twice".into(),
+            );
+        }
+        if self.closing {
+            return Decision::Decline(
+                "this node is shutting down; the run was not started here".into(),
             );
         }
         if order.resumed {
@@ -316,6 +318,15 @@ mod tests {
         };
         let d = t.decide(&resumed, ts(UP), later, Some(Recorded::Started));
         assert!(matches!(d, Decision::Refuse(ref m) if m.contains("lost")));
+        // Shutting down: still refused as lost, never declined (a declined fresh order is
+        // free to run on another node).
+        t.closing = true;
+        let d = t.decide(&o, ts(UP), later, Some(Recorded::Started));
+        assert!(matches!(d, Decision::Refuse(ref m) if m.contains("lost")));
+        assert!(matches!(
+            t.decide(&o, ts(UP), later, Some(Recorded::Never)),
+            Decision::Decline(_)
+        ));
     }
 
     #[test]
