@@ -26,6 +26,16 @@ fn with_full_output(cx: &Context, mut e: Execution) -> Execution {
     e
 }
 
+/// Reads execution records on a blocking thread: a read waits until the state writer wrote
+/// what was applied when it asked, and must not hold up a runtime worker meanwhile.
+async fn records<T: Send + 'static>(
+    cx: &Context,
+    read: impl FnOnce(&crate::raft::StateReader) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let state = cx.state.clone();
+    tokio::task::spawn_blocking(move || read(&state)).await?
+}
+
 fn require_job(cx: &Context, job: &str) -> Result<(), ApiError> {
     if cx.state.contains(job) {
         Ok(())
@@ -50,7 +60,8 @@ pub async fn list(
         })?),
     };
     let descending = query.descending(true)?;
-    let mut executions = cx.state.executions(&job)?;
+    let name = job.clone();
+    let mut executions = records(&cx, move |s| s.executions(&name)).await?;
     match query.get("_sort").unwrap_or("") {
         "" | "id" | "started_at" => {
             executions.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)))
@@ -102,9 +113,9 @@ pub async fn show(
     query: Query,
 ) -> Result<Response, ApiError> {
     require_job(&cx, &job)?;
-    let execution = cx
-        .state
-        .execution(&job, &id)?
+    let (name, eid) = (job.clone(), id.clone());
+    let execution = records(&cx, move |s| s.execution(&name, &eid))
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("execution {id} of job {job} not found")))?;
     let mut execution = with_full_output(&cx, execution);
     // Still running: what it printed so far, from the node running it (not in Dkron).
@@ -178,7 +189,9 @@ pub async fn occurrences(
             }
         },
     };
-    let Some((entry, executions)) = cx.state.entry_and_executions(&job)? else {
+    let name = job.clone();
+    let joined = records(&cx, move |s| s.entry_and_executions(&name)).await?;
+    let Some((entry, executions)) = joined else {
         return Err(ApiError::job_not_found(&job));
     };
     let (list, truncated) = dkron_core::occurrence::verdicts(&entry, &executions, from, to, limit);
@@ -230,7 +243,8 @@ pub async fn stop(
 ) -> Result<Response, ApiError> {
     let running = cx.state.running_of(&job).into_iter().find(|e| e.id == id);
     let Some(execution) = running else {
-        return match cx.state.execution(&job, &id)? {
+        let (name, eid) = (job.clone(), id.clone());
+        return match records(&cx, move |s| s.execution(&name, &eid)).await? {
             Some(_) => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("execution {id} of job {job} already finished"),
