@@ -228,21 +228,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 fn purge_blocking(db: &Database, log_id: LogId) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(&Some(log_id)).map_err(write_err)?;
+    let txn = db.begin_write().map_err(write_err)?;
     {
-        let bytes = serde_json::to_vec(&Some(log_id)).map_err(write_err)?;
-        let txn = db.begin_write().map_err(write_err)?;
-        {
-            // The pointer and the deletion commit together, so no hole is ever visible.
-            let mut meta = txn.open_table(META).map_err(write_err)?;
-            meta.insert(LAST_PURGED, bytes.as_slice())
-                .map_err(write_err)?;
-            let mut table = txn.open_table(LOGS).map_err(write_err)?;
-            table
-                .retain_in(..=log_id.index, |_, _| false)
-                .map_err(write_err)?;
-        }
-        txn.commit().map_err(write_err)
+        // The pointer and the deletion commit together, so no hole is ever visible.
+        let mut meta = txn.open_table(META).map_err(write_err)?;
+        meta.insert(LAST_PURGED, bytes.as_slice())
+            .map_err(write_err)?;
+        let mut table = txn.open_table(LOGS).map_err(write_err)?;
+        table
+            .retain_in(..=log_id.index, |_, _| false)
+            .map_err(write_err)?;
     }
+    txn.commit().map_err(write_err)
 }
 
 /// Writes `entries` in one transaction, durable before it returns: commit() fsyncs with

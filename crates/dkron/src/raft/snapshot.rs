@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::reader::Shared;
 use super::state_machine::{
     ACL, EXECUTIONS, JOBS, LAST_APPLIED, MEMBERSHIP, PAUSED, SM_META, STATS, StateMachine,
-    execution_key, load, put_json,
+    applied_point, execution_key, load, put_json,
 };
 use super::{NodeId, ServerNode, StorageError, TypeConfig, codec, read_err, write_err};
 
@@ -289,23 +289,6 @@ fn build_snapshot_blocking(shared: &Shared) -> Result<Snapshot<TypeConfig>, Stor
     current_snapshot(&shared.snapshot_path)
         .map_err(read_err)?
         .ok_or_else(|| read_err(io_error("the snapshot just written is gone")))
-}
-
-/// The applied pointer and membership `txn` is at (the state writer writes them with every
-/// transaction).
-fn applied_point(
-    txn: &redb::ReadTransaction,
-) -> anyhow::Result<(Option<super::LogId>, super::state_machine::Membership)> {
-    let meta = txn.open_table(SM_META)?;
-    let last_applied = match meta.get(LAST_APPLIED)? {
-        Some(v) => serde_json::from_slice(v.value())?,
-        None => None,
-    };
-    let membership = match meta.get(MEMBERSHIP)? {
-        Some(v) => serde_json::from_slice(v.value())?,
-        None => Default::default(),
-    };
-    Ok((last_applied, membership))
 }
 
 /// Installs a snapshot a leader sent (written by openraft into the receiving file): replaces

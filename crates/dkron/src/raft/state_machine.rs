@@ -93,17 +93,10 @@ impl StateMachine {
 
 pub(super) fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Membership))> {
     let txn = db.begin_read()?;
+    let (last_applied, membership) = applied_point(&txn)?;
     let meta = txn.open_table(SM_META)?;
     let get = |key: &str| -> anyhow::Result<Option<Vec<u8>>> {
         Ok(meta.get(key)?.map(|v| v.value().to_vec()))
-    };
-    let last_applied: Option<LogId> = match get(LAST_APPLIED)? {
-        Some(b) => serde_json::from_slice(&b)?,
-        None => None,
-    };
-    let membership: Membership = match get(MEMBERSHIP)? {
-        Some(b) => serde_json::from_slice(&b)?,
-        None => Membership::default(),
     };
     let paused: bool = match get(PAUSED)? {
         Some(b) => serde_json::from_slice(&b)?,
@@ -131,6 +124,23 @@ pub(super) fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Memb
             .with_stats(dkron_core::stats::DailyStats::from_days(days)),
         (last_applied, membership),
     ))
+}
+
+/// The applied pointer and membership `txn` is at (the state writer writes them with every
+/// transaction, a snapshot's install with its records).
+pub(super) fn applied_point(
+    txn: &redb::ReadTransaction,
+) -> anyhow::Result<(Option<LogId>, Membership)> {
+    let meta = txn.open_table(SM_META)?;
+    let last_applied = match meta.get(LAST_APPLIED)? {
+        Some(v) => serde_json::from_slice(v.value())?,
+        None => None,
+    };
+    let membership = match meta.get(MEMBERSHIP)? {
+        Some(v) => serde_json::from_slice(v.value())?,
+        None => Membership::default(),
+    };
+    Ok((last_applied, membership))
 }
 
 pub(super) fn put_json<T: Serialize>(

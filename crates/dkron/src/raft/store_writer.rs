@@ -25,7 +25,9 @@ use redb::{
 };
 use serde::Serialize;
 
-use super::state_machine::{EXECUTIONS, LAST_APPLIED, MEMBERSHIP, Membership, SM_META, job_range};
+use super::state_machine::{
+    EXECUTIONS, LAST_APPLIED, MEMBERSHIP, Membership, SM_META, job_range, put_json,
+};
 use super::{LogId, StorageError, codec, write_err};
 use crate::clock;
 
@@ -335,8 +337,8 @@ fn write(db: &Database, batches: Vec<Pending>) -> Result<(), StorageError> {
         applied = Some(batch.applied);
     }
     if let Some((last, membership)) = applied {
-        Write::json(SM_META, LAST_APPLIED, &last)?.apply(&txn)?;
-        Write::json(SM_META, MEMBERSHIP, &membership)?.apply(&txn)?;
+        put_json(&txn, SM_META, LAST_APPLIED, &last)?;
+        put_json(&txn, SM_META, MEMBERSHIP, &membership)?;
     }
     txn.commit().map_err(write_err)
 }
@@ -347,7 +349,7 @@ mod tests {
     use redb::ReadableDatabase;
 
     use super::*;
-    use crate::raft::state_machine::JOBS;
+    use crate::raft::state_machine::{JOBS, applied_point};
 
     fn open(dir: &tempfile::TempDir) -> Arc<Database> {
         let db = Database::create(dir.path().join("state.redb")).unwrap();
@@ -374,12 +376,8 @@ mod tests {
         t.get(key).unwrap().map(|v| v.value().to_vec())
     }
 
-    fn last_applied(db: &Database) -> Option<u64> {
-        let txn = db.begin_read().unwrap();
-        let t = txn.open_table(SM_META).unwrap();
-        let v = t.get(LAST_APPLIED).unwrap()?;
-        let id: Option<LogId<u64>> = serde_json::from_slice(v.value()).unwrap();
-        id.map(|id| id.index)
+    fn last_applied(txn: &ReadTransaction) -> Option<u64> {
+        applied_point(txn).unwrap().0.map(|id| id.index)
     }
 
     #[test]
@@ -396,7 +394,7 @@ mod tests {
         // The later write of a key wins, and the applied pointer is the last batch's.
         assert_eq!(read(&db, "job").as_deref(), Some(&b"v50"[..]));
         assert_eq!(read(&db, "job37").as_deref(), Some(&b"x"[..]));
-        assert_eq!(last_applied(&db), Some(50));
+        assert_eq!(last_applied(&db.begin_read().unwrap()), Some(50));
     }
 
     #[test]
@@ -411,10 +409,7 @@ mod tests {
         // Written after the read was opened: not in it.
         writer.queue(batch(4, "job", b"v4"));
         writer.caught_up().unwrap();
-        let meta = txn.open_table(SM_META).unwrap();
-        let id: Option<LogId<u64>> =
-            serde_json::from_slice(meta.get(LAST_APPLIED).unwrap().unwrap().value()).unwrap();
-        assert_eq!(id.map(|id| id.index), Some(3));
+        assert_eq!(last_applied(&txn), Some(3));
         let jobs = txn.open_table(JOBS).unwrap();
         assert_eq!(jobs.get("job").unwrap().unwrap().value(), b"v3");
         assert_eq!(read(&db, "job").as_deref(), Some(&b"v4"[..]));
@@ -431,7 +426,7 @@ mod tests {
         // Reopened: only a durable commit survives closing a redb file without one.
         let db = Database::open(dir.path().join("state.redb")).unwrap();
         assert_eq!(read(&db, "job").as_deref(), Some(&b"last"[..]));
-        assert_eq!(last_applied(&db), Some(7));
+        assert_eq!(last_applied(&db.begin_read().unwrap()), Some(7));
     }
 
     #[test]
@@ -453,6 +448,6 @@ mod tests {
         assert!(e.contains("restart the node"), "{e}");
         assert!(writer.reserve().is_err());
         // Nothing of the failed transaction landed.
-        assert_eq!(last_applied(&db), None);
+        assert_eq!(last_applied(&db.begin_read().unwrap()), None);
     }
 }
