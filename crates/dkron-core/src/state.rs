@@ -57,7 +57,8 @@ pub struct JobEntry {
     /// Triggers still in progress, by group id.
     #[serde(default)]
     pub groups: BTreeMap<i64, GroupProgress>,
-    /// Execution records stored for this job, so retention needs no scan.
+    /// Finished execution records stored for this job, so retention needs no scan (a run in
+    /// progress has no record yet: `running` holds it).
     #[serde(default)]
     pub stored_executions: usize,
     /// The fire ledger: every scheduled occurrence at or before this instant is decided
@@ -624,7 +625,6 @@ impl State {
             group.nodes.insert(to, NodeProgress::Running);
         }
         effects.push(Effect::PutJob(job.to_string()));
-        effects.push(Effect::PutExecution(moved.clone()));
         Ok(Response::Started { execution: moved })
     }
 
@@ -667,16 +667,10 @@ impl State {
         while entry.groups.len() > MAX_OPEN_GROUPS {
             entry.groups.pop_first();
         }
+        // The record of a run is written once, when it finishes: until then the entry's
+        // `running` copy is the record (readers join the two), so a run costs the store one
+        // record write instead of two.
         effects.push(Effect::PutJob(execution.job_name.clone()));
-        effects.push(Effect::PutExecution(execution.clone()));
-        entry.stored_executions += 1;
-        if entry.stored_executions > MAX_EXECUTIONS_PER_JOB {
-            effects.push(Effect::PruneExecutions {
-                job: execution.job_name.clone(),
-                remove: entry.stored_executions - MAX_EXECUTIONS_PER_JOB,
-            });
-            entry.stored_executions = MAX_EXECUTIONS_PER_JOB;
-        }
         Ok(Response::Started { execution })
     }
 
@@ -765,6 +759,14 @@ impl State {
             }
         }
         effects.push(Effect::PutExecution(execution));
+        entry.stored_executions += 1;
+        if entry.stored_executions > MAX_EXECUTIONS_PER_JOB {
+            effects.push(Effect::PruneExecutions {
+                job: name.clone(),
+                remove: entry.stored_executions - MAX_EXECUTIONS_PER_JOB,
+            });
+            entry.stored_executions = MAX_EXECUTIONS_PER_JOB;
+        }
         let ephemeral_done = outcome.status == STATUS_SUCCESS
             && entry.job.ephemeral
             && entry.job.dependents().is_empty()

@@ -48,6 +48,23 @@ impl Harness {
         response
     }
 
+    /// A job's executions as the shell's readers show them: the stored (finished) records
+    /// joined with the runs in progress, which have no record yet.
+    fn records(&self, job: &str) -> BTreeMap<String, Execution> {
+        let mut all = self.executions.get(job).cloned().unwrap_or_default();
+        for (id, run) in self
+            .state
+            .jobs
+            .get(job)
+            .map(|e| &e.running)
+            .into_iter()
+            .flatten()
+        {
+            all.entry(id.clone()).or_insert_with(|| run.clone());
+        }
+        all
+    }
+
     fn set(&mut self, json: &str) -> Response {
         let job: Job = serde_json::from_str(json).unwrap();
         self.apply(Command::SetJob {
@@ -253,8 +270,8 @@ fn an_undelivered_run_moves_to_another_node_and_still_runs_once() {
         (run.id.as_str(), "n3")
     );
     // One record, now on n3; the group waits for n3, not n1.
-    assert_eq!(h.executions["m"].len(), 1);
-    assert_eq!(h.executions["m"][&run.id].node_name, "n3");
+    assert_eq!(h.records("m").len(), 1);
+    assert_eq!(h.records("m")[&run.id].node_name, "n3");
     let group = &h.state.jobs["m"].groups[&5];
     assert_eq!(group.nodes.keys().collect::<Vec<_>>(), ["n3"]);
     // A second move from n1 (a stale leader's) is refused: the run is no longer there.
@@ -402,6 +419,49 @@ fn executions_are_pruned_to_the_newest_hundred() {
         "{:019}",
         (start + jiff::SignedDuration::from_secs(20)).as_nanosecond()
     )));
+}
+
+#[test]
+fn a_run_is_written_once_when_it_finishes_and_only_finished_runs_count_for_retention() {
+    let mut h = Harness::default();
+    h.set(r#"{"name":"j","schedule":"@daily","concurrency":"allow"}"#);
+    let start = ts(T0);
+    let mut runs = Vec::new();
+    for i in 0..100 {
+        let t = start + jiff::SignedDuration::from_secs(i);
+        let e = h.run("j", "n1", i, 1, &t.to_string());
+        h.finish(e, true);
+    }
+    // Two more start: no record is written for them, and none of the hundred is pruned.
+    for i in 100..102 {
+        let t = start + jiff::SignedDuration::from_secs(i);
+        let (_, effects) = h.state.apply(Command::StartExecution {
+            execution: Execution {
+                id: Execution::make_id(t, "n1"),
+                job_name: "j".into(),
+                started_at: Some(t),
+                node_name: "n1".into(),
+                group: i,
+                attempt: 1,
+                ..Execution::default()
+            },
+            enforce_forbid: true,
+            moved_from: None,
+        });
+        assert_eq!(effects, vec![Effect::PutJob("j".into())], "start {i}");
+        runs.push(h.state.jobs["j"].running.values().last().unwrap().clone());
+    }
+    assert_eq!(h.executions["j"].len(), 100);
+    assert_eq!(h.records("j").len(), 102);
+    assert_eq!(h.state.jobs["j"].stored_executions, 100);
+    // Finishing one writes its record and prunes the oldest finished one.
+    let first = h.executions["j"].keys().next().unwrap().clone();
+    h.finish(runs.remove(0), false);
+    let stored = &h.executions["j"];
+    assert_eq!(stored.len(), 100);
+    assert!(!stored.contains_key(&first));
+    assert!(stored.values().all(|e| e.finished_at.is_some()));
+    assert_eq!(h.records("j").len(), 101);
 }
 
 #[test]
@@ -663,7 +723,7 @@ fn an_occurrence_is_claimed_once_and_never_before_the_ledger() {
         "{v:?}"
     );
     assert_eq!(h.state.jobs["j"].running.len(), 2);
-    assert_eq!(h.executions["j"].len(), 2);
+    assert_eq!(h.records("j").len(), 2);
     // The same occurrence again (a second leader, a replayed claim) and an older one: refused,
     // and nothing changes.
     for again in ["2026-01-01T00:00:01Z", "2026-01-01T00:00:00.5Z"] {

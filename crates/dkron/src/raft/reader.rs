@@ -2,7 +2,7 @@
 //! `state.redb`, shared by the API, the leader and the gauges. Writes go through the
 //! [`super::Proposer`] only; this handle cannot change anything.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -101,8 +101,8 @@ impl StateReader {
         self.inner.changed.notified().await
     }
 
-    /// The job with its bookkeeping and its stored executions, at one applied point: a ledger
-    /// past an occurrence comes with that occurrence's execution record.
+    /// The job with its bookkeeping and its executions, at one applied point: a ledger past an
+    /// occurrence comes with that occurrence's execution.
     pub fn entry_and_executions(
         &self,
         job: &str,
@@ -115,15 +115,20 @@ impl StateReader {
         let Some(entry) = state.entry(job).cloned() else {
             return Ok(None);
         };
-        let executions = self.stored_executions(job)?;
+        let stored = self.stored_executions(job)?;
         drop(state);
+        let executions = with_running(stored, entry.running.values().cloned());
         Ok(Some((entry, executions)))
     }
 
-    /// The stored executions of a job, oldest first, with every batch applied before the call.
+    /// The executions of a job, finished and in progress, oldest first, with every batch
+    /// applied before the call.
     pub fn executions(&self, job: &str) -> anyhow::Result<Vec<Execution>> {
+        // Runs in progress first: one that finishes meanwhile is then in the records read
+        // after, and the finished record wins.
+        let running = self.running_of(job);
         self.inner.writer.caught_up()?;
-        self.stored_executions(job)
+        Ok(with_running(self.stored_executions(job)?, running))
     }
 
     fn stored_executions(&self, job: &str) -> anyhow::Result<Vec<Execution>> {
@@ -139,13 +144,83 @@ impl StateReader {
     }
 
     pub fn execution(&self, job: &str, id: &str) -> anyhow::Result<Option<Execution>> {
+        let running = self.read(|s| s.entry(job).and_then(|e| e.running.get(id).cloned()));
         self.inner.writer.caught_up()?;
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(EXECUTIONS)?;
         let key = execution_key(job, id);
-        Ok(match table.get(key.as_str())? {
+        let stored: Option<Execution> = match table.get(key.as_str())? {
             Some(v) => Some(super::codec::decode(v.value())?),
             None => None,
+        };
+        Ok(match (stored, running) {
+            (Some(done), _) if done.finished_at.is_some() => Some(done),
+            (stored, running) => running.or(stored),
         })
+    }
+}
+
+/// A job's stored records joined with its runs in progress (which have no record until they
+/// finish), in id order, which is start order. A finished record wins over the running copy
+/// (the run finished between the two reads); a running copy wins over an unfinished record (one
+/// written at the start by an older version: the copy is current, a move included).
+fn with_running(
+    stored: Vec<Execution>,
+    running: impl IntoIterator<Item = Execution>,
+) -> Vec<Execution> {
+    let mut all: BTreeMap<String, Execution> =
+        stored.into_iter().map(|e| (e.id.clone(), e)).collect();
+    for run in running {
+        match all.get(&run.id) {
+            Some(done) if done.finished_at.is_some() => {}
+            _ => {
+                all.insert(run.id.clone(), run);
+            }
+        }
+    }
+    all.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str, node: &str, finished: bool) -> Execution {
+        Execution {
+            id: id.into(),
+            node_name: node.into(),
+            finished_at: finished.then(|| "2026-01-01T00:00:05Z".parse().unwrap()),
+            ..Execution::default()
+        }
+    }
+
+    #[test]
+    fn runs_in_progress_join_the_records_in_start_order_and_a_finished_record_wins() {
+        let stored = vec![
+            run("1", "n1", true),
+            run("3", "n1", true),
+            // Written at the start by an older version; the run has moved to n2 since.
+            run("4", "n1", false),
+        ];
+        let running = vec![
+            run("2", "n1", false),
+            // Finished between the reads: the record wins.
+            run("3", "n1", false),
+            run("4", "n2", false),
+        ];
+        let all = with_running(stored, running);
+        let seen: Vec<_> = all
+            .iter()
+            .map(|e| (e.id.as_str(), e.node_name.as_str(), e.finished_at.is_some()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("1", "n1", true),
+                ("2", "n1", false),
+                ("3", "n1", true),
+                ("4", "n2", false)
+            ]
+        );
     }
 }

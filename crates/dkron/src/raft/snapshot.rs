@@ -383,18 +383,29 @@ mod tests {
                 refuse_when_paused: false,
             });
             for r in 0..runs {
+                let execution = Execution {
+                    id: format!("{r:020}-n1"),
+                    job_name: format!("job{j}"),
+                    started_at: Some("2026-01-01T00:00:01Z".parse().unwrap()),
+                    node_name: "n1".into(),
+                    group: r as i64 + 1,
+                    attempt: 1,
+                    ..Default::default()
+                };
                 commands.push(Command::StartExecution {
-                    execution: Execution {
-                        id: format!("{r:020}-n1"),
-                        job_name: format!("job{j}"),
-                        started_at: Some("2026-01-01T00:00:01Z".parse().unwrap()),
-                        node_name: "n1".into(),
-                        group: r as i64 + 1,
-                        attempt: 1,
-                        ..Default::default()
-                    },
+                    execution: execution.clone(),
                     enforce_forbid: false,
                     moved_from: None,
+                });
+                // Finished, so each run has its record in `state.redb` (a run in progress
+                // has none yet).
+                commands.push(Command::FinishExecution {
+                    execution: Execution {
+                        finished_at: Some("2026-01-01T00:00:02Z".parse().unwrap()),
+                        success: true,
+                        ..execution
+                    },
+                    stopped: false,
                 });
             }
         }
