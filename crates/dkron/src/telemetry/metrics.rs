@@ -38,7 +38,8 @@ pub const IS_LEADER: &str = "dkron_raft_is_leader";
 /// Time from proposing a write on the leader to its commit and apply, in seconds.
 pub const RAFT_COMMIT: &str = "dkron_raft_commit_seconds";
 /// Time this server's state machine took to apply committed entries, by `phase`: `memory`
-/// (the in-memory state, which readers wait for), `store` (writing `state.redb`) and `fsync`
+/// (the in-memory state, which readers wait for), `store` (adding them to the state writer's
+/// open `state.redb` transaction), `commit` (committing it early for a reader) and `fsync`
 /// (its once-a-second durable commit).
 pub const RAFT_APPLY: &str = "dkron_raft_apply_seconds";
 /// Gossip members by `status`: alive, suspect, failed, left.
