@@ -27,16 +27,16 @@ const MAX_OPEN_GROUPS: usize = 64;
 pub enum Effect {
     /// Persist the job entry under this name (it changed).
     PutJob(String),
+    /// Persist only the job's [`Runtime`]: what changed is its run bookkeeping, not the job.
+    PutRuntime(String),
     /// Remove the job entry.
     RemoveJob(String),
+    /// Persist a finished run's record.
     PutExecution(Execution),
     /// Remove every execution of exactly this job.
     DeleteExecutionsOf(String),
     /// Delete the job's `remove` oldest executions (retention; the state counts them).
-    PruneExecutions {
-        job: String,
-        remove: usize,
-    },
+    PruneExecutions { job: String, remove: usize },
     /// Persist the ACL state (it changed).
     PutAcl,
     /// Persist the execution counts of this day (it changed).
@@ -87,6 +87,25 @@ pub enum NodeProgress {
     Failed,
 }
 
+/// What changes in a job entry with every run: the ledger, the runs in progress, the open
+/// groups, the skips, and the job's counters and status. The shell stores it apart from the
+/// entry (whose job definition is about a kilobyte), so a run rewrites a hundred bytes, not
+/// the whole entry; [`JobEntry::set_runtime`] puts the two back together.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Runtime {
+    running: BTreeMap<String, Execution>,
+    groups: BTreeMap<i64, GroupProgress>,
+    stored_executions: usize,
+    fired_through: Option<Timestamp>,
+    skipped: VecDeque<Skip>,
+    success_count: u64,
+    error_count: u64,
+    last_success: Option<Timestamp>,
+    last_error: Option<Timestamp>,
+    status: String,
+}
+
 /// A job's schedule parsed once, with its zone: what the scheduler keeps per job.
 #[derive(Debug, Clone)]
 pub struct CompiledSchedule {
@@ -107,6 +126,38 @@ impl CompiledSchedule {
 }
 
 impl JobEntry {
+    /// The part of the entry that changes with every run.
+    pub fn runtime(&self) -> Runtime {
+        let job = &self.job;
+        Runtime {
+            running: self.running.clone(),
+            groups: self.groups.clone(),
+            stored_executions: self.stored_executions,
+            fired_through: self.fired_through,
+            skipped: self.skipped.clone(),
+            success_count: job.success_count,
+            error_count: job.error_count,
+            last_success: job.last_success,
+            last_error: job.last_error,
+            status: job.status.clone(),
+        }
+    }
+
+    /// The entry with its run bookkeeping replaced by `runtime` (stored later than the entry).
+    pub fn set_runtime(&mut self, runtime: Runtime) {
+        let job = &mut self.job;
+        self.running = runtime.running;
+        self.groups = runtime.groups;
+        self.stored_executions = runtime.stored_executions;
+        self.fired_through = runtime.fired_through;
+        self.skipped = runtime.skipped;
+        job.success_count = runtime.success_count;
+        job.error_count = runtime.error_count;
+        job.last_success = runtime.last_success;
+        job.last_error = runtime.last_error;
+        job.status = runtime.status;
+    }
+
     /// Parses the job's schedule and zone; `None` if either is invalid (validation refuses
     /// such jobs, so only entries written by an older version could get here).
     pub fn compile(&self) -> Option<CompiledSchedule> {
@@ -562,7 +613,7 @@ impl State {
                 reason,
             },
         );
-        effects.push(Effect::PutJob(name.to_string()));
+        effects.push(Effect::PutRuntime(name.to_string()));
         Ok(Response::Claimed { verdict })
     }
 
@@ -594,7 +645,7 @@ impl State {
                 reason,
             },
         );
-        effects.push(Effect::PutJob(name.to_string()));
+        effects.push(Effect::PutRuntime(name.to_string()));
         Ok(Response::Skipped)
     }
 
@@ -624,7 +675,7 @@ impl State {
             group.nodes.remove(from);
             group.nodes.insert(to, NodeProgress::Running);
         }
-        effects.push(Effect::PutJob(job.to_string()));
+        effects.push(Effect::PutRuntime(job.to_string()));
         Ok(Response::Started { execution: moved })
     }
 
@@ -670,7 +721,7 @@ impl State {
         // The record of a run is written once, when it finishes: until then the entry's
         // `running` copy is the record (readers join the two), so a run costs the store one
         // record write instead of two.
-        effects.push(Effect::PutJob(execution.job_name.clone()));
+        effects.push(Effect::PutRuntime(execution.job_name.clone()));
         Ok(Response::Started { execution })
     }
 
@@ -775,7 +826,7 @@ impl State {
             let deleted = self.delete_job(&name, effects);
             outcome.deleted = deleted.is_ok();
         } else {
-            effects.push(Effect::PutJob(name));
+            effects.push(Effect::PutRuntime(name));
         }
         Ok(Response::Finished(outcome))
     }

@@ -16,6 +16,9 @@ const T0: &str = "2026-01-01T00:00:00Z";
 struct Harness {
     state: State,
     executions: BTreeMap<String, BTreeMap<String, Execution>>,
+    /// The job entries and runtimes as the shell stores them, from the effects alone.
+    jobs: BTreeMap<String, JobEntry>,
+    runtimes: BTreeMap<String, Runtime>,
 }
 
 impl Harness {
@@ -38,14 +41,45 @@ impl Harness {
                         list.pop_first();
                     }
                 }
-                Effect::PutJob(_)
-                | Effect::RemoveJob(_)
-                | Effect::PutAcl
-                | Effect::PutStats(_)
-                | Effect::RemoveStats(_) => {}
+                Effect::PutJob(name) => {
+                    let entry = self.state.jobs[&name].clone();
+                    self.runtimes.insert(name.clone(), entry.runtime());
+                    self.jobs.insert(name, entry);
+                }
+                Effect::PutRuntime(name) => {
+                    let runtime = self.state.jobs[&name].runtime();
+                    self.runtimes.insert(name, runtime);
+                }
+                Effect::RemoveJob(name) => {
+                    self.jobs.remove(&name);
+                    self.runtimes.remove(&name);
+                }
+                Effect::PutAcl | Effect::PutStats(_) | Effect::RemoveStats(_) => {}
             }
         }
+        self.assert_stored_entries_are_the_state();
         response
+    }
+
+    /// Every command leaves the stored entries, each with its stored runtime laid over it,
+    /// equal to the state: an effect that only writes the runtime changed nothing else.
+    fn assert_stored_entries_are_the_state(&self) {
+        let stored: BTreeMap<&String, JobEntry> = self
+            .jobs
+            .iter()
+            .map(|(name, entry)| {
+                let mut entry = entry.clone();
+                entry.set_runtime(self.runtimes[name].clone());
+                (name, entry)
+            })
+            .collect();
+        let state: BTreeMap<&String, JobEntry> = self
+            .state
+            .jobs
+            .iter()
+            .map(|(n, e)| (n, e.clone()))
+            .collect();
+        assert_eq!(stored, state, "the stored entries differ from the state");
     }
 
     /// A job's executions as the shell's readers show them: the stored (finished) records
@@ -448,7 +482,7 @@ fn a_run_is_written_once_when_it_finishes_and_only_finished_runs_count_for_reten
             enforce_forbid: true,
             moved_from: None,
         });
-        assert_eq!(effects, vec![Effect::PutJob("j".into())], "start {i}");
+        assert_eq!(effects, vec![Effect::PutRuntime("j".into())], "start {i}");
         runs.push(h.state.jobs["j"].running.values().last().unwrap().clone());
     }
     assert_eq!(h.executions["j"].len(), 100);

@@ -26,6 +26,9 @@ use super::{LogId, NodeId, ServerNode, StorageError, TypeConfig, codec, read_err
 use crate::clock;
 
 pub(super) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// Each job's [`Runtime`] (its run bookkeeping), written apart from `jobs` with every run and
+/// laid over the entry when it is read back ([`stored_entry`]).
+pub(super) const JOB_RUNTIME: TableDefinition<&str, &[u8]> = TableDefinition::new("job_runtime");
 pub(super) const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("executions");
 pub(super) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 /// Daily execution counts, by UTC day (`2026-01-28`).
@@ -59,7 +62,7 @@ impl StateMachine {
     pub fn open(path: &Path) -> anyhow::Result<StateMachine> {
         let db = crate::storage::open_db(path, crate::storage::STATE_CACHE_BYTES)?;
         let txn = db.begin_write()?;
-        for table in [JOBS, EXECUTIONS, SM_META, STATS] {
+        for table in [JOBS, JOB_RUNTIME, EXECUTIONS, SM_META, STATS] {
             txn.open_table(table)?;
         }
         txn.commit()?;
@@ -112,10 +115,11 @@ pub(super) fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Memb
         days.push((k.value().parse()?, serde_json::from_slice(v.value())?));
     }
     let jobs = txn.open_table(JOBS)?;
+    let runtimes = txn.open_table(JOB_RUNTIME)?;
     let mut entries = Vec::new();
     for item in jobs.iter()? {
         let (k, v) = item?;
-        let entry: JobEntry = codec::decode(v.value())?;
+        let entry = stored_entry(&runtimes, k.value(), v.value())?;
         entries.push((k.value().to_string(), entry));
     }
     Ok((
@@ -124,6 +128,20 @@ pub(super) fn load(db: &Database) -> anyhow::Result<(State, (Option<LogId>, Memb
             .with_stats(dkron_core::stats::DailyStats::from_days(days)),
         (last_applied, membership),
     ))
+}
+
+/// A job entry as stored in `jobs`, with its runtime from `job_runtime` laid over it (written
+/// later: the entry's own bookkeeping is as of the job's last change).
+pub(super) fn stored_entry(
+    runtimes: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+    bytes: &[u8],
+) -> anyhow::Result<JobEntry> {
+    let mut entry: JobEntry = codec::decode(bytes)?;
+    if let Some(runtime) = runtimes.get(name)? {
+        entry.set_runtime(codec::decode(runtime.value())?);
+    }
+    Ok(entry)
 }
 
 /// The applied pointer and membership `txn` is at (the state writer writes them with every
@@ -162,6 +180,8 @@ pub(super) fn put_json<T: Serialize>(
 #[derive(Default)]
 struct Deferred {
     jobs: BTreeSet<String>,
+    /// Jobs whose runtime alone changed.
+    runtimes: BTreeSet<String>,
     days: BTreeSet<jiff::civil::Date>,
     acl: bool,
 }
@@ -169,11 +189,23 @@ struct Deferred {
 impl Deferred {
     /// Encodes each job, day and the ACL state as the state has it now (absent: removed).
     fn encode(self, writes: &mut Vec<Write>, state: &State) -> Result<(), StorageError> {
-        for name in self.jobs {
-            writes.push(match state.entry(&name) {
-                Some(entry) => Write::record(JOBS, name, entry)?,
-                None => Write::Remove(JOBS, name),
+        for name in self.runtimes.difference(&self.jobs) {
+            writes.push(match state.entry(name) {
+                Some(entry) => Write::record(JOB_RUNTIME, name.clone(), &entry.runtime())?,
+                None => Write::Remove(JOB_RUNTIME, name.clone()),
             });
+        }
+        for name in self.jobs {
+            match state.entry(&name) {
+                Some(entry) => {
+                    writes.push(Write::record(JOB_RUNTIME, name.clone(), &entry.runtime())?);
+                    writes.push(Write::record(JOBS, name, entry)?);
+                }
+                None => {
+                    writes.push(Write::Remove(JOB_RUNTIME, name.clone()));
+                    writes.push(Write::Remove(JOBS, name));
+                }
+            }
         }
         for day in &self.days {
             let key = day.to_string();
@@ -200,6 +232,9 @@ fn encode_effect(
         Effect::PutJob(name) | Effect::RemoveJob(name) => {
             deferred.jobs.insert(name.clone());
         }
+        Effect::PutRuntime(name) => {
+            deferred.runtimes.insert(name.clone());
+        }
         Effect::PutStats(day) | Effect::RemoveStats(day) => {
             deferred.days.insert(*day);
         }
@@ -220,7 +255,10 @@ fn encode_effect(
 
 fn effect_job(effect: &Effect) -> Option<&str> {
     match effect {
-        Effect::PutJob(n) | Effect::RemoveJob(n) | Effect::DeleteExecutionsOf(n) => Some(n),
+        Effect::PutJob(n)
+        | Effect::PutRuntime(n)
+        | Effect::RemoveJob(n)
+        | Effect::DeleteExecutionsOf(n) => Some(n),
         Effect::PutExecution(e) => Some(&e.job_name),
         Effect::PruneExecutions { job, .. } => Some(job),
         Effect::PutAcl | Effect::PutStats(_) | Effect::RemoveStats(_) => None,
