@@ -25,6 +25,31 @@ pub(super) fn parse_tags(raw: &[String]) -> anyhow::Result<BTreeMap<String, Stri
         .collect()
 }
 
+/// Raises this process's open-files limit to its hard limit, as Go (and so Dkron) does at
+/// start: every run's HTTP call and every client of the API holds a descriptor, and the soft
+/// limit many systems start services with (1,024) is reached at a few hundred runs at once.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on this process, with a valid rlimit to read and write.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        soft < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+    };
+    if raised {
+        tracing::debug!(
+            open_files = limit.rlim_cur,
+            "raised the open-files limit to the hard limit"
+        );
+    }
+}
+
 pub(super) fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     if !args.tag.is_empty() {
         args.tags = Some(parse_tags(&args.tag)?);
@@ -49,6 +74,7 @@ pub(super) fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
+    raise_open_files_limit();
     // Storage calls (redb commits, fsync) block the worker that makes them; a few workers
     // more than cores keep the scheduler and starting runs moving meanwhile.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;

@@ -17,6 +17,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a run order may take to answer: the worker's hold, plus margin for the answer.
 const EXECUTE_TIMEOUT: Duration = Duration::from_secs(wire::EXECUTE_HOLD.as_secs() + 5);
 
+/// How often an idle RPC connection is pinged, and how long a ping may go unanswered before
+/// the connection is dropped (the next call opens a new one).
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 /// Why a Raft call got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum RaftCallError {
@@ -63,17 +67,21 @@ impl RpcClient {
     /// `https://`), or in plain HTTP when the cluster has no key.
     pub fn new(tls: Option<&ClusterTls>) -> anyhow::Result<RpcClient> {
         let http = http_client(None)?;
-        let (rpc, scheme) = match tls {
-            Some(tls) => {
-                let rpc = reqwest::Client::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .use_preconfigured_tls(tls.client_config()?)
-                    .build()
-                    .map_err(|e| anyhow::anyhow!("building the RPC client: {e}"))?;
-                (rpc, "https")
-            }
-            None => (http.clone(), "http"),
+        // HTTP/2 only: one connection to each node carries every call (see `serve_on`),
+        // pinged so that a connection to a node that vanished is noticed and replaced.
+        let builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_prior_knowledge()
+            .http2_keep_alive_interval(KEEP_ALIVE)
+            .http2_keep_alive_timeout(KEEP_ALIVE)
+            .http2_keep_alive_while_idle(true);
+        let (builder, scheme) = match tls {
+            Some(tls) => (builder.use_preconfigured_tls(tls.client_config()?), "https"),
+            None => (builder, "http"),
         };
+        let rpc = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the RPC client: {e}"))?;
         Ok(RpcClient { rpc, http, scheme })
     }
 
@@ -236,5 +244,86 @@ impl RpcClient {
     pub async fn leave(&self, addr: &str) -> Result<Result<(), String>, reqwest::Error> {
         self.post(addr, wire::LEAVE, &(), Duration::from_secs(10))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::extract::{ConnectInfo, Request};
+    use axum::routing::post;
+
+    use super::*;
+    use crate::rpc::PeerAddr;
+    use crate::shutdown::Shutdown;
+
+    /// More than hyper's default limit of streams on one HTTP/2 connection (200).
+    const AT_ONCE: usize = 300;
+
+    #[tokio::test]
+    async fn calls_to_a_node_share_one_http2_connection_even_hundreds_held_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // Every call is held until all of them arrived, as run orders are held by workers.
+        let all_in = Arc::new(tokio::sync::Barrier::new(AT_ONCE));
+        let router = Router::new().route(
+            "/held",
+            post(
+                move |ConnectInfo(peer): ConnectInfo<PeerAddr>, req: Request| {
+                    let all_in = all_in.clone();
+                    async move {
+                        all_in.wait().await;
+                        axum::Json((peer.0.port(), format!("{:?}", req.version())))
+                    }
+                },
+            ),
+        );
+        let shutdown = Shutdown::default();
+        tokio::spawn(crate::rpc::serve(
+            listener,
+            router,
+            shutdown.clone(),
+            "test",
+        ));
+
+        let client = RpcClient::new(None).unwrap();
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..AT_ONCE {
+            let (client, addr) = (client.clone(), addr.clone());
+            calls.spawn(async move {
+                client
+                    .post::<_, (u16, String)>(&addr, "/held", &(), Duration::from_secs(20))
+                    .await
+            });
+        }
+        let answers = tokio::time::timeout(Duration::from_secs(30), calls.join_all())
+            .await
+            .expect("every call was in flight at once");
+        let answers: Vec<(u16, String)> = answers.into_iter().map(Result::unwrap).collect();
+        let ports: std::collections::BTreeSet<u16> = answers.iter().map(|a| a.0).collect();
+        assert_eq!(ports.len(), 1, "one connection, not {}", ports.len());
+        assert!(
+            answers.iter().all(|a| a.1 == "HTTP/2.0"),
+            "{:?}",
+            answers[0]
+        );
+
+        // A node of an earlier version calls in HTTP/1.1: still answered.
+        let old = reqwest::Client::builder().http1_only().build().unwrap();
+        let mut held = tokio::task::JoinSet::new();
+        for _ in 0..AT_ONCE {
+            let (old, addr) = (old.clone(), addr.clone());
+            held.spawn(async move {
+                let answer = old.post(format!("http://{addr}/held")).send().await?;
+                answer.json::<(u16, String)>().await
+            });
+        }
+        let answers = tokio::time::timeout(Duration::from_secs(30), held.join_all())
+            .await
+            .expect("every HTTP/1.1 call answered");
+        assert!(answers.iter().all(|a| a.as_ref().unwrap().1 == "HTTP/1.1"));
+        shutdown.request();
     }
 }

@@ -249,7 +249,8 @@ impl ClusterTls {
             .context("TLS 1.3")?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(self.current.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 is what nodes speak (`rpc/client.rs`); HTTP/1.1 for earlier versions.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 
@@ -268,7 +269,7 @@ impl ClusterTls {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_cert_resolver(self.current.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
 
