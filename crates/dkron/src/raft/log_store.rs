@@ -7,7 +7,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, RaftLogReader, Vote};
@@ -15,6 +15,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::log_tail::{TAIL_BYTES, Tail};
 use super::{LogId, NodeId, StorageError, TypeConfig, codec, read_err, write_err};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
@@ -35,6 +36,7 @@ const LAST_PURGED: &str = "last_purged";
 pub struct LogStore {
     db: Arc<Database>,
     growth: Arc<super::compaction::LogGrowth>,
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl LogStore {
@@ -47,7 +49,12 @@ impl LogStore {
         Ok(LogStore {
             db: Arc::new(db),
             growth: Arc::default(),
+            tail: Arc::new(Mutex::new(Tail::new(TAIL_BYTES))),
         })
+    }
+
+    fn tail(&self) -> MutexGuard<'_, Tail> {
+        self.tail.lock().expect("log tail lock poisoned")
     }
 
     /// The count of bytes appended, for snapshots by log size (`compaction.rs`).
@@ -127,6 +134,21 @@ impl LogStore {
         range: (Bound<u64>, Bound<u64>),
         max_bytes: usize,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let start = match range.0 {
+            Bound::Included(i) => Some(i),
+            Bound::Excluded(i) => i.checked_add(1),
+            Bound::Unbounded => None,
+        };
+        let end = match range.1 {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(i),
+            Bound::Unbounded => None,
+        };
+        if let (Some(start), Some(end)) = (start, end)
+            && let Some(entries) = self.tail().range(start, end, max_bytes)
+        {
+            return Ok(entries);
+        }
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(LOGS).map_err(read_err)?;
         let mut entries = Vec::new();
@@ -198,16 +220,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // On a blocking thread: the fsync takes milliseconds to a quarter second when three
         // servers share a disk, and on a runtime worker it stalled every timer and request
         // scheduled there (runs fired late while their claims had long committed).
-        let (db, growth) = (self.db.clone(), self.growth.clone());
+        let (db, growth, tail) = (self.db.clone(), self.growth.clone(), self.tail.clone());
         let entries: Vec<_> = entries.into_iter().collect();
-        tokio::task::spawn_blocking(move || append_blocking(&db, &growth, entries))
-            .await
-            .map_err(write_err)??;
+        tokio::task::spawn_blocking(move || {
+            let appended = append_blocking(&db, &growth, entries)?;
+            tail.lock()
+                .expect("log tail lock poisoned")
+                .appended(appended);
+            Ok::<_, StorageError>(())
+        })
+        .await
+        .map_err(write_err)??;
         callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Out of the tail first: a read meanwhile finds them in the file, as before.
+        self.tail().truncate(log_id.index);
         let txn = self.db.begin_write().map_err(write_err)?;
         {
             let mut table = txn.open_table(LOGS).map_err(write_err)?;
@@ -220,6 +250,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Thousands of entries go at once after a snapshot: not on a runtime worker.
+        self.tail().purge(log_id.index);
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || purge_blocking(&db, log_id))
             .await
@@ -244,13 +275,15 @@ fn purge_blocking(db: &Database, log_id: LogId) -> Result<(), StorageError> {
 }
 
 /// Writes `entries` in one transaction, durable before it returns: commit() fsyncs with
-/// redb's default immediate durability, so a 2xx means the entry is on disk.
+/// redb's default immediate durability, so a 2xx means the entry is on disk. Answers the
+/// entries with their stored sizes, for the tail.
 fn append_blocking(
     db: &Database,
     growth: &super::compaction::LogGrowth,
     entries: Vec<Entry<TypeConfig>>,
-) -> Result<(), StorageError> {
+) -> Result<Vec<(Entry<TypeConfig>, usize)>, StorageError> {
     let txn = db.begin_write().map_err(write_err)?;
+    let mut appended = Vec::with_capacity(entries.len());
     {
         let mut table = txn.open_table(LOGS).map_err(write_err)?;
         for entry in entries {
@@ -259,9 +292,11 @@ fn append_blocking(
             table
                 .insert(entry.log_id.index, bytes.as_slice())
                 .map_err(write_err)?;
+            appended.push((entry, bytes.len()));
         }
     }
-    txn.commit().map_err(write_err)
+    txn.commit().map_err(write_err)?;
+    Ok(appended)
 }
 
 #[cfg(test)]
@@ -299,6 +334,34 @@ mod tests {
 
     fn indexes(entries: &[Entry<TypeConfig>]) -> Vec<u64> {
         entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[test]
+    fn appended_entries_read_back_from_the_tail_as_from_the_file() {
+        let (_dir, store, _) = store_with_blanks(4);
+        let entries: Vec<Entry<TypeConfig>> = (5..=9)
+            .map(|i| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(2, 0), i),
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        let appended = append_blocking(&store.db, &store.growth, entries.clone()).unwrap();
+        store.tail().appended(appended);
+        let range = (Bound::Included(5), Bound::Excluded(10));
+        let cached = store.read_range(range, usize::MAX).unwrap();
+        assert_eq!(cached, entries);
+        // The same range from the file: what the tail answered is what the log holds.
+        let emptied = LogStore {
+            tail: Arc::new(Mutex::new(Tail::new(0))),
+            ..store.clone()
+        };
+        assert_eq!(emptied.read_range(range, usize::MAX).unwrap(), cached);
+        // A range reaching before the tail comes from the file, whole.
+        let all = (Bound::Included(3), Bound::Included(9));
+        assert_eq!(
+            indexes(&store.read_range(all, usize::MAX).unwrap()),
+            [3, 4, 5, 6, 7, 8, 9]
+        );
     }
 
     #[test]

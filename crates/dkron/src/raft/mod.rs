@@ -8,7 +8,8 @@
 //! - [`Voters`] (`voters.rs`): the Raft configuration: bootstrap, admission, removal, peers.
 //! - `routes.rs`: what the RPC port answers for consensus (append, vote, snapshot, forwarded
 //!   writes, elect, peers, remove-peer).
-//! - `log_store.rs`: the Raft log, vote and committed pointer in `raft.redb` (fsynced appends).
+//! - `log_store.rs`: the Raft log, vote and committed pointer in `raft.redb` (fsynced appends);
+//!   `log_tail.rs`: its newest entries decoded in memory, for replication and apply.
 //! - `state_machine.rs`, `snapshot.rs`: the core's [`dkron_core::state::State`] persisted in
 //!   `state.redb` with the execution records; snapshots built from one consistent view.
 //! - `store_writer.rs`: the thread that writes applied batches to `state.redb` behind
@@ -25,6 +26,7 @@ mod leadership;
 // openraft fixes the storage error type (224 bytes); our helpers must return it as is.
 #[allow(clippy::result_large_err)]
 mod log_store;
+mod log_tail;
 mod network;
 mod proposer;
 mod reader;
