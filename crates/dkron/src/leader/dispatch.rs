@@ -82,6 +82,21 @@ impl Leader {
         loop {
             let problem = match self.rpc.execute(rpc_addr, &order).await {
                 Ok(OrderAnswer::Done { result }) => return Ok(result),
+                // Sent under this leader's previous term (held up on a connection to a node
+                // cut off, say) and refused by a node that has heard from its current one: the
+                // same run asked about under the current term, which answers it, or starts it
+                // if the node never did. The run is still this leader's: a regained leadership
+                // does not resume the runs this process carries.
+                Ok(OrderAnswer::Refused { .. })
+                    if order.fencing_token < self.leadership.term()
+                        && self.leadership.is_leader() =>
+                {
+                    order.fencing_token = self.leadership.term();
+                    order.resumed = true;
+                    first = false;
+                    last_contact = self.clock.instant();
+                    continue;
+                }
                 Ok(OrderAnswer::Refused { reason }) => return Ok(failed(reason)),
                 // A fresh order the node declined is free to go elsewhere; a resumed one is
                 // asked about again (the node's next process knows from its journal).
