@@ -17,9 +17,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a run order may take to answer: the worker's hold, plus margin for the answer.
 const EXECUTE_TIMEOUT: Duration = Duration::from_secs(wire::EXECUTE_HOLD.as_secs() + 5);
 
-/// How often an idle RPC connection is pinged, and how long a ping may go unanswered before
-/// the connection is dropped (the next call opens a new one).
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How often an RPC connection is pinged, and how long a ping may go unanswered before the
+/// connection is dropped (the next call opens a new one). A node cut off holds the run orders
+/// sent to it until it is back; once the connection is dropped, the next order fails to
+/// connect and its run goes to another node, as over HTTP/1.1 after its connect timeout.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(1);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a Raft call got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +75,8 @@ impl RpcClient {
         let builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_prior_knowledge()
-            .http2_keep_alive_interval(KEEP_ALIVE)
-            .http2_keep_alive_timeout(KEEP_ALIVE)
+            .http2_keep_alive_interval(KEEP_ALIVE_EVERY)
+            .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .http2_keep_alive_while_idle(true);
         let (builder, scheme) = match tls {
             Some(tls) => (builder.use_preconfigured_tls(tls.client_config()?), "https"),
