@@ -221,13 +221,14 @@ impl Leader {
                 .unwrap_or_default(),
         );
         let whole = Execution { output, ..done };
-        self.notify_finished(job, whole, &outcome, previous_status);
+        self.notify_finished(job, whole, &outcome, previous_status)
+            .await;
         Some(outcome)
     }
 
     /// Cronitor's ping for every attempt; email and webhook once the last attempt finished.
     /// `done` carries the whole output (after processors), not the replicated tail.
-    fn notify_finished(
+    async fn notify_finished(
         &self,
         job: &Job,
         done: Execution,
@@ -245,9 +246,12 @@ impl Leader {
         if outcome.retry || !notifier.notifies_finished() {
             return;
         }
-        let group: Vec<Execution> = self
-            .state
-            .executions(&job.name)
+        // Read on a blocking thread: it waits for the state writer to commit what it holds.
+        let (state, name) = (self.state.clone(), job.name.clone());
+        let group: Vec<Execution> = tokio::task::spawn_blocking(move || state.executions(&name))
+            .await
+            .ok()
+            .and_then(Result::ok)
             .unwrap_or_default()
             .into_iter()
             .filter(|e| e.group == done.group)
