@@ -1241,6 +1241,20 @@ async fn a_leader_behind_schedule_decides_late_occurrences_by_policy_and_recover
         let r = api.post("/v1/jobs", &job).await;
         assert_eq!(r.status, 201, "{}", r.text);
     }
+    // The follower answers from its own applied state: judge from it once it has every job.
+    wait_until(
+        Duration::from_secs(10),
+        "the follower has the jobs",
+        async || {
+            for (job, ..) in jobs {
+                if follower.get(&format!("/v1/jobs/{job}")).await.status != 200 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
     let start = clock.now();
     clock.advance(Duration::from_secs(300));
     let jumped = clock.now();
