@@ -17,8 +17,7 @@ use super::TypeConfig;
 
 /// Stored bytes of entries the tail keeps at most (about three times that decoded): at
 /// 4,000 runs/s the log grows about 3 MB/s, so this covers the ~150 ms a follower or the apply
-/// lags at most when they keep up. 2 MiB cost a single server 6 MB of RSS while 10,000 jobs
-/// were created (`dkron-bench rss`).
+/// lags at most when they keep up.
 pub(super) const TAIL_BYTES: usize = 512 << 10;
 
 /// Consecutive entries, oldest first, each with its stored size.
