@@ -4,9 +4,11 @@
 //! `apply` changes the in-memory state and queues the batch's encoded writes ([`Pending`]);
 //! the thread adds them to one open transaction and commits it once a second (or at 16 MiB),
 //! with the last batch's `last_applied` and membership, so the file is always at one applied
-//! point, durably. A commit rewrites every B-tree page its writes touched: committing each
-//! turn, at 4,000 runs/s on three servers, rewrote the same job-table pages dozens of times a
-//! second, 28–45 MB/s per server of which one commit a second writes a fraction. Nothing on the log's commit path waits for redb or an fsync: before,
+//! point, durably. A commit rewrites every B-tree page its writes touched, so a page touched
+//! by many batches within a second is written once, not once per turn (at 4,000 runs/s on
+//! three servers the writer still wrote 22–36 MB/s per server after this: most pages a second
+//! of runs touches are distinct, BENCHMARKS.md). Nothing on the log's commit path waits for
+//! redb or an fsync: before,
 //! `apply` wrote and fsynced itself, and a claim's commit waited p99 478 ms behind it at 2,000
 //! runs/s on three servers (p50 6 ms), so runs claimed half a second ahead still started late.
 //!
