@@ -64,25 +64,21 @@ impl Tail {
 
     /// Before the log drops every entry from index `from` on.
     pub(super) fn truncate(&mut self, from: u64) {
-        while self
-            .entries
-            .back()
-            .is_some_and(|(e, _)| e.log_id.index >= from)
+        while let Some((entry, size)) = self.entries.back()
+            && entry.log_id.index >= from
         {
-            let (_, size) = self.entries.pop_back().expect("checked");
             self.bytes -= size;
+            self.entries.pop_back();
         }
     }
 
     /// Before the log drops every entry up to index `upto`.
     pub(super) fn purge(&mut self, upto: u64) {
-        while self
-            .entries
-            .front()
-            .is_some_and(|(e, _)| e.log_id.index <= upto)
+        while let Some((entry, size)) = self.entries.front()
+            && entry.log_id.index <= upto
         {
-            let (_, size) = self.entries.pop_front().expect("checked");
             self.bytes -= size;
+            self.entries.pop_front();
         }
     }
 

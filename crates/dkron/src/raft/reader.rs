@@ -153,10 +153,7 @@ impl StateReader {
             Some(v) => Some(super::codec::decode(v.value())?),
             None => None,
         };
-        Ok(match (stored, running) {
-            (Some(done), _) if done.finished_at.is_some() => Some(done),
-            (stored, running) => running.or(stored),
-        })
+        Ok(with_running(stored.into_iter().collect(), running).pop())
     }
 }
 

@@ -189,22 +189,19 @@ struct Deferred {
 impl Deferred {
     /// Encodes each job, day and the ACL state as the state has it now (absent: removed).
     fn encode(self, writes: &mut Vec<Write>, state: &State) -> Result<(), StorageError> {
-        for name in self.runtimes.difference(&self.jobs) {
-            writes.push(match state.entry(name) {
+        // A changed job is written whole, its runtime too, so the runtime laid over it on
+        // reading is never older than the entry.
+        for name in self.runtimes.union(&self.jobs) {
+            let entry = state.entry(name);
+            writes.push(match entry {
                 Some(entry) => Write::record(JOB_RUNTIME, name.clone(), &entry.runtime())?,
                 None => Write::Remove(JOB_RUNTIME, name.clone()),
             });
-        }
-        for name in self.jobs {
-            match state.entry(&name) {
-                Some(entry) => {
-                    writes.push(Write::record(JOB_RUNTIME, name.clone(), &entry.runtime())?);
-                    writes.push(Write::record(JOBS, name, entry)?);
-                }
-                None => {
-                    writes.push(Write::Remove(JOB_RUNTIME, name.clone()));
-                    writes.push(Write::Remove(JOBS, name));
-                }
+            if self.jobs.contains(name) {
+                writes.push(match entry {
+                    Some(entry) => Write::record(JOBS, name.clone(), entry)?,
+                    None => Write::Remove(JOBS, name.clone()),
+                });
             }
         }
         for day in &self.days {
