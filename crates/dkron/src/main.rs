@@ -1,10 +1,15 @@
 //! The `dkron` binary: parse the command line, then hand over to the library.
+// With `system-allocator`, mimalloc's options are not set.
+#![cfg_attr(feature = "system-allocator", allow(dead_code))]
 
 use std::process::ExitCode;
 
 /// mimalloc rather than glibc's malloc: a leader at 4,000 runs/s spent a quarter of its CPU
 /// in glibc's allocator (arena locks, chunk coalescing), and freed memory stayed in its
 /// arenas as RSS.
+/// The `system-allocator` feature keeps glibc's, for heap profilers (heaptrack, massif) that
+/// see only `malloc`: `cargo build --release -p dkron --features system-allocator`.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -29,7 +34,7 @@ extern "C" fn allocator_options() {
     }
 }
 
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "system-allocator")))]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
