@@ -17,7 +17,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 use crate::cluster::{Server, start_cluster_with};
-use crate::scale::{create, fire_job, judge, leader, send_all};
+use crate::scale::{create_paced, fire_job, judge, leader, send_all, spread_rate};
 use crate::sink::Sink;
 
 pub struct Shape {
@@ -52,7 +52,8 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
             job
         })
         .collect();
-    create(client, leader, jobs, "jobs", None).await?;
+    let pace = spread_rate(jobs.len(), shape.every_s);
+    create_paced(client, leader, jobs, "jobs", None, Some(pace)).await?;
 
     let overloaded_from = Timestamp::now();
     let mut max_behind: f64 = 0.0;
@@ -77,6 +78,7 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
         &[200, 404],
         "deletes",
         Some(PHASE_BOUND),
+        None,
     )
     .await?;
     let delete_s = deleting.elapsed().as_secs_f64();
