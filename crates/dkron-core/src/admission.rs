@@ -24,13 +24,25 @@ pub enum Admission {
 /// The longest `Retry-After` given.
 const MAX_RETRY_AFTER_S: u64 = 30;
 
+/// Whether a command takes load off (deleting a job, saving it disabled, pausing
+/// submissions): never refused, and proposed ahead of the work already queued, which it would
+/// otherwise wait behind (measured: 21 deletes a second while 30,000 jobs `@every 5s` kept the
+/// leader 3 to 7 s behind).
+pub fn relieves(command: &Command) -> bool {
+    match command {
+        Command::DeleteJob { .. } | Command::SetPaused { .. } => true,
+        Command::SetJob { job, .. } => job.disabled,
+        Command::Batch { commands } => !commands.is_empty() && commands.iter().all(relieves),
+        _ => false,
+    }
+}
+
 /// Whether a client asked for this command (and may be told to come back later).
 pub fn sheddable(command: &Command) -> bool {
     match command {
-        // Takes load off: never refused.
-        Command::DeleteJob { .. } => false,
-        Command::SetJob { job, .. } if job.disabled => false,
-        Command::SetPaused { .. } => false,
+        command if relieves(command) => false,
+        // (Always relieves, above.)
+        Command::DeleteJob { .. } | Command::SetPaused { .. } => false,
         Command::SetJob { .. }
         | Command::ToggleJob { .. }
         | Command::DeleteExecutions { .. }
@@ -135,6 +147,17 @@ mod tests {
             let pause = Command::SetPaused { paused };
             assert_eq!(admit(&pause, 1_000_000, 10), Admission::Queue);
         }
+        // ... and goes ahead of the queued work; an enabled job's save, a finish, a claim
+        // and a batch with anything else in it wait their turn.
+        assert!(relieves(&delete) && relieves(&disable));
+        assert!(relieves(&Command::Batch {
+            commands: vec![delete.clone(), disable.clone()]
+        }));
+        assert!(!relieves(&Command::Batch {
+            commands: vec![delete.clone(), create()]
+        }));
+        assert!(!relieves(&Command::Batch { commands: vec![] }));
+        assert!(!relieves(&create()) && !relieves(&finish()));
         // An enabled job's save is shed as before.
         assert!(sheddable(&create()));
     }

@@ -43,6 +43,8 @@ struct PendingWrite {
 #[derive(Clone)]
 pub struct Proposer {
     writes: mpsc::UnboundedSender<PendingWrite>,
+    /// What takes load off ([`admission::relieves`]): packed ahead of `writes`.
+    urgent: mpsc::UnboundedSender<PendingWrite>,
     /// Commands proposed here and not answered yet.
     pending: Arc<AtomicUsize>,
     /// How many may wait before client writes are refused ([`WRITE_QUEUE`]).
@@ -55,9 +57,11 @@ pub struct Proposer {
 impl Proposer {
     pub(super) fn start(raft: Raft, name: String, rpc: RpcClient) -> Proposer {
         let (writes, pending) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(raft.clone(), pending));
+        let (urgent, urgent_pending) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(raft.clone(), urgent_pending, pending));
         Proposer {
             writes,
+            urgent,
             pending: Arc::default(),
             capacity: Arc::new(AtomicUsize::new(WRITE_QUEUE)),
             raft,
@@ -102,8 +106,12 @@ impl Proposer {
         self.pending.fetch_add(weight, Ordering::AcqRel);
         let _waiting = Waiting(self.pending.clone(), weight);
         let (reply, answer) = oneshot::channel();
-        self.writes
-            .send(PendingWrite { command, reply })
+        let lane = if admission::relieves(&command) {
+            &self.urgent
+        } else {
+            &self.writes
+        };
+        lane.send(PendingWrite { command, reply })
             .map_err(|_| WriteError::Fatal("the node is shutting down".into()))?;
         answer
             .await
@@ -148,18 +156,31 @@ impl Drop for Waiting {
 }
 
 /// The group-commit loop: takes the first queued proposal, packs every other one already
-/// waiting into the same log entry, and keeps at most [`MAX_IN_FLIGHT`] entries in flight.
-async fn write_loop(raft: Raft, mut pending: mpsc::UnboundedReceiver<PendingWrite>) {
+/// waiting into the same log entry (what takes load off first, from `urgent`), and keeps at
+/// most [`MAX_IN_FLIGHT`] entries in flight.
+async fn write_loop(
+    raft: Raft,
+    mut urgent: mpsc::UnboundedReceiver<PendingWrite>,
+    mut pending: mpsc::UnboundedReceiver<PendingWrite>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = pending.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            Some(w) = urgent.recv() => w,
+            Some(w) = pending.recv() => w,
+            else => return,
+        };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match pending.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+        for lane in [&mut urgent, &mut pending] {
+            while batch.len() < MAX_BATCH {
+                match lane.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
             }
         }
         let raft = raft.clone();
