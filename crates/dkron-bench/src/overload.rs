@@ -17,7 +17,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 use crate::cluster::{Server, start_cluster_with};
-use crate::scale::{fire_job, judge, leader, send_all, spread_rate};
+use crate::scale::{create_paced, fire_job, judge, leader, send_all, spread_rate};
 use crate::sink::Sink;
 
 pub struct Shape {
@@ -59,20 +59,11 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
         .collect();
     let pace = spread_rate(jobs.len(), shape.every_s);
     // Bounded: past what the cluster keeps up with, the leader sheds creates (503 with
-    // Retry-After) for as long as it is behind, so the rest may never be created.
-    let url = format!("{}/v1/jobs", leader.base());
+    // Retry-After) for as long as it is behind, so the rest may never be created. Sent in
+    // order: what gets created is j0 up to `created`.
     let create_bound = Duration::from_secs_f64(jobs.len() as f64 / pace) + CREATE_GRACE;
-    // Sent from the end: reversed, so what gets created is j0 up to `created`.
-    let (created, _) = send_all(
-        client,
-        jobs.into_iter().rev().collect(),
-        move |c, job| c.post(&url).json(job),
-        &[201],
-        "jobs",
-        Some(create_bound),
-        Some(pace),
-    )
-    .await?;
+    let (created, _) =
+        create_paced(client, leader, jobs, "jobs", Some(create_bound), Some(pace)).await?;
 
     let overloaded_from = Timestamp::now();
     let mut max_behind: f64 = 0.0;
@@ -90,7 +81,7 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
 
     let deleting = Instant::now();
     let base = leader.base();
-    // What was created beyond `low`, newest first; kept and judged below: j0 up to `low`.
+    // What was created beyond `low`; kept and judged below: j0 up to `low`.
     let low = shape.low.min(created);
     let (deleted, _) = send_all(
         client,

@@ -50,7 +50,7 @@ pub async fn bench(client: &reqwest::Client, shape: Shape) -> anyhow::Result<()>
         .map(|i| fire_job(&format!("j{i}"), every, &sink.url()))
         .collect();
     let pace = spread_rate(shape.jobs, every);
-    let created = create_paced(client, leader, jobs, "jobs", None, Some(pace)).await?;
+    let (_, created) = create_paced(client, leader, jobs, "jobs", None, Some(pace)).await?;
 
     // One whole period for every job to have its first run behind it.
     tokio::time::sleep(Duration::from_secs(every + 2)).await;
@@ -171,10 +171,13 @@ pub async fn create(
     what: &str,
     bound: Option<Duration>,
 ) -> anyhow::Result<f64> {
-    create_paced(client, server, jobs, what, bound, None).await
+    Ok(create_paced(client, server, jobs, what, bound, None)
+        .await?
+        .1)
 }
 
-/// [`create`], starting at most `pace` creates a second.
+/// [`create`], starting at most `pace` creates a second; answers how many were created, and
+/// creates per second.
 pub async fn create_paced(
     client: &reqwest::Client,
     server: &Server,
@@ -182,7 +185,7 @@ pub async fn create_paced(
     what: &str,
     bound: Option<Duration>,
     pace: Option<f64>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(usize, f64)> {
     let url = format!("{}/v1/jobs", server.base());
     let (created, seconds) = send_all(
         client,
@@ -194,7 +197,7 @@ pub async fn create_paced(
         pace,
     )
     .await?;
-    Ok(created as f64 / seconds)
+    Ok((created, created as f64 / seconds))
 }
 
 /// The create rate that spreads `n` jobs `@every every_s` evenly over their period: an
@@ -207,7 +210,7 @@ pub fn spread_rate(n: usize, every_s: u64) -> f64 {
     per_period / periods
 }
 
-/// Sends one request per item, made by `request`, with 64 in flight (the `i`-th not before
+/// Sends one request per item, in order, made by `request`, with 64 in flight (the `i`-th not before
 /// `i / pace` seconds, given a pace), retrying a 503 after its `Retry-After`, until each is
 /// answered with a status in `ok` or `bound` passed (then the rest are given up); answers how
 /// many were answered `ok`, and in how many seconds. Progress on stderr every 5 s.
@@ -221,27 +224,27 @@ pub async fn send_all<T: Send + 'static>(
     pace: Option<f64>,
 ) -> anyhow::Result<(usize, f64)> {
     let total = items.len();
-    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let queue = Arc::new(tokio::sync::Mutex::new(items));
+    let queue = Arc::new(tokio::sync::Mutex::new(std::collections::VecDeque::from(
+        items,
+    )));
     let request = Arc::new(request);
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..64 {
-        let (queue, done, taken, client, request) = (
-            queue.clone(),
-            done.clone(),
-            taken.clone(),
-            client.clone(),
-            request.clone(),
-        );
+        let (queue, done, client, request) =
+            (queue.clone(), done.clone(), client.clone(), request.clone());
         workers.spawn(async move {
             loop {
-                let Some(item) = queue.lock().await.pop() else {
-                    return Ok::<(), anyhow::Error>(());
+                let (i, item) = {
+                    let mut queue = queue.lock().await;
+                    let i = total - queue.len();
+                    match queue.pop_front() {
+                        Some(item) => (i, item),
+                        None => return Ok::<(), anyhow::Error>(()),
+                    }
                 };
                 if let Some(pace) = pace {
-                    let i = taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let at = started + Duration::from_secs_f64(i as f64 / pace);
                     tokio::time::sleep_until(at.into()).await;
                 }
